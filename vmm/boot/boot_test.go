@@ -1,0 +1,185 @@
+package boot
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/colibrivm/colibri/vmm/memory"
+)
+
+// fakeBzImage builds a minimal bzImage: 4 setup sectors plus the boot
+// sector, then payloadLen bytes of "kernel".
+func fakeBzImage(payloadLen int) []byte {
+	const setupSects = 4
+	img := make([]byte, (setupSects+1)*512+payloadLen)
+	le := binary.LittleEndian
+	img[offSetupSects] = setupSects
+	le.PutUint16(img[0x1fe:], 0xaa55)
+	img[offJump] = 0xeb
+	img[offJump+1] = 0x6a // header ends at 0x26c
+	le.PutUint32(img[offHeaderMagic:], headerMagic)
+	le.PutUint16(img[offVersion:], 0x020f)
+	le.PutUint32(img[offSyssize:], uint32(payloadLen/16))
+	le.PutUint32(img[offInitrdAddrMax:], 0x7fffffff)
+	le.PutUint32(img[offKernelAlignment:], 0x200000)
+	img[offRelocatable] = 1
+	le.PutUint16(img[offXloadflags:], xlfKernel64|xlfCanBeLoadedAbove4G)
+	le.PutUint32(img[offCmdlineSize:], 2047)
+	le.PutUint64(img[offPrefAddress:], 0x1000000)
+	le.PutUint32(img[offInitSize:], 8<<20)
+	for i := (setupSects + 1) * 512; i < len(img); i++ {
+		img[i] = byte(i)
+	}
+	return img
+}
+
+func TestParseBzImage(t *testing.T) {
+	img := fakeBzImage(64 << 10)
+	k, err := ParseBzImage(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Version != 0x020f || k.InitSize != 8<<20 || k.PrefAddress != 0x1000000 || !k.Relocatable || k.CmdlineSize != 2047 {
+		t.Errorf("parsed %+v", k)
+	}
+	if len(k.Payload) != 64<<10 || len(k.Setup) != 5*512 {
+		t.Errorf("payload %d setup %d", len(k.Payload), len(k.Setup))
+	}
+	if h := k.setupHeader(); len(h) != 0x26c-offSetupSects {
+		t.Errorf("setup header is %d bytes", len(h))
+	}
+}
+
+func TestParseBzImageRejects(t *testing.T) {
+	mutate := func(f func([]byte) []byte) []byte { return f(fakeBzImage(64 << 10)) }
+	cases := map[string]struct {
+		img  []byte
+		want string
+	}{
+		"empty":       {nil, "too short"},
+		"elf":         {append([]byte("\x7fELF"), make([]byte, 4096)...), "HdrS"},
+		"no magic":    {mutate(func(b []byte) []byte { b[offHeaderMagic] = 0; return b }), "HdrS"},
+		"old":         {mutate(func(b []byte) []byte { b[offVersion] = 0x0b; return b }), "older than 2.12"},
+		"32-bit only": {mutate(func(b []byte) []byte { b[offXloadflags] = 0; return b }), "64-bit"},
+		"truncated":   {mutate(func(b []byte) []byte { return b[:len(b)-100] }), "truncated"},
+		"only setup":  {mutate(func(b []byte) []byte { return b[:5*512] }), "truncated"},
+	}
+	for name, tc := range cases {
+		_, err := ParseBzImage(tc.img)
+		if !errors.Is(err, ErrNotKernel) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want ErrNotKernel mentioning %q", name, err, tc.want)
+		}
+	}
+}
+
+func newMem(t *testing.T, size uint64) *memory.Memory {
+	t.Helper()
+	m, err := memory.New(size, memory.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func TestLoad(t *testing.T) {
+	k, err := ParseBzImage(fakeBzImage(1 << 20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := newMem(t, 128<<20)
+	initrd := bytes.Repeat([]byte{0xab}, 3<<20+5)
+	l, err := Load(mem, Params{Kernel: k, Initrd: initrd, Cmdline: "console=ttyS0 quiet", RSDPAddr: 0xe0000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Regs.RIP != KernelAddr+0x200 || l.Regs.RSI != ZeroPageAddr {
+		t.Errorf("regs %+v", l.Regs)
+	}
+	got := make([]byte, len(k.Payload))
+	mem.Read(KernelAddr, got)
+	if !bytes.Equal(got, k.Payload) {
+		t.Error("kernel payload not at 1 MiB")
+	}
+	if l.InitrdAddr%4096 != 0 || l.InitrdAddr+uint64(len(initrd)) > 128<<20 || l.InitrdAddr < kernelEnd(k) {
+		t.Errorf("initrd at %#x", l.InitrdAddr)
+	}
+	gotInitrd := make([]byte, len(initrd))
+	mem.Read(l.InitrdAddr, gotInitrd)
+	if !bytes.Equal(gotInitrd, initrd) {
+		t.Error("initrd content differs")
+	}
+	zp := make([]byte, 4096)
+	mem.Read(ZeroPageAddr, zp)
+	le := binary.LittleEndian
+	if le.Uint32(zp[offRamdiskImage:]) != uint32(l.InitrdAddr) || le.Uint32(zp[offRamdiskSize:]) != uint32(len(initrd)) {
+		t.Error("zero page ramdisk fields wrong")
+	}
+	if le.Uint32(zp[offCmdLinePtr:]) != CmdlineAddr || le.Uint64(zp[0x70:]) != 0xe0000 || zp[offTypeOfLoader] != 0xff {
+		t.Error("zero page cmdline/rsdp/loader fields wrong")
+	}
+	if le.Uint32(zp[offHeaderMagic:]) != headerMagic {
+		t.Error("setup header not copied into the zero page")
+	}
+	cmd := make([]byte, 20)
+	mem.Read(CmdlineAddr, cmd)
+	if string(cmd) != "console=ttyS0 quiet\x00" {
+		t.Errorf("cmdline %q", cmd)
+	}
+	n := int(zp[0x1e8])
+	var ram uint64
+	for i := 0; i < n; i++ {
+		o := 0x2d0 + 20*i
+		if le.Uint32(zp[o+16:]) == E820RAM {
+			ram += le.Uint64(zp[o+8:])
+		}
+	}
+	if want := uint64(128<<20) - (0x100000 - EBDAStart); ram != want {
+		t.Errorf("e820 RAM %d, want %d", ram, want)
+	}
+	// The identity map covers the kernel and the boot structures.
+	pml4, _ := mem.Uint64(PML4Addr)
+	pd1, _ := mem.Uint64(pdAddr + 8)
+	if pml4&^0xfff != pdptAddr || pd1 != 1<<21|0x83 {
+		t.Errorf("page tables: pml4 %#x pd[1] %#x", pml4, pd1)
+	}
+}
+
+func TestLoadRejects(t *testing.T) {
+	k, _ := ParseBzImage(fakeBzImage(1 << 20))
+	mem := newMem(t, 32<<20)
+	if _, err := Load(mem, Params{Kernel: k, Initrd: make([]byte, 30<<20)}); err == nil || !strings.Contains(err.Error(), "too small") {
+		t.Errorf("huge initrd: %v", err)
+	}
+	if _, err := Load(mem, Params{Kernel: k, Cmdline: strings.Repeat("x", 3000)}); err == nil || !strings.Contains(err.Error(), "command line") {
+		t.Errorf("long cmdline: %v", err)
+	}
+}
+
+func TestE820AboveHole(t *testing.T) {
+	regions := []memory.Region{{GuestAddr: 0, Size: memory.MMIOHoleStart}, {GuestAddr: memory.MMIOHoleEnd, Size: 1 << 30}}
+	m := e820(regions)
+	last := m[len(m)-1]
+	if last.Addr != memory.MMIOHoleEnd || last.Size != 1<<30 || last.Type != E820RAM {
+		t.Errorf("high RAM entry %+v", last)
+	}
+}
+
+func FuzzParseBzImage(f *testing.F) {
+	f.Add(fakeBzImage(4096))
+	f.Add([]byte{})
+	f.Add(fakeBzImage(4096)[:0x300])
+	f.Fuzz(func(t *testing.T, img []byte) {
+		k, err := ParseBzImage(img)
+		if err != nil {
+			return
+		}
+		if len(k.Setup)+len(k.Payload) != len(img) {
+			t.Fatalf("setup+payload %d+%d != %d", len(k.Setup), len(k.Payload), len(img))
+		}
+		_ = k.setupHeader()
+	})
+}
