@@ -1,0 +1,69 @@
+# colibri — a KVM VMM with a microsecond vCPU scheduler.
+#
+#   make demo    build everything and boot the default guest (in the KVM
+#                sandbox when this host has no usable /dev/kvm)
+#   make test    install what the tests need, then run every test
+#
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+IMAGES := guestimages/out
+STATICCHECK_VERSION := 2025.1.1
+# Test binaries run inside the sandbox are built here.
+TESTBIN := $(BIN)/tests
+
+.PHONY: all build deps images demo test unit kvm-test lint fmt vet generate clean help
+
+all: build
+
+help:
+	@sed -n '2,7p' Makefile
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/colibri ./cmd/colibri
+
+# deps installs the Debian packages the build, images, sandbox and tests use.
+deps:
+	@scripts/install-deps
+
+images:
+	@guestimages/build.sh --out $(IMAGES)
+
+# kvm-run runs a command directly when this host's KVM can boot a stock guest,
+# and inside scripts/kvm-sandbox otherwise.
+KVM_RUN = scripts/kvm-run
+
+demo: build images
+	@$(KVM_RUN) $(BIN)/colibri boot --cpus 2 --mem 512M --disk $(IMAGES)/disk.ext4,ro
+
+test: deps images lint unit kvm-test
+
+unit: build
+	$(GO) test -count=1 ./...
+
+# kvm-test builds the test binaries of the packages with KVM tests on the host
+# and runs their TestKVM* tests on real KVM (in the sandbox if need be).
+KVM_TEST_PKGS := ./kvm ./vmm ./cmd/colibri
+kvm-test: build
+	@mkdir -p $(TESTBIN)
+	@for p in $(KVM_TEST_PKGS); do \
+		$(GO) test -c -o $(TESTBIN)/$$(echo $$p | tr / _ | sed 's/^\._//').test $$p || exit 1; \
+	done
+	@COLIBRI_BIN=$(CURDIR)/$(BIN)/colibri COLIBRI_IMAGES=$(CURDIR)/$(IMAGES) \
+		$(KVM_RUN) scripts/run-kvm-tests $(TESTBIN)
+
+lint: fmt vet
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: not formatted: $$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+generate:
+	$(GO) generate ./...
+
+clean:
+	rm -rf $(BIN)
