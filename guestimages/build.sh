@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# build.sh [--out DIR]: builds colibri's default guest images from Debian
+# packages only, reproducibly and cached:
+#   vmlinuz      the stock Debian kernel ($KERNEL_PKG, default linux-image-amd64)
+#   initrd.img   busybox-static + that kernel's virtio/ext4 modules + guestimages/init
+#   disk.ext4    a 64 MiB ext4 image holding hello.txt
+#   manifest.txt package versions and sha256 of each output
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=$here/out
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--out) out=$2; shift 2 ;;
+	-h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+	*) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
+	esac
+done
+# shellcheck source=../scripts/lib-debian-kernel.sh
+. "$here/../scripts/lib-debian-kernel.sh"
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
+
+kpkg=$(colibri_kernel_pkg)
+kver_deb=$(colibri_pkg_version "$kpkg")
+bbver=$(colibri_pkg_version busybox-static)
+key=$(printf '%s\n' "$kpkg=$kver_deb" "busybox-static=$bbver" "$(sha256sum "$0" "$here/init" "$here/../scripts/lib-debian-kernel.sh")" | sha256sum | cut -c1-16)
+if [ -f "$out/.key" ] && [ "$(cat "$out/.key")" = "$key" ] && [ -f "$out/vmlinuz" ] && [ -f "$out/initrd.img" ] && [ -f "$out/disk.ext4" ]; then
+	echo "images: up to date in $out ($kpkg $kver_deb)"
+	exit 0
+fi
+mkdir -p "$out"
+kroot=$(colibri_fetch "$kpkg")
+bbroot=$(colibri_fetch busybox-static)
+kver=$(ls "$kroot/lib/modules" | head -n1)
+echo "images: kernel $kpkg $kver_deb ($kver)"
+cp "$kroot/boot/vmlinuz-$kver" "$out/vmlinuz.tmp" && mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+root=$stage/initrd
+mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,mnt,etc,root}
+cp "$bbroot/bin/busybox" "$root/bin/busybox"
+cp "$here/init" "$root/init"
+chmod 0755 "$root/init" "$root/bin/busybox"
+echo "images: initrd: busybox $bbver, modules for $kver"
+colibri_copy_modules "$kroot" "$kver" "$root" virtio_pci virtio_blk virtio_net virtio_rng virtio_console ext4 af_packet crc32c_generic crc32c_intel
+colibri_cpio "$root" "$out/initrd.img"
+
+echo "images: disk.ext4 (64 MiB)"
+mkdir -p "$stage/disk"
+printf 'hello from the colibri disk image\n' >"$stage/disk/hello.txt"
+find "$stage/disk" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+rm -f "$out/disk.ext4.tmp"
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -T default -L colibri -U 6b8b4567-327b-23c6-643c-986966334873 \
+	-E root_owner=0:0,hash_seed=0b2d3c4e-5f60-4172-8394-a5b6c7d8e9f0,lazy_itable_init=0 \
+	-d "$stage/disk" "$out/disk.ext4.tmp" 64M >/dev/null
+mv "$out/disk.ext4.tmp" "$out/disk.ext4"
+
+{
+	echo "kernel $kpkg $kver_deb ($kver)"
+	echo "busybox-static $bbver"
+	(cd "$out" && sha256sum vmlinuz initrd.img disk.ext4)
+} >"$out/manifest.txt"
+echo "$key" >"$out/.key"
+echo "images: done in $out"
