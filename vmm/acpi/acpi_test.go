@@ -3,6 +3,7 @@ package acpi
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,231 +11,466 @@ import (
 	"testing"
 )
 
+// testConfig matches what colibri's vmm package passes.
 var testConfig = Config{
-	CPUs: 2, IOAPICAddr: 0xfec00000,
-	PCIMMIOBase: 0xc0000000, PCIMMIOSize: 0x10000000,
-	PCIMMIO64Base: 1 << 34, PCIMMIO64Size: 64 << 30,
-	SleepControlPort: 0x600, SleepStatusPort: 0x601, ResetPort: 0x602, ResetValue: 0x0f,
-	Serial: true,
+	CPUs:             2,
+	IOAPICAddr:       0xfec00000,
+	PCIMMIOBase:      0xc0000000,
+	PCIMMIOSize:      0x10000000,
+	PCIMMIO64Base:    1 << 34,
+	PCIMMIO64Size:    64 << 30,
+	SleepControlPort: 0x600,
+	SleepStatusPort:  0x601,
+	ResetPort:        0x602,
+	ResetValue:       0x0f,
+	Serial:           true,
 }
 
-const base = 0xe0000
+const testBase = 0xe0000
 
-// tables splits a Build image into its tables by signature.
-func tables(t *testing.T, img []byte, rsdp uint64) map[string][]byte {
+var le = binary.LittleEndian
+
+// parsed is a Build image taken apart the way a guest walks it.
+type parsed struct {
+	rsdp []byte
+	// tables by signature, the DSDT reached through the FADT.
+	tables map[string][]byte
+	// xsdt lists the signatures the XSDT points at, in order.
+	xsdt []string
+}
+
+// parse walks img from the RSDP and checks what every table must satisfy:
+// signature, length field, checksum, placement inside the image.
+func parse(t *testing.T, img []byte, base, rsdpAddr uint64) parsed {
 	t.Helper()
-	at := func(addr uint64) []byte {
-		off := addr - base
-		n := binary.LittleEndian.Uint32(img[off+4:])
-		return img[off : off+uint64(n)]
-	}
-	r := img[rsdp-base : rsdp-base+36]
-	if string(r[:8]) != "RSD PTR " || checksum(r[:20]) != 0 || checksum(r) != 0 || r[15] != 2 {
-		t.Fatalf("bad RSDP % x", r)
-	}
-	out := map[string][]byte{}
-	xsdt := at(binary.LittleEndian.Uint64(r[24:]))
-	out["XSDT"] = xsdt
-	for off := headerLen; off < len(xsdt); off += 8 {
-		tb := at(binary.LittleEndian.Uint64(xsdt[off:]))
-		out[string(tb[:4])] = tb
-	}
-	out["DSDT"] = at(binary.LittleEndian.Uint64(out["FACP"][140:]))
-	for sig, tb := range out {
-		if checksum(tb) != 0 {
-			t.Errorf("%s checksum does not sum to zero", sig)
+	table := func(addr uint64) []byte {
+		t.Helper()
+		if addr < base || addr-base+headerLen > uint64(len(img)) {
+			t.Fatalf("table address %#x outside the image [%#x, +%#x)", addr, base, len(img))
 		}
+		off := addr - base
+		n := uint64(le.Uint32(img[off+4:]))
+		if n < headerLen || off+n > uint64(len(img)) {
+			t.Fatalf("table at %#x: length %d runs outside the image", addr, n)
+		}
+		tb := img[off : off+n]
+		if checksum(tb) != 0 {
+			t.Errorf("%s: bytes do not sum to 0", tb[:4])
+		}
+		if addr%16 != 0 {
+			t.Errorf("%s at %#x: not 16-byte aligned", tb[:4], addr)
+		}
+		return tb
 	}
-	return out
+	if rsdpAddr%16 != 0 || rsdpAddr < base || rsdpAddr-base+rsdpLen > uint64(len(img)) {
+		t.Fatalf("RSDP at %#x: not 16-byte aligned inside the image", rsdpAddr)
+	}
+	r := img[rsdpAddr-base:][:rsdpLen]
+	switch {
+	case string(r[:8]) != "RSD PTR ":
+		t.Fatalf("RSDP signature %q", r[:8])
+	case checksum(r[:20]) != 0:
+		t.Error("RSDP: first 20 bytes do not sum to 0")
+	case checksum(r) != 0:
+		t.Error("RSDP: 36 bytes do not sum to 0")
+	case r[15] != 2 || le.Uint32(r[20:]) != rsdpLen:
+		t.Errorf("RSDP revision %d length %d, want 2 and 36", r[15], le.Uint32(r[20:]))
+	case le.Uint32(r[16:]) != 0:
+		t.Errorf("RSDP RSDT address %#x, want 0", le.Uint32(r[16:]))
+	}
+	p := parsed{rsdp: r, tables: map[string][]byte{}}
+	xsdt := table(le.Uint64(r[24:]))
+	if string(xsdt[:4]) != "XSDT" || (len(xsdt)-headerLen)%8 != 0 {
+		t.Fatalf("XSDT: signature %q length %d", xsdt[:4], len(xsdt))
+	}
+	p.tables["XSDT"] = xsdt
+	for off := headerLen; off < len(xsdt); off += 8 {
+		tb := table(le.Uint64(xsdt[off:]))
+		p.tables[string(tb[:4])] = tb
+		p.xsdt = append(p.xsdt, string(tb[:4]))
+	}
+	if f := p.tables["FACP"]; f != nil {
+		p.tables["DSDT"] = table(le.Uint64(f[fadtXDSDT:]))
+	}
+	return p
+}
+
+// madtEntry is one interrupt controller structure of the MADT.
+type madtEntry struct {
+	typ  byte
+	body []byte // the bytes after type and length
+}
+
+func madtEntries(t *testing.T, m []byte) []madtEntry {
+	t.Helper()
+	var es []madtEntry
+	for off := headerLen + 8; off < len(m); {
+		if off+2 > len(m) || m[off+1] < 2 || off+int(m[off+1]) > len(m) {
+			t.Fatalf("MADT entry at %d overruns the table", off)
+		}
+		es = append(es, madtEntry{m[off], m[off+2 : off+int(m[off+1])]})
+		off += int(m[off+1])
+	}
+	return es
 }
 
 func TestBuild(t *testing.T) {
-	img, rsdp, err := Build(testConfig, base)
-	if err != nil {
-		t.Fatal(err)
+	one := testConfig
+	one.CPUs, one.Serial, one.PCIMMIO64Size, one.IOAPICAddr, one.IOAPICID = 1, false, 0, 0, 3
+	many := testConfig
+	many.CPUs, many.I8042 = 255, true
+	cases := []struct {
+		name string
+		cfg  Config
+		base uint64
+	}{
+		{"colibri default", testConfig, testBase},
+		{"1 CPU, defaults, no serial, no 64-bit window", one, testBase},
+		{"255 CPUs with i8042", many, testBase},
+		{"high base", testConfig, 0x1_0000_0000},
 	}
-	if rsdp%16 != 0 || len(img) > MaxSize {
-		t.Errorf("rsdp at %#x, image %d bytes", rsdp, len(img))
-	}
-	ts := tables(t, img, rsdp)
-	for _, sig := range []string{"XSDT", "FACP", "APIC", "DSDT"} {
-		if ts[sig] == nil {
-			t.Fatalf("no %s", sig)
-		}
-	}
-	f := ts["FACP"]
-	if flags := binary.LittleEndian.Uint32(f[112:]); flags&fadtHWReduced == 0 || flags&fadtResetRegSup == 0 {
-		t.Errorf("FADT flags %#x", flags)
-	}
-	if port := binary.LittleEndian.Uint64(f[244+4:]); port != 0x600 || f[244] != 1 {
-		t.Errorf("sleep control register %v", f[244:256])
-	}
-	if port := binary.LittleEndian.Uint64(f[116+4:]); port != 0x602 || f[128] != 0x0f {
-		t.Errorf("reset register %v value %#x", f[116:128], f[128])
-	}
-	if len(f) != 276 {
-		t.Errorf("FADT is %d bytes", len(f))
-	}
-	m := ts["APIC"]
-	var ids []byte
-	for off := 44; off < len(m); off += int(m[off+1]) {
-		if m[off] == madtLocalAPIC {
-			ids = append(ids, m[off+3])
-			if m[off+4]&1 == 0 {
-				t.Errorf("CPU %d not enabled", m[off+3])
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			img, rsdp, err := Build(c.cfg, c.base)
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-	}
-	if !bytes.Equal(ids, []byte{0, 1}) {
-		t.Errorf("MADT APIC ids %v", ids)
+			if len(img) > MaxSize {
+				t.Errorf("image of %d bytes", len(img))
+			}
+			if rsdp != c.base {
+				t.Errorf("RSDP at %#x, want the base %#x", rsdp, c.base)
+			}
+			p := parse(t, img, c.base, rsdp)
+			if got := strings.Join(p.xsdt, ","); got != "FACP,APIC" {
+				t.Errorf("XSDT points at %s, want FACP,APIC", got)
+			}
+			checkFADT(t, c.cfg, c.base, p.tables["FACP"], p.tables["DSDT"], img)
+			checkMADT(t, c.cfg, p.tables["APIC"])
+			checkDSDT(t, c.cfg, p.tables["DSDT"])
+		})
 	}
 }
 
-func TestSleepControl(t *testing.T) {
-	// What Linux writes for S5 in hardware-reduced mode.
-	v := uint8(SleepTypeS5<<2 | 0x20)
-	if typ, en := DecodeSleepControl(v); typ != SleepTypeS5 || !en {
-		t.Errorf("decode %#x = %d %v", v, typ, en)
+func checkFADT(t *testing.T, cfg Config, base uint64, f, dsdt, img []byte) {
+	t.Helper()
+	if len(f) != fadtLen || f[8] != 6 || f[fadtMinorVer] != 5 {
+		t.Errorf("FADT length %d revision %d.%d, want 276 and 6.5", len(f), f[8], f[fadtMinorVer])
 	}
-	if _, en := DecodeSleepControl(SleepTypeS5 << 2); en {
-		t.Error("SLP_EN decoded from a write without it")
+	flags := le.Uint32(f[fadtFlags:])
+	for _, fl := range []struct {
+		name string
+		bit  uint32
+	}{{"HW_REDUCED_ACPI", fadtHWReduced}, {"RESET_REG_SUP", fadtResetRegSup}, {"PWR_BUTTON", fadtNoPowerButton}, {"SLP_BUTTON", fadtNoSleepButton}} {
+		if flags&fl.bit == 0 {
+			t.Errorf("FADT flags %#x lack %s", flags, fl.name)
+		}
+	}
+	boot := le.Uint16(f[fadtBootArch:])
+	want8042 := uint16(0)
+	if cfg.I8042 {
+		want8042 = boot8042
+	}
+	if boot&(bootVGANotPresent|bootNoCMOSRTC|bootNoASPM) != bootVGANotPresent|bootNoCMOSRTC|bootNoASPM ||
+		boot&(bootMSINotSupp|bootLegacyDevices) != 0 || boot&boot8042 != want8042 {
+		t.Errorf("IAPC_BOOT_ARCH %#x: want VGA not present, CMOS RTC not present, no ASPM, MSI allowed, 8042 %v", boot, cfg.I8042)
+	}
+	for _, r := range []struct {
+		name string
+		off  int
+		port uint16
+	}{{"RESET_REG", fadtResetReg, cfg.ResetPort}, {"SLEEP_CONTROL_REG", fadtSleepCtl, cfg.SleepControlPort}, {"SLEEP_STATUS_REG", fadtSleepStatus, cfg.SleepStatusPort}} {
+		g := f[r.off : r.off+12]
+		want := append([]byte{1, 8, 0, 1}, le.AppendUint64(nil, uint64(r.port))...)
+		if !bytes.Equal(g, want) {
+			t.Errorf("%s GAS % x, want % x (system I/O, 8 bits, byte access, port %#x)", r.name, g, want, r.port)
+		}
+	}
+	if f[fadtResetValue] != cfg.ResetValue {
+		t.Errorf("RESET_VALUE %#x, want %#x", f[fadtResetValue], cfg.ResetValue)
+	}
+	xdsdt := le.Uint64(f[fadtXDSDT:])
+	if want := uint64(le.Uint32(f[fadtDSDT:])); xdsdt >= 1<<32 && want != 0 || xdsdt < 1<<32 && want != xdsdt {
+		t.Errorf("DSDT %#x and X_DSDT %#x disagree", want, xdsdt)
+	}
+	if !bytes.Equal(img[xdsdt-base:][:len(dsdt)], dsdt) || string(dsdt[:4]) != "DSDT" {
+		t.Errorf("X_DSDT %#x does not point at the DSDT", xdsdt)
+	}
+	if got := string(f[fadtHypervisor : fadtHypervisor+8]); got != "COLIBRI\x00" {
+		t.Errorf("hypervisor vendor %q", got)
+	}
+	// No SCI, PM timer, PM1 or GPE blocks; no FACS.
+	for _, off := range []int{36, 46, 56, 64, 76, 88, 92, 132, 148, 208} {
+		if v := le.Uint32(f[off:]); v != 0 {
+			t.Errorf("FADT field at offset %d is %#x, want 0 on a hardware-reduced machine", off, v)
+		}
+	}
+}
+
+func checkMADT(t *testing.T, cfg Config, m []byte) {
+	t.Helper()
+	if le.Uint32(m[36:]) != LocalAPICAddr || le.Uint32(m[40:]) != madtPCATCompat {
+		t.Errorf("MADT local APIC address %#x flags %#x", le.Uint32(m[36:]), le.Uint32(m[40:]))
+	}
+	var ids []byte
+	var ioapics, overrides, nmis int
+	wantIOAPIC := cfg.IOAPICAddr
+	if wantIOAPIC == 0 {
+		wantIOAPIC = DefaultIOAPICAddr
+	}
+	for _, e := range madtEntries(t, m) {
+		switch e.typ {
+		case madtLocalAPIC:
+			if len(e.body) != 6 || e.body[0] != e.body[1] || le.Uint32(e.body[2:]) != madtLAPICEnabled {
+				t.Errorf("local APIC entry % x: want UID = APIC id, enabled", e.body)
+			}
+			ids = append(ids, e.body[1])
+		case madtIOAPIC:
+			ioapics++
+			if len(e.body) != 10 || e.body[0] != cfg.IOAPICID || uint64(le.Uint32(e.body[2:])) != wantIOAPIC || le.Uint32(e.body[6:]) != 0 {
+				t.Errorf("IOAPIC entry % x: want id %d at %#x, GSI base 0", e.body, cfg.IOAPICID, wantIOAPIC)
+			}
+		case madtIntOverride:
+			overrides++
+			if !bytes.Equal(e.body, []byte{0, 0, 2, 0, 0, 0, 0, 0}) {
+				t.Errorf("override % x: want ISA IRQ 0 → GSI 2, conforming", e.body)
+			}
+		case madtLocalAPICNMI:
+			nmis++
+			if !bytes.Equal(e.body, []byte{0xff, 0, 0, 1}) {
+				t.Errorf("local APIC NMI % x: want all processors, LINT1", e.body)
+			}
+		default:
+			t.Errorf("unexpected MADT entry type %d", e.typ)
+		}
+	}
+	if len(ids) != cfg.CPUs {
+		t.Fatalf("MADT has %d local APICs, want %d", len(ids), cfg.CPUs)
+	}
+	for i, id := range ids {
+		if int(id) != i {
+			t.Errorf("local APIC %d has id %d", i, id)
+		}
+	}
+	if ioapics != 1 || overrides != 1 || nmis != 1 {
+		t.Errorf("MADT has %d IOAPICs, %d overrides, %d NMI entries; want 1 each", ioapics, overrides, nmis)
+	}
+}
+
+func checkDSDT(t *testing.T, cfg Config, d []byte) {
+	t.Helper()
+	if d[8] != dsdtRev {
+		t.Errorf("DSDT revision %d", d[8])
+	}
+	aml := d[headerLen:]
+	s5 := []byte{0x08, '\\', '_', 'S', '5', '_', 0x12, 0x08, 0x04, 0x0a, SleepTypeS5, 0x0a, SleepTypeS5, 0, 0}
+	if !bytes.Contains(aml, s5) {
+		t.Error("DSDT lacks Name (\\_S5, Package (4) {5, 5, 0, 0})")
+	}
+	com := []byte{0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08, 0x22, 0x10, 0x00, 0x79, 0x00}
+	if got := bytes.Contains(aml, com); got != cfg.Serial {
+		t.Errorf("DSDT has COM1 resources: %v, want %v", got, cfg.Serial)
+	}
+	if got := bytes.Contains(aml, []byte{0x8a, 0x2b, 0x00}); got != (cfg.PCIMMIO64Size != 0) {
+		t.Errorf("DSDT has a QWord window: %v, want %v", got, cfg.PCIMMIO64Size != 0)
+	}
+	win := (&resources{}).dword(spaceMemory, memReadWrite, uint32(cfg.PCIMMIOBase), uint32(cfg.PCIMMIOBase+cfg.PCIMMIOSize-1)).b
+	if !bytes.Contains(aml, win) {
+		t.Error("DSDT lacks the 32-bit PCI window")
+	}
+	// The whole AML is one \_S5 Name and one \_SB Scope: the top-level
+	// PkgLength covers exactly the rest of the table.
+	rest := aml[len(s5):]
+	if rest[0] != opScope {
+		t.Fatalf("after \\_S5: opcode %#x, want Scope", rest[0])
+	}
+	n, _, err := decodePkgLength(rest[1:])
+	if err != nil || n != len(rest)-1 {
+		t.Errorf("\\_SB scope PkgLength %d (%v), want %d", n, err, len(rest)-1)
 	}
 }
 
 func TestValidate(t *testing.T) {
-	bad := []func(*Config){
-		func(c *Config) { c.CPUs = 0 },
-		func(c *Config) { c.CPUs = 256 },
-		func(c *Config) { c.ResetPort = 0 },
-		func(c *Config) { c.PCIMMIOSize = 0 },
-		func(c *Config) { c.PCIMMIOBase = 0xfff00000 },
-		func(c *Config) { c.PCIMMIO64Base = 0x1000 },
+	cases := []struct {
+		name string
+		mut  func(*Config)
+		want string // error substring; "" = valid
+	}{
+		{"as given", func(*Config) {}, ""},
+		{"255 CPUs", func(c *Config) { c.CPUs = 255 }, ""},
+		{"window up to 4 GiB", func(c *Config) { c.PCIMMIOBase, c.PCIMMIOSize = 0xf0000000, 0x10000000 }, ""},
+		{"no 64-bit window", func(c *Config) { c.PCIMMIO64Base, c.PCIMMIO64Size = 0, 0 }, ""},
+		{"64-bit window to the top", func(c *Config) { c.PCIMMIO64Base, c.PCIMMIO64Size = 1<<63, 1<<63 }, ""},
+		{"0 CPUs", func(c *Config) { c.CPUs = 0 }, "CPUs is 0"},
+		{"256 CPUs", func(c *Config) { c.CPUs = 256 }, "CPUs is 256"},
+		{"IOAPIC above 4 GiB", func(c *Config) { c.IOAPICAddr = 1 << 32 }, "IOAPICAddr"},
+		{"no sleep-control port", func(c *Config) { c.SleepControlPort = 0 }, "SleepControlPort"},
+		{"no sleep-status port", func(c *Config) { c.SleepStatusPort = 0 }, "SleepStatusPort"},
+		{"no reset port", func(c *Config) { c.ResetPort = 0 }, "ResetPort"},
+		{"empty window", func(c *Config) { c.PCIMMIOSize = 0 }, "PCIMMIOSize is 0"},
+		{"window past 4 GiB", func(c *Config) { c.PCIMMIOBase = 0xfff00000 }, "below 4 GiB"},
+		{"window above 4 GiB", func(c *Config) { c.PCIMMIOBase = 1 << 32 }, "below 4 GiB"},
+		{"window wrapping", func(c *Config) { c.PCIMMIOBase, c.PCIMMIOSize = 1<<64-0x1000, 0x2000 }, "below 4 GiB"},
+		{"64-bit window low", func(c *Config) { c.PCIMMIO64Base = 0x1000 }, "64-bit PCI window base"},
+		{"64-bit window wrapping", func(c *Config) { c.PCIMMIO64Base, c.PCIMMIO64Size = 1<<63, 1<<63+1 }, "wraps"},
 	}
-	for i, mut := range bad {
-		c := testConfig
-		mut(&c)
-		if _, _, err := Build(c, base); err == nil {
-			t.Errorf("case %d: bad config accepted", i)
+	for _, c := range cases {
+		cfg := testConfig
+		c.mut(&cfg)
+		err := cfg.Validate()
+		_, _, buildErr := Build(cfg, testBase)
+		switch {
+		case c.want == "" && (err != nil || buildErr != nil):
+			t.Errorf("%s: Validate: %v; Build: %v", c.name, err, buildErr)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: Validate: %v, want an error about %q", c.name, err, c.want)
+		case c.want != "" && buildErr == nil:
+			t.Errorf("%s: Build accepted the config", c.name)
+		}
+	}
+	if _, _, err := Build(testConfig, testBase+8); err == nil || !strings.Contains(err.Error(), "aligned") {
+		t.Errorf("Build at an unaligned base: %v, want an alignment error", err)
+	}
+}
+
+func TestSleepControl(t *testing.T) {
+	cases := []struct {
+		v      uint8
+		slpTyp uint8
+		enable bool
+	}{
+		{0x34, SleepTypeS5, true}, // what Linux writes to power off
+		{0x14, SleepTypeS5, false},
+		{0x20, 0, true},
+		{0xff, 7, true},
+		{0xc3, 0, false}, // bits outside SLP_TYP and SLP_EN are ignored
+	}
+	for _, c := range cases {
+		if typ, en := DecodeSleepControl(c.v); typ != c.slpTyp || en != c.enable {
+			t.Errorf("DecodeSleepControl(%#x) = %d, %v; want %d, %v", c.v, typ, en, c.slpTyp, c.enable)
+		}
+	}
+	if v := SleepControlValue(SleepTypeS5); v != 0x34 {
+		t.Errorf("SleepControlValue(S5) = %#x, want 0x34", v)
+	}
+	for typ := uint8(0); typ < 8; typ++ {
+		if got, en := DecodeSleepControl(SleepControlValue(typ)); got != typ || !en {
+			t.Errorf("SLP_TYP %d round trips to %d, %v", typ, got, en)
 		}
 	}
 }
 
-func TestPkgLength(t *testing.T) {
-	cases := map[int][]byte{
-		0:       {0x01},
-		62:      {0x3f},
-		63:      {0x41, 0x04},             // 65 = 0x41: lead 0x40|1, then 0x04
-		4093:    {0x4f, 0xff},             // 4095
-		4094:    {0x81, 0x00, 0x01},       // 4097 = 0x1001 in three bytes
-		1 << 20: {0xc4, 0x00, 0x00, 0x01}, // 0x100004 needs four bytes
-	}
-	for n, want := range cases {
-		got, err := pkgLength(n)
-		if err != nil || !bytes.Equal(got, want) {
-			t.Errorf("pkgLength(%d) = % x, %v; want % x", n, got, err, want)
-		}
-		if total := decodePkgLength(got); total != n+len(got) {
-			t.Errorf("pkgLength(%d) decodes to %d, want %d", n, total, n+len(got))
-		}
-	}
-}
-
-// decodePkgLength is the reader side, to check the encoder.
-func decodePkgLength(b []byte) int {
-	extra := int(b[0] >> 6)
-	if extra == 0 {
-		return int(b[0] & 0x3f)
-	}
-	v := int(b[0] & 0x0f)
-	for i := 0; i < extra; i++ {
-		v |= int(b[1+i]) << (4 + 8*i)
-	}
-	return v
-}
-
-func FuzzPkgLength(f *testing.F) {
-	for _, n := range []int{0, 62, 63, 4093, 4094, 1 << 20, 1<<28 - 5} {
-		f.Add(n)
-	}
-	f.Fuzz(func(t *testing.T, n int) {
-		if n < 0 || n > 1<<28 {
-			return
-		}
-		b, err := pkgLength(n)
-		if err != nil {
-			if n < 1<<28-4 {
-				t.Fatalf("pkgLength(%d): %v", n, err)
-			}
-			return
-		}
-		if got := decodePkgLength(b); got != n+len(b) {
-			t.Fatalf("pkgLength(%d) round trip %d", n, got)
-		}
-	})
-}
-
-func TestNames(t *testing.T) {
-	cases := map[string]string{
-		"_HID":      "_HID",
-		`\_SB`:      `\_SB_`,
-		`\_SB.PCI0`: "\\\x2e_SB_PCI0",
-		"A.B.C":     "\x2f\x03A___B___C___",
-	}
-	for in, want := range cases {
-		got, err := nameString(in)
-		if err != nil || string(got) != want {
-			t.Errorf("nameString(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"TOOLONG", "a", "1ABC", "A.", "A-B"} {
-		if _, err := nameString(bad); err == nil {
-			t.Errorf("nameString(%q) accepted", bad)
-		}
-	}
-	if v, _ := eisaID("PNP0A03"); v != 0x030ad041 {
-		t.Errorf("EISA PNP0A03 = %#x", v)
-	}
-}
-
-// TestDisassemble checks the tables with ACPICA's disassembler, the same
-// parser family the guest kernel uses.
-func TestDisassemble(t *testing.T) {
-	iasl, err := exec.LookPath("iasl")
+// iasl returns the path of ACPICA's compiler/disassembler or fails the test.
+func iasl(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("iasl")
 	if err != nil {
-		t.Fatal("iasl not found: run 'make deps' (Debian package acpica-tools)")
+		t.Fatal("iasl not found: run 'make deps' (it installs Debian's acpica-tools)")
 	}
-	img, rsdp, err := Build(testConfig, base)
+	return p
+}
+
+// TestDisassemble runs every table through ACPICA's disassembler (the
+// same table and AML parsers the guest kernel uses) and checks the text.
+func TestDisassemble(t *testing.T) {
+	bin := iasl(t)
+	img, rsdp, err := Build(testConfig, testBase)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
+	p := parse(t, img, testBase, rsdp)
 	want := map[string][]string{
-		"DSDT": {"PNP0A03", "_S5_", "PNP0501", "0x03F8", "WordBusNumber", "0xC0000000", "0xCFFFFFFF", "QWordMemory", "IRQNoFlags"},
-		"FACP": {"Hardware Reduced (V5) : 1", "Address : 0000000000000600", "Address : 0000000000000602"},
-		"APIC": {"Processor Local APIC", "I/O APIC", "Interrupt Source Override"},
+		"DSDT": {
+			`Name (\_S5, Package (0x04)`, "0x05,", `Scope (\_SB)`, "Device (PCI0)",
+			`Name (_HID, EisaId ("PNP0A08")`, `Name (_CID, EisaId ("PNP0A03")`,
+			"Name (_SEG, Zero)", "Name (_BBN, Zero)", "Name (_UID, Zero)",
+			"WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,",
+			"IO (Decode16,\n                    0x0CF8,             // Range Minimum\n                    0x0CF8,",
+			"0x0CF7,             // Range Maximum", "0x0D00,             // Range Minimum",
+			"0xFFFF,             // Range Maximum",
+			"DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite,",
+			"0xC0000000,         // Range Minimum", "0xCFFFFFFF,         // Range Maximum",
+			"QWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite,",
+			"0x0000000400000000, // Range Minimum", "0x00000013FFFFFFFF, // Range Maximum",
+			"Device (COM1)", `Name (_HID, EisaId ("PNP0501")`, "Name (_UID, One)",
+			"0x03F8,             // Range Minimum", "IRQNoFlags ()\n                    {4}",
+		},
+		"FACP": {
+			"Hardware Reduced (V5) : 1", "Reset Register Supported (V2) : 1",
+			"VGA Not Present (V4) : 1", "CMOS RTC Not Present (V5) : 1", "PCIe ASPM Not Supported (V4) : 1",
+			"MSI Not Supported (V4) : 0", "8042 Present on ports 60/64 (V2) : 0",
+			"Address : 0000000000000600", "Address : 0000000000000601", "Address : 0000000000000602",
+			"Value to cause reset : 0F", "FADT Minor Revision : 05",
+		},
+		"APIC": {"Local Apic Address : FEE00000", "PC-AT Compatibility : 1", "Processor Local APIC",
+			"Local Apic ID : 01", "Address : FEC00000", "Interrupt Source Override",
+			"Interrupt : 00000002", "Local APIC NMI"},
+		"XSDT": {"ACPI Table Address   0 : 00000000000E", "ACPI Table Address   1 : 00000000000E"},
 	}
-	for sig, tb := range tables(t, img, rsdp) {
-		if want[sig] == nil {
-			continue
-		}
-		path := filepath.Join(dir, strings.ToLower(sig)+".dat")
-		os.WriteFile(path, tb, 0o644)
-		out, err := exec.Command(iasl, "-d", path).CombinedOutput()
-		if err != nil {
-			t.Errorf("iasl -d %s: %v\n%s", sig, err, out)
-			continue
-		}
-		dsl, err := os.ReadFile(strings.TrimSuffix(path, ".dat") + ".dsl")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, w := range want[sig] {
-			if !strings.Contains(string(dsl), w) {
+	dir := t.TempDir()
+	for sig, words := range want {
+		out, dsl := disassemble(t, bin, dir, sig, p.tables[sig])
+		for _, w := range words {
+			if !strings.Contains(dsl, w) {
 				t.Errorf("%s disassembly lacks %q:\n%s", sig, w, dsl)
 			}
 		}
-		if strings.Contains(string(out), "Error") {
-			t.Errorf("iasl reported errors for %s:\n%s", sig, out)
+		for _, bad := range []string{"Error", "Warning", "Invalid", "Unknown"} {
+			if strings.Contains(out, bad) || strings.Contains(dsl, bad) {
+				t.Errorf("iasl -d %s reports %q:\n%s\n%s", sig, bad, out, dsl)
+			}
 		}
+	}
+}
+
+// disassemble writes table to dir and returns iasl -d's output and the .dsl.
+func disassemble(t *testing.T, bin, dir, sig string, table []byte) (out, dsl string) {
+	t.Helper()
+	if table == nil {
+		t.Fatalf("no %s table", sig)
+	}
+	path := filepath.Join(dir, strings.ToLower(sig)+".dat")
+	if err := os.WriteFile(path, table, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o, err := exec.Command(bin, "-d", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("iasl -d %s: %v\n%s", sig, err, o)
+	}
+	d, err := os.ReadFile(strings.TrimSuffix(path, ".dat") + ".dsl")
+	if err != nil {
+		t.Fatalf("iasl -d %s wrote no .dsl: %v\n%s", sig, err, o)
+	}
+	return string(o), string(d)
+}
+
+// TestRecompileDSDT compiles iasl's disassembly of the DSDT back to AML:
+// ACPICA's own encoder must produce the same bytes as ours.
+func TestRecompileDSDT(t *testing.T) {
+	bin := iasl(t)
+	for _, serial := range []bool{true, false} {
+		t.Run(fmt.Sprintf("serial=%v", serial), func(t *testing.T) {
+			cfg := testConfig
+			cfg.Serial = serial
+			img, rsdp, err := Build(cfg, testBase)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dsdt := parse(t, img, testBase, rsdp).tables["DSDT"]
+			dir := t.TempDir()
+			disassemble(t, bin, dir, "DSDT", dsdt)
+			// -oa: no optimisation, so names stay as written.
+			out, err := exec.Command(bin, "-oa", "-p", filepath.Join(dir, "re"), filepath.Join(dir, "dsdt.dsl")).CombinedOutput()
+			if err != nil {
+				t.Fatalf("iasl compiling the disassembled DSDT: %v\n%s", err, out)
+			}
+			re, err := os.ReadFile(filepath.Join(dir, "re.aml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(re[headerLen:], dsdt[headerLen:]) {
+				t.Errorf("iasl recompiles the DSDT body to\n% x\nours is\n% x", re[headerLen:], dsdt[headerLen:])
+			}
+		})
 	}
 }

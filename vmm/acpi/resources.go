@@ -2,19 +2,34 @@ package acpi
 
 import "encoding/binary"
 
-// Resource descriptors for _CRS buffers (ACPI 6.5, section 6.4).
+// resources builds a resource template, the buffer _CRS returns
+// (ACPI 6.5, section 6.4).
 type resources struct{ b []byte }
 
-// io appends a 16-bit-decode fixed I/O port range (small item 0x47).
+// Small and large resource item tags.
+const (
+	tagIRQNoFlags = 0x22 // small item 0x4, length 2
+	tagIO         = 0x47 // small item 0x8, length 7
+	tagEnd        = 0x79 // small item 0xf, length 1
+	tagDWordSpace = 0x87
+	tagWordSpace  = 0x88
+	tagQWordSpace = 0x8a
+)
+
+// io appends a fixed I/O port range with 16-bit decode: IO(Decode16,
+// base, base, 1, length).
 func (r *resources) io(base uint16, length uint8) *resources {
-	r.b = append(r.b, 0x47, 1, byte(base), byte(base>>8), byte(base), byte(base>>8), 1, length)
+	r.b = append(r.b, tagIO, 1)
+	r.b = binary.LittleEndian.AppendUint16(r.b, base)
+	r.b = binary.LittleEndian.AppendUint16(r.b, base)
+	r.b = append(r.b, 1, length)
 	return r
 }
 
-// irq appends an edge-triggered, active-high IRQ (small item 0x22).
+// irq appends IRQNoFlags() {n}: an edge-triggered, active-high,
+// exclusive ISA IRQ.
 func (r *resources) irq(n uint8) *resources {
-	mask := uint16(1) << n
-	r.b = append(r.b, 0x22, byte(mask), byte(mask>>8))
+	r.b = binary.LittleEndian.AppendUint16(append(r.b, tagIRQNoFlags), 1<<(n&15))
 	return r
 }
 
@@ -25,35 +40,46 @@ const (
 	spaceBus    = 2
 )
 
-// General flags of a producer window with fixed bounds.
-const windowFlags = 0x0c // MinFixed | MaxFixed, positive decode, producer
+// Type-specific flags.
+const (
+	ioEntireRange = 3 // ISA and non-ISA ranges
+	memReadWrite  = 1 // read-write, non-cacheable
+)
 
-// word appends a Word Address Space descriptor (large item 0x88).
+// windowFlags are the general flags of a bridge window: ResourceProducer,
+// PosDecode, MinFixed, MaxFixed.
+const windowFlags = 0x0c
+
+// word appends a Word Address Space descriptor for [min, max].
 func (r *resources) word(space, typeFlags uint8, min, max uint16) *resources {
-	r.b = append(r.b, 0x88, 13, 0, space, windowFlags, typeFlags)
-	for _, v := range []uint16{0, min, max, 0, max - min + 1} {
+	r.b = binary.LittleEndian.AppendUint16(append(r.b, tagWordSpace), 13)
+	r.b = append(r.b, space, windowFlags, typeFlags)
+	for _, v := range []uint16{0, min, max, 0, max - min + 1} { // granularity, min, max, translation, length
 		r.b = binary.LittleEndian.AppendUint16(r.b, v)
 	}
 	return r
 }
 
-// dword appends a DWord Address Space descriptor (large item 0x87).
+// dword appends a DWord Address Space descriptor for [min, max].
 func (r *resources) dword(space, typeFlags uint8, min, max uint32) *resources {
-	r.b = append(r.b, 0x87, 23, 0, space, windowFlags, typeFlags)
+	r.b = binary.LittleEndian.AppendUint16(append(r.b, tagDWordSpace), 23)
+	r.b = append(r.b, space, windowFlags, typeFlags)
 	for _, v := range []uint32{0, min, max, 0, max - min + 1} {
 		r.b = binary.LittleEndian.AppendUint32(r.b, v)
 	}
 	return r
 }
 
-// qword appends a QWord Address Space descriptor (large item 0x8a).
+// qword appends a QWord Address Space descriptor for [min, max].
 func (r *resources) qword(space, typeFlags uint8, min, max uint64) *resources {
-	r.b = append(r.b, 0x8a, 43, 0, space, windowFlags, typeFlags)
+	r.b = binary.LittleEndian.AppendUint16(append(r.b, tagQWordSpace), 43)
+	r.b = append(r.b, space, windowFlags, typeFlags)
 	for _, v := range []uint64{0, min, max, 0, max - min + 1} {
 		r.b = binary.LittleEndian.AppendUint64(r.b, v)
 	}
 	return r
 }
 
-// end appends the End Tag with a zero checksum ("treat as valid").
-func (r *resources) end() []byte { return append(r.b, 0x79, 0) }
+// end returns the template closed by an End Tag whose checksum byte is 0
+// ("the template is valid").
+func (r *resources) end() []byte { return append(r.b, tagEnd, 0) }
