@@ -307,6 +307,11 @@ func TestValidate(t *testing.T) {
 		{"no sleep-control port", func(c *Config) { c.SleepControlPort = 0 }, "SleepControlPort"},
 		{"no sleep-status port", func(c *Config) { c.SleepStatusPort = 0 }, "SleepStatusPort"},
 		{"no reset port", func(c *Config) { c.ResetPort = 0 }, "ResetPort"},
+		{"sleep control on the RTC", func(c *Config) { c.SleepControlPort = 0x70 }, "legacy ISA range"},
+		{"sleep status on the ELCR", func(c *Config) { c.SleepStatusPort = 0x4d1 }, "edge/level"},
+		{"sleep control on PCI config", func(c *Config) { c.SleepControlPort = 0xcf9 }, "PCI configuration"},
+		{"reset at 0xcf9 is fine", func(c *Config) { c.ResetPort = 0xcf9 }, ""},
+		{"sleep ports at 0x100", func(c *Config) { c.SleepControlPort, c.SleepStatusPort = 0x100, 0x100 }, ""},
 		{"empty window", func(c *Config) { c.PCIMMIOSize = 0 }, "PCIMMIOSize is 0"},
 		{"window past 4 GiB", func(c *Config) { c.PCIMMIOBase = 0xfff00000 }, "below 4 GiB"},
 		{"window above 4 GiB", func(c *Config) { c.PCIMMIOBase = 1 << 32 }, "below 4 GiB"},
@@ -383,7 +388,7 @@ func TestDisassemble(t *testing.T) {
 		"DSDT": {
 			`Name (\_S5, Package (0x04)`, "0x05,", `Scope (\_SB)`, "Device (PCI0)",
 			`Name (_HID, EisaId ("PNP0A08")`, `Name (_CID, EisaId ("PNP0A03")`,
-			"Name (_SEG, Zero)", "Name (_BBN, Zero)", "Name (_UID, Zero)",
+			"Name (_SEG, Zero)", "Name (_UID, Zero)", "Name (_BBN, Zero)",
 			"WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,",
 			"IO (Decode16,\n                    0x0CF8,             // Range Minimum\n                    0x0CF8,",
 			"0x0CF7,             // Range Maximum", "0x0D00,             // Range Minimum",
@@ -467,6 +472,9 @@ func TestRecompileDSDT(t *testing.T) {
 			re, err := os.ReadFile(filepath.Join(dir, "re.aml"))
 			if err != nil {
 				t.Fatal(err)
+			}
+			if !strings.Contains(string(out), "0 Errors, 0 Warnings") {
+				t.Errorf("iasl warns about the disassembled DSDT:\n%s", out)
 			}
 			if !bytes.Equal(re[headerLen:], dsdt[headerLen:]) {
 				t.Errorf("iasl recompiles the DSDT body to\n% x\nours is\n% x", re[headerLen:], dsdt[headerLen:])

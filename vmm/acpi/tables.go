@@ -85,8 +85,9 @@ type Config struct {
 	// above 4 GiB; size 0 declares none.
 	PCIMMIO64Base, PCIMMIO64Size uint64
 	// SleepControlPort, SleepStatusPort and ResetPort are the I/O ports of
-	// the FADT's 8-bit SLEEP_CONTROL_REG, SLEEP_STATUS_REG and RESET_REG;
-	// none may be 0.
+	// the FADT's 8-bit SLEEP_CONTROL_REG, SLEEP_STATUS_REG and RESET_REG.
+	// None may be 0, and the sleep ports must lie outside the legacy
+	// ranges ACPICA refuses to touch (0x00–0xFF, 0x4D0–0x4D1, 0xCF8–0xCFF).
 	SleepControlPort, SleepStatusPort, ResetPort uint16
 	// ResetValue is the byte the guest writes to ResetPort to reset.
 	ResetValue uint8
@@ -112,6 +113,10 @@ func (c Config) Validate() error {
 		return errors.New("ACPI config: SleepStatusPort is 0; pick an unused I/O port")
 	case c.ResetPort == 0:
 		return errors.New("ACPI config: ResetPort is 0; pick an unused I/O port")
+	case blockedPort(c.SleepControlPort) != "":
+		return fmt.Errorf("ACPI config: SleepControlPort %#x is in %s, where ACPICA refuses register access; pick a port from 0x100 up", c.SleepControlPort, blockedPort(c.SleepControlPort))
+	case blockedPort(c.SleepStatusPort) != "":
+		return fmt.Errorf("ACPI config: SleepStatusPort %#x is in %s, where ACPICA refuses register access; pick a port from 0x100 up", c.SleepStatusPort, blockedPort(c.SleepStatusPort))
 	case c.PCIMMIOSize == 0:
 		return errors.New("ACPI config: PCIMMIOSize is 0; the 32-bit PCI window must not be empty")
 	case c.PCIMMIOBase >= fourGiB || c.PCIMMIOSize > fourGiB-c.PCIMMIOBase:
@@ -122,6 +127,22 @@ func (c Config) Validate() error {
 		return fmt.Errorf("ACPI config: 64-bit PCI window [%#x, +%#x) wraps around", c.PCIMMIO64Base, c.PCIMMIO64Size)
 	}
 	return nil
+}
+
+// blockedPort names the legacy range port falls in if ACPICA's port
+// validation (which Linux applies to the sleep registers, though not to the
+// reset register) may refuse it: a conservative superset of ACPICA's
+// protected ports, all of 0x00–0xFF plus the ELCR and PCI config ports.
+func blockedPort(port uint16) string {
+	switch {
+	case port <= 0xff:
+		return "the legacy ISA range 0x00-0xff"
+	case port >= 0x4d0 && port <= 0x4d1:
+		return "the PIC edge/level registers 0x4d0-0x4d1"
+	case port >= 0xcf8 && port <= 0xcff:
+		return "the PCI configuration ports 0xcf8-0xcff"
+	}
+	return ""
 }
 
 // Identity of the tables.
@@ -354,11 +375,13 @@ const (
 //
 //	Name (\_S5, Package (4) { 5, 5, 0, 0 })
 //	Scope (\_SB) {
-//	    Device (PCI0) { _HID PNP0A08, _CID PNP0A03, _ADR, _SEG, _UID, _BBN 0, _CRS }
+//	    Device (PCI0) { _HID PNP0A08, _CID PNP0A03, _SEG, _UID, _BBN 0, _CRS }
 //	    Device (COM1) { _HID PNP0501, _UID 1, _CRS }   // if cfg.Serial
 //	}
 //
-// The host bridge has no _OSC: Linux then keeps PCIe native features
+// The host bridge has no _ADR: a device names itself with _HID or _ADR,
+// not both (ACPI 6.5, 6.1; iasl warns), and Linux finds a root bridge by
+// _HID/_CID, _SEG and _BBN. It has no _OSC: Linux then keeps PCIe native features
 // (ASPM, hot-plug, AER) off and still binds the bridge; MSI-X needs no
 // _OSC grant.
 func buildDSDT(cfg Config) ([]byte, error) {
@@ -374,7 +397,6 @@ func buildDSDT(cfg Config) ([]byte, error) {
 	pci := (&aml{}).
 		nameObj("_HID", (&aml{}).eisaID("PNP0A08")).
 		nameObj("_CID", (&aml{}).eisaID("PNP0A03")).
-		nameObj("_ADR", (&aml{}).integer(0)).
 		nameObj("_SEG", (&aml{}).integer(0)).
 		nameObj("_UID", (&aml{}).integer(0)).
 		nameObj("_BBN", (&aml{}).integer(0)).
