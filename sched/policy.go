@@ -1,0 +1,145 @@
+package sched
+
+import (
+	"fmt"
+	"sort"
+)
+
+// Floating is the [VCPUView.Home] of a vCPU allowed on every managed core.
+const Floating = -1
+
+// VCPUView is what a policy sees of one registered vCPU in a pass.
+type VCPUView struct {
+	// Class is the vCPU's class.
+	Class Class
+	// Obs is the latest observation of the vCPU thread.
+	Obs ThreadState
+	// Parked is true while the scheduler has the vCPU parked (it asked
+	// it to park and has not unparked it since).
+	Parked bool
+	// ParkedAt is when the scheduler last parked or unparked the vCPU
+	// (CLOCK_MONOTONIC ns); with Parked it says since when the vCPU has
+	// been parked or allowed to run.
+	ParkedAt int64
+	// Home is the index into [View.Cores] of the core the vCPU is pinned
+	// to, or [Floating].
+	Home int
+}
+
+// View is the scheduler's state handed to a policy each pass. Policies
+// read it and must not modify it; the scheduler applies their actions.
+type View struct {
+	// Now is the pass's time (CLOCK_MONOTONIC ns).
+	Now int64
+	// Cores are the managed CPUs (host CPU numbers).
+	Cores []int
+	// VCPUs are the registered vCPUs; a vCPU's index is its id in
+	// actions. Indices change only when the set of vCPUs changes, and
+	// the scheduler then calls [Policy.Start] again.
+	VCPUs []VCPUView
+}
+
+// CoreIndex returns the index in v.Cores of host CPU cpu, or -1.
+func (v *View) CoreIndex(cpu int) int {
+	for i, c := range v.Cores {
+		if c == cpu {
+			return i
+		}
+	}
+	return -1
+}
+
+// Op is what an action does.
+type Op uint8
+
+const (
+	// OpPark parks a vCPU (preempts it).
+	OpPark Op = iota + 1
+	// OpUnpark unparks a vCPU.
+	OpUnpark
+	// OpPin pins a vCPU to one managed core ([Action.Core]).
+	OpPin
+	// OpFloat lets a vCPU run on every managed core.
+	OpFloat
+)
+
+// String returns the op's name.
+func (o Op) String() string {
+	switch o {
+	case OpPark:
+		return "park"
+	case OpUnpark:
+		return "unpark"
+	case OpPin:
+		return "pin"
+	case OpFloat:
+		return "float"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Action is one decision of a policy.
+type Action struct {
+	Op Op
+	// VCPU is the index into [View.VCPUs].
+	VCPU int
+	// Core is the index into [View.Cores] (OpPin only).
+	Core int
+}
+
+// String formats the action as "park 3", "pin 2→1".
+func (a Action) String() string {
+	if a.Op == OpPin {
+		return fmt.Sprintf("pin %d→%d", a.VCPU, a.Core)
+	}
+	return fmt.Sprintf("%s %d", a.Op, a.VCPU)
+}
+
+// Policy decides, pass after pass, which vCPU runs where.
+//
+// Both methods append their actions to out and return it (they must not
+// allocate once out has grown to its working size). A policy is driven by
+// one scheduler thread at a time; it may keep state between calls, which
+// Start resets.
+type Policy interface {
+	// Name is the policy's name as the CLI spells it.
+	Name() string
+	// Start is called when the policy takes over and whenever the set of
+	// vCPUs changes; it returns the actions that establish the policy's
+	// placement from whatever the previous policy left.
+	Start(v *View, out []Action) []Action
+	// Decide is called every pass.
+	Decide(v *View, out []Action) []Action
+}
+
+// PolicyConfig holds every policy's parameters; zero fields take the
+// defaults of [DefaultPolicyConfig].
+type PolicyConfig struct {
+	// Central configures the central policy.
+	Central CentralConfig
+}
+
+// DefaultPolicyConfig returns the default parameters.
+func DefaultPolicyConfig() PolicyConfig {
+	return PolicyConfig{Central: DefaultCentralConfig()}
+}
+
+// PolicyNames lists the policies [NewPolicy] knows, sorted.
+func PolicyNames() []string {
+	n := []string{"linux", "pinned", "central"}
+	sort.Strings(n)
+	return n
+}
+
+// NewPolicy returns the named policy configured by cfg.
+func NewPolicy(name string, cfg PolicyConfig) (Policy, error) {
+	switch name {
+	case "linux":
+		return Linux{}, nil
+	case "pinned":
+		return Pinned{}, nil
+	case "central":
+		return NewCentral(cfg.Central), nil
+	}
+	return nil, fmt.Errorf("unknown scheduling policy %q (known: %v)", name, PolicyNames())
+}

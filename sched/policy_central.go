@@ -1,0 +1,253 @@
+package sched
+
+import "time"
+
+// CentralConfig are the central policy's parameters.
+type CentralConfig struct {
+	// Threshold is the runqueue latency after which a waiting
+	// latency-critical vCPU preempts the batch vCPU on its core (or
+	// migrates to an idle managed core). Default 20µs.
+	Threshold time.Duration
+	// Quantum is the time slice batch vCPUs get when there are more of
+	// them than managed cores. Default 2ms.
+	Quantum time.Duration
+	// Grace is how long every latency-critical vCPU on a core must have
+	// been sleeping before a preempted batch vCPU gets the core back.
+	// Default 50µs.
+	Grace time.Duration
+}
+
+// DefaultCentralConfig returns the central policy's defaults.
+func DefaultCentralConfig() CentralConfig {
+	return CentralConfig{
+		Threshold: 20 * time.Microsecond,
+		Quantum:   2 * time.Millisecond,
+		Grace:     50 * time.Microsecond,
+	}
+}
+
+func (c CentralConfig) withDefaults() CentralConfig {
+	d := DefaultCentralConfig()
+	if c.Threshold <= 0 {
+		c.Threshold = d.Threshold
+	}
+	if c.Quantum <= 0 {
+		c.Quantum = d.Quantum
+	}
+	if c.Grace < 0 {
+		c.Grace = 0
+	} else if c.Grace == 0 {
+		c.Grace = d.Grace
+	}
+	return c
+}
+
+// Central is the microsecond policy. Latency-critical (LC) vCPUs are pinned
+// round-robin to the managed cores and never parked. Each core has at most
+// one batch vCPU allowed to run on it; the other batch vCPUs wait parked in
+// a FIFO queue and rotate in every Quantum. When an LC vCPU has waited on a
+// runqueue for Threshold, the batch vCPU on its core is parked (preempted);
+// it is unparked once every LC vCPU on that core has slept for Grace. An LC
+// vCPU that keeps waiting with no batch vCPU to preempt on its core (it
+// queues behind another LC vCPU or a foreign thread) migrates to a managed
+// core with no running LC vCPU.
+type Central struct {
+	cfg CentralConfig
+
+	// Per core.
+	batch      []int   // batch vCPU assigned to the core, or -1
+	preempted  []bool  // that batch vCPU is parked for an LC vCPU
+	sliceStart []int64 // when the assigned batch vCPU got the core
+	lcBusy     []bool  // an LC vCPU homed here is runnable or running
+	lcQuietAt  []int64 // latest time an LC homed here went to sleep
+
+	// Per vCPU.
+	actedAt []int64 // last time the policy acted for this LC vCPU
+	home    []int   // where the policy has pinned the vCPU
+
+	// FIFO ring of batch vCPUs waiting for a core.
+	queue      []int
+	head, size int
+}
+
+// NewCentral returns a central policy; zero fields of cfg take defaults.
+func NewCentral(cfg CentralConfig) *Central {
+	return &Central{cfg: cfg.withDefaults()}
+}
+
+// Name implements [Policy].
+func (*Central) Name() string { return "central" }
+
+// Config returns the policy's parameters with defaults filled in.
+func (p *Central) Config() CentralConfig { return p.cfg }
+
+func (p *Central) push(i int) {
+	p.queue[(p.head+p.size)%len(p.queue)] = i
+	p.size++
+}
+
+func (p *Central) pop() int {
+	i := p.queue[p.head]
+	p.head = (p.head + 1) % len(p.queue)
+	p.size--
+	return i
+}
+
+// Start implements [Policy].
+func (p *Central) Start(v *View, out []Action) []Action {
+	nc, nv := len(v.Cores), len(v.VCPUs)
+	p.batch = make([]int, nc)
+	p.preempted = make([]bool, nc)
+	p.sliceStart = make([]int64, nc)
+	p.lcBusy = make([]bool, nc)
+	p.lcQuietAt = make([]int64, nc)
+	p.actedAt = make([]int64, nv)
+	p.home = make([]int, nv)
+	p.queue = make([]int, nv+1)
+	p.head, p.size = 0, 0
+	for c := range p.batch {
+		p.batch[c] = -1
+	}
+	if nc == 0 {
+		return out
+	}
+	lc, b := 0, 0
+	for i := range v.VCPUs {
+		vc := &v.VCPUs[i]
+		var core int
+		if vc.Class == LatencyCritical {
+			core = lc % nc
+			lc++
+		} else {
+			if b >= nc {
+				p.home[i] = vc.Home
+				p.push(i)
+				if !vc.Parked {
+					out = append(out, Action{Op: OpPark, VCPU: i})
+				}
+				continue
+			}
+			core = b
+			b++
+			p.batch[core] = i
+			p.sliceStart[core] = v.Now
+		}
+		p.home[i] = core
+		if vc.Home != core {
+			out = append(out, Action{Op: OpPin, VCPU: i, Core: core})
+		}
+		if vc.Parked {
+			out = append(out, Action{Op: OpUnpark, VCPU: i})
+		}
+	}
+	return out
+}
+
+// Decide implements [Policy].
+func (p *Central) Decide(v *View, out []Action) []Action {
+	now := v.Now
+	thr := int64(p.cfg.Threshold)
+
+	// Where are the LC vCPUs?
+	for c := range p.lcBusy {
+		p.lcBusy[c] = false
+		p.lcQuietAt[c] = 0
+	}
+	for i := range v.VCPUs {
+		vc := &v.VCPUs[i]
+		if vc.Class != LatencyCritical {
+			continue
+		}
+		h := p.home[i]
+		switch vc.Obs.State {
+		case Runnable, Running:
+			p.lcBusy[h] = true
+		case Sleeping:
+			if vc.Obs.Since > p.lcQuietAt[h] {
+				p.lcQuietAt[h] = vc.Obs.Since
+			}
+		}
+	}
+
+	// LC vCPUs that waited too long: preempt, or migrate.
+	for i := range v.VCPUs {
+		vc := &v.VCPUs[i]
+		if vc.Class != LatencyCritical || vc.Obs.State != Runnable ||
+			now-vc.Obs.Since < thr || now-p.actedAt[i] < thr {
+			continue
+		}
+		h := p.home[i]
+		if b := p.batch[h]; b >= 0 && !p.preempted[h] {
+			out = append(out, Action{Op: OpPark, VCPU: b})
+			p.preempted[h] = true
+			p.actedAt[i] = now
+			continue
+		}
+		d := p.idleCore(h)
+		if d < 0 {
+			continue
+		}
+		out = append(out, Action{Op: OpPin, VCPU: i, Core: d})
+		p.home[i] = d
+		p.lcBusy[d] = true
+		p.actedAt[i] = now
+		if b := p.batch[d]; b >= 0 && !p.preempted[d] {
+			out = append(out, Action{Op: OpPark, VCPU: b})
+			p.preempted[d] = true
+		}
+	}
+
+	// Cores handed back to batch, slices, empty cores.
+	for c := range p.batch {
+		b := p.batch[c]
+		quiet := !p.lcBusy[c] && now-p.lcQuietAt[c] >= int64(p.cfg.Grace)
+		if b >= 0 && p.preempted[c] && quiet {
+			out = append(out, Action{Op: OpUnpark, VCPU: b})
+			p.preempted[c] = false
+			p.sliceStart[c] = now
+			continue
+		}
+		if p.size == 0 {
+			continue
+		}
+		if b >= 0 && now-p.sliceStart[c] < int64(p.cfg.Quantum) {
+			continue
+		}
+		if b >= 0 {
+			if !p.preempted[c] {
+				out = append(out, Action{Op: OpPark, VCPU: b})
+			}
+			p.push(b)
+		}
+		n := p.pop()
+		p.batch[c] = n
+		p.sliceStart[c] = now
+		if p.home[n] != c {
+			out = append(out, Action{Op: OpPin, VCPU: n, Core: c})
+			p.home[n] = c
+		}
+		p.preempted[c] = !quiet
+		if quiet {
+			out = append(out, Action{Op: OpUnpark, VCPU: n})
+		}
+	}
+	return out
+}
+
+// idleCore returns a managed core other than not with no busy LC vCPU,
+// preferring one without a running batch vCPU; -1 if there is none.
+func (p *Central) idleCore(not int) int {
+	best := -1
+	for c := range p.batch {
+		if c == not || p.lcBusy[c] {
+			continue
+		}
+		if p.batch[c] < 0 || p.preempted[c] {
+			return c
+		}
+		if best < 0 {
+			best = c
+		}
+	}
+	return best
+}
