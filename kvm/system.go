@@ -72,16 +72,19 @@ type System struct {
 
 // Open opens /dev/kvm, checks the API version and the capabilities colibri
 // needs.
-func Open() (*System, error) {
-	fd, err := unix.Open(DevicePath, unix.O_RDWR|unix.O_CLOEXEC, 0)
+func Open() (*System, error) { return OpenPath(DevicePath) }
+
+// OpenPath is Open for a KVM device at another path.
+func OpenPath(path string) (*System, error) {
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		switch {
 		case errors.Is(err, unix.ENOENT):
-			return nil, fmt.Errorf("%w: %s does not exist (no kvm-intel/kvm-amd loaded, or no hardware virtualization)", ErrNoKVM, DevicePath)
+			return nil, fmt.Errorf("%w: %s does not exist (no kvm-intel/kvm-amd loaded, or no hardware virtualization)", ErrNoKVM, path)
 		case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
-			return nil, fmt.Errorf("%w: opening %s: %v (run as root or join the kvm group)", ErrNoKVM, DevicePath, err)
+			return nil, fmt.Errorf("%w: opening %s: %v (run as root or join the kvm group)", ErrNoKVM, path, err)
 		}
-		return nil, fmt.Errorf("%w: opening %s: %v", ErrNoKVM, DevicePath, err)
+		return nil, fmt.Errorf("%w: opening %s: %v", ErrNoKVM, path, err)
 	}
 	s := &System{fd: fd}
 	v, err := ioctl("KVM_GET_API_VERSION", fd, ioGetAPIVersion, 0)

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/colibrivm/colibri/kvm"
+	"github.com/colibrivm/colibri/vmm"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+// defaultCmdline boots the guest with its console on the UART.
+const defaultCmdline = "console=ttyS0 quiet panic=-1"
+
+type bootFlags struct {
+	kernel, initrd, cmdline string
+	appendArgs              string
+	cpus                    int
+	mem                     string
+	disks                   []string
+	noRNG                   bool
+	stats                   bool
+	console                 string
+	hugePages               bool
+	kvmDevice               string
+}
+
+func newBootCmd() *cobra.Command {
+	var f bootFlags
+	cmd := &cobra.Command{
+		Use:   "boot",
+		Short: "Boot a Linux guest with its console on this terminal",
+		Long: `Boot a Linux guest from a bzImage (and optional initrd) on KVM. The guest's
+serial console is this terminal: its output goes to stdout (or --console FILE),
+and when stdin is a terminal what you type goes to the guest. Ctrl-A x quits.
+
+With no --kernel, colibri boots the default guest images built by 'make images'
+(a stock Debian kernel and a busybox initrd), found in $COLIBRI_IMAGES, next to
+the colibri binary (../guestimages/out) or in ./guestimages/out.
+
+colibri exits 0 when the guest powers off or reboots.`,
+		Example: `  colibri boot
+  colibri boot --cpus 2 --mem 1G --disk disk.ext4,ro --cmdline 'console=ttyS0 colibri.shell=1'
+  colibri boot --kernel /boot/vmlinuz --initrd initrd.img --stats`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runBoot(cmd, f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.kernel, "kernel", "", "bzImage to boot (default: the image built by 'make images')")
+	fl.StringVar(&f.initrd, "initrd", "", "initrd to load (default: the image built by 'make images' when --kernel is not given)")
+	fl.StringVar(&f.cmdline, "cmdline", defaultCmdline, "kernel command line")
+	fl.StringVar(&f.appendArgs, "append", "", "text appended to the kernel command line")
+	fl.IntVar(&f.cpus, "cpus", 1, "number of vCPUs")
+	fl.StringVar(&f.mem, "mem", "512M", "guest memory (e.g. 256M, 2G)")
+	fl.StringArrayVar(&f.disks, "disk", nil, "raw disk image as virtio-blk, PATH[,ro] (repeatable)")
+	fl.BoolVar(&f.noRNG, "no-rng", false, "do not give the guest a virtio-rng device")
+	fl.BoolVar(&f.stats, "stats", false, "print timings and VM exits by reason on exit (to stderr)")
+	fl.StringVar(&f.console, "console", "", "write the guest console to FILE instead of stdout")
+	fl.BoolVar(&f.hugePages, "hugepages", false, "back guest memory with 2 MiB huge pages")
+	fl.StringVar(&f.kvmDevice, "kvm-device", "/dev/kvm", "KVM device to use")
+	return cmd
+}
+
+func runBoot(cmd *cobra.Command, f bootFlags) error {
+	cfg := vmm.Config{
+		Kernel:    f.kernel,
+		Initrd:    f.initrd,
+		Cmdline:   f.cmdline,
+		CPUs:      f.cpus,
+		RNG:       !f.noRNG,
+		HugePages: f.hugePages,
+		KVMDevice: f.kvmDevice,
+	}
+	if f.appendArgs != "" {
+		cfg.Cmdline += " " + f.appendArgs
+	}
+	var err error
+	if cfg.MemSize, err = parseSize(f.mem); err != nil {
+		return fmt.Errorf("--mem: %w", err)
+	}
+	for _, d := range f.disks {
+		disk, err := parseDisk(d)
+		if err != nil {
+			return err
+		}
+		cfg.Disks = append(cfg.Disks, disk)
+	}
+	if cfg.Kernel == "" {
+		dir, err := defaultImages()
+		if err != nil {
+			return err
+		}
+		cfg.Kernel = filepath.Join(dir, "vmlinuz")
+		if cfg.Initrd == "" {
+			cfg.Initrd = filepath.Join(dir, "initrd.img")
+		}
+	}
+	if err := checkReadable("kernel", cfg.Kernel); err != nil {
+		return err
+	}
+	if cfg.Initrd != "" {
+		if err := checkReadable("initrd", cfg.Initrd); err != nil {
+			return err
+		}
+	}
+
+	out := cmd.OutOrStdout()
+	if f.console != "" {
+		file, err := os.Create(f.console)
+		if err != nil {
+			return fmt.Errorf("--console: %w", err)
+		}
+		defer file.Close()
+		out = file
+	}
+	cfg.Console = out
+
+	ctx, cancel := context.WithCancel(cmd.Context())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	interrupted := false
+	go func() {
+		if _, ok := <-sigs; ok {
+			interrupted = true
+			cancel()
+		}
+	}()
+
+	stdin := int(os.Stdin.Fd())
+	if term.IsTerminal(stdin) {
+		state, err := term.MakeRaw(stdin)
+		if err == nil {
+			defer term.Restore(stdin, state)
+			// Raw mode turns off output post-processing: keep "\n" working
+			// for our own messages.
+			cfg.Console = crlfWriter{out}
+		}
+		cfg.ConsoleIn = &escapeReader{r: os.Stdin, quit: cancel}
+	}
+
+	vm, err := vmm.New(cfg)
+	if err != nil {
+		if errors.Is(err, kvm.ErrNoKVM) {
+			return fmt.Errorf("%w\n  run it inside the KVM sandbox: scripts/kvm-sandbox ./bin/colibri boot ... (or 'make demo'), or load kvm-intel/kvm-amd", err)
+		}
+		return err
+	}
+	defer vm.Close()
+	kind, runErr := vm.Run(ctx)
+	if f.stats {
+		st := vm.Stats()
+		fmt.Fprintf(os.Stderr, "\r\ncolibri: VM ended: %v\r\n", kind)
+		if rss, err := vmm.VMMOverheadRSS(); err == nil {
+			fmt.Fprintf(os.Stderr, "VMM RSS beyond guest memory: %.1f MiB\r\n", float64(rss)/(1<<20))
+		}
+		fmt.Fprint(os.Stderr, strings.ReplaceAll(st.Format(), "\n", "\r\n"))
+	}
+	switch kind {
+	case vmm.ExitPowerOff, vmm.ExitReset:
+		return nil
+	case vmm.ExitStopped:
+		if interrupted {
+			return exitError{130}
+		}
+		return nil
+	}
+	return fmt.Errorf("VM failed: %w", runErr)
+}
+
+func checkReadable(what, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s %s does not exist", what, path)
+		}
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s %s is not a regular file", what, path)
+	}
+	return nil
+}
+
+// defaultImages finds the directory holding the images 'make images' built.
+func defaultImages() (string, error) {
+	var candidates []string
+	if d := os.Getenv("COLIBRI_IMAGES"); d != "" {
+		candidates = append(candidates, d)
+	}
+	if exe, err := os.Executable(); err == nil {
+		candidates = append(candidates, filepath.Join(filepath.Dir(exe), "..", "guestimages", "out"))
+	}
+	candidates = append(candidates, filepath.Join("guestimages", "out"))
+	for _, d := range candidates {
+		if _, err := os.Stat(filepath.Join(d, "vmlinuz")); err == nil {
+			return d, nil
+		}
+	}
+	return "", fmt.Errorf("no --kernel given and no default guest images found (looked in %s): run 'make images' or pass --kernel", strings.Join(candidates, ", "))
+}
+
+func parseDisk(s string) (vmm.Disk, error) {
+	path, opts, _ := strings.Cut(s, ",")
+	d := vmm.Disk{Path: path}
+	if path == "" {
+		return d, fmt.Errorf("--disk %q: no path", s)
+	}
+	if opts != "" {
+		for _, o := range strings.Split(opts, ",") {
+			switch o {
+			case "ro", "readonly":
+				d.ReadOnly = true
+			case "rw":
+			default:
+				return d, fmt.Errorf("--disk %q: unknown option %q (want ro or rw)", s, o)
+			}
+		}
+	}
+	return d, nil
+}
+
+// escapeReader passes terminal input to the guest and quits on Ctrl-A x;
+// Ctrl-A Ctrl-A sends one Ctrl-A.
+type escapeReader struct {
+	r       io.Reader
+	quit    func()
+	pending bool
+}
+
+func (e *escapeReader) Read(p []byte) (int, error) {
+	buf := make([]byte, len(p))
+	n, err := e.r.Read(buf)
+	out := p[:0]
+	for _, b := range buf[:n] {
+		if e.pending {
+			e.pending = false
+			switch b {
+			case 'x', 'X':
+				e.quit()
+				return len(out), io.EOF
+			case 0x01:
+				out = append(out, 0x01)
+			default:
+				out = append(out, 0x01, b)
+			}
+			continue
+		}
+		if b == 0x01 {
+			e.pending = true
+			continue
+		}
+		out = append(out, b)
+	}
+	return len(out), err
+}
+
+// crlfWriter writes to a raw-mode terminal: the guest already sends CRLF,
+// so it passes bytes through unchanged. It exists to mark the intent.
+type crlfWriter struct{ w io.Writer }
+
+func (c crlfWriter) Write(p []byte) (int, error) { return c.w.Write(p) }

@@ -1,0 +1,42 @@
+package vmm
+
+import (
+	"fmt"
+
+	"github.com/colibrivm/colibri/vmm/pci"
+	"github.com/colibrivm/colibri/vmm/virtio"
+	"github.com/colibrivm/colibri/vmm/virtio/blk"
+	"github.com/colibrivm/colibri/vmm/virtio/rng"
+)
+
+// createPCIDevices builds the PCI bus with the configured virtio devices.
+func (v *VM) createPCIDevices() error {
+	v.pci = pci.NewBus(pciMMIOBase, pciMMIOSize, v.mmio64Base(), pciMMIO64Size)
+	v.pio.add(0xcf8, 8, v.pci)
+	for i, d := range v.cfg.Disks {
+		dev, err := blk.New(d.Path, d.ReadOnly)
+		if err != nil {
+			return fmt.Errorf("disk %d: %w", i, err)
+		}
+		if err := v.addVirtio(dev); err != nil {
+			dev.Close()
+			return fmt.Errorf("disk %s: %w", d.Path, err)
+		}
+	}
+	if v.cfg.RNG {
+		if err := v.addVirtio(rng.New()); err != nil {
+			return fmt.Errorf("virtio-rng: %w", err)
+		}
+	}
+	return nil
+}
+
+func (v *VM) addVirtio(dev virtio.Device) error {
+	p, err := virtio.NewPCI(dev, v.mem, v)
+	if err != nil {
+		return err
+	}
+	v.closers = append(v.closers, p)
+	_, err = v.pci.Add(p)
+	return err
+}

@@ -1,0 +1,158 @@
+package vmm
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/colibrivm/colibri/kvm"
+)
+
+// Stats is what a VM measured about its own run.
+type Stats struct {
+	// FirstOutput is the wall time from Run to the guest's first console byte.
+	FirstOutput time.Duration
+	// GuestInit is the wall time from Run to the boot-timer write of the
+	// guest's init (0 if it never came).
+	GuestInit time.Duration
+	// Exit is the wall time from Run to the end of the VM.
+	Exit time.Duration
+	// UserExits counts exits to userspace by reason, over all vCPUs.
+	UserExits map[string]uint64
+	// KVMExits are KVM's own per-vCPU counters summed over vCPUs
+	// ("exits", "io_exits", "mmio_exits", "halt_exits", ...): they include
+	// the exits the kernel handled without coming to userspace.
+	KVMExits map[string]uint64
+	// Kicks and Parks count scheduler interventions.
+	Kicks, Parks uint64
+	// UnhandledPIO and UnhandledMMIO count accesses no device claimed.
+	UnhandledPIO, UnhandledMMIO uint64
+}
+
+// Stats returns the run's measurements; call it after Run returned.
+func (v *VM) Stats() Stats {
+	s := Stats{
+		FirstOutput:   v.console.elapsed(),
+		GuestInit:     v.timer.elapsed(),
+		Exit:          v.exitAt,
+		UserExits:     map[string]uint64{},
+		KVMExits:      map[string]uint64{},
+		UnhandledPIO:  v.pio.unhandled.Load(),
+		UnhandledMMIO: v.mmioUnhandled,
+	}
+	for _, c := range v.cpus {
+		for r, n := range c.Exits() {
+			s.UserExits[r.String()] += n
+		}
+		for k, n := range c.kstats {
+			s.KVMExits[k] += n
+		}
+		s.Kicks += c.kicks.Load()
+		s.Parks += c.parks.Load()
+	}
+	return s
+}
+
+// kvmExitCounters are the KVM binary-stats counters worth reporting.
+var kvmExitCounters = []string{
+	"exits", "io_exits", "mmio_exits", "halt_exits", "irq_exits", "signal_exits",
+	"irq_window_exits", "nmi_window_exits", "request_irq_exits", "insn_emulation",
+	"hypercalls", "irq_injections", "halt_wakeup", "l1d_flush", "host_state_reload",
+	"fpu_reload", "directed_yield_successful",
+}
+
+func readKVMStats(cpu *kvm.VCPU) map[string]uint64 {
+	fd, err := cpu.StatsFD()
+	if err != nil {
+		return nil
+	}
+	st, err := kvm.OpenStats(fd)
+	if err != nil {
+		return nil
+	}
+	defer st.Close()
+	all, err := st.Read()
+	if err != nil {
+		return nil
+	}
+	out := map[string]uint64{}
+	for _, k := range kvmExitCounters {
+		if n, ok := all[k]; ok {
+			out[k] = n
+		}
+	}
+	return out
+}
+
+// Format writes the stats as an aligned human-readable block.
+func (s Stats) Format() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "time to first guest output: %v\n", s.FirstOutput.Round(time.Millisecond))
+	if s.GuestInit > 0 {
+		fmt.Fprintf(&b, "time to guest init:         %v\n", s.GuestInit.Round(time.Millisecond))
+	} else {
+		fmt.Fprintf(&b, "time to guest init:         (the guest never wrote the boot timer)\n")
+	}
+	fmt.Fprintf(&b, "time to exit:               %v\n", s.Exit.Round(time.Millisecond))
+	fmt.Fprintf(&b, "exits to userspace:         %s\n", formatCounts(s.UserExits))
+	if len(s.KVMExits) > 0 {
+		fmt.Fprintf(&b, "KVM exit counters:          %s\n", formatCounts(s.KVMExits))
+	}
+	if s.UnhandledPIO+s.UnhandledMMIO > 0 {
+		fmt.Fprintf(&b, "unclaimed accesses:         pio %d, mmio %d\n", s.UnhandledPIO, s.UnhandledMMIO)
+	}
+	return b.String()
+}
+
+func formatCounts(m map[string]uint64) string {
+	keys := make([]string, 0, len(m))
+	var total uint64
+	for k, n := range m {
+		keys = append(keys, k)
+		total += n
+	}
+	sort.Slice(keys, func(i, j int) bool { return m[keys[i]] > m[keys[j]] || m[keys[i]] == m[keys[j]] && keys[i] < keys[j] })
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	if _, ok := m["exits"]; !ok {
+		return fmt.Sprintf("total %d: %s", total, strings.Join(parts, ", "))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// VMMOverheadRSS returns the resident memory of this process that is not
+// guest RAM: the sum of Rss over every mapping in /proc/self/smaps except
+// the guest memory's memfd (Firecracker's "VMM memory" measure).
+func VMMOverheadRSS() (uint64, error) {
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		return 0, fmt.Errorf("reading smaps: %w", err)
+	}
+	defer f.Close()
+	var total uint64
+	guest := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		if !strings.HasSuffix(fields[0], ":") {
+			// A mapping header: "start-end perms offset dev inode [path]".
+			guest = strings.Contains(line, "colibri-guest-ram")
+			continue
+		}
+		if fields[0] == "Rss:" && !guest && len(fields) >= 2 {
+			kb, _ := strconv.ParseUint(fields[1], 10, 64)
+			total += kb << 10
+		}
+	}
+	return total, sc.Err()
+}

@@ -1,0 +1,224 @@
+package blk
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"fmt"
+	"os"
+	"sync/atomic"
+
+	"github.com/colibrivm/colibri/vmm/virtio"
+	"github.com/colibrivm/colibri/vmm/virtio/virtq"
+)
+
+// Feature bits.
+const (
+	featureSizeMax = 1 << 1
+	featureSegMax  = 1 << 2
+	featureRO      = 1 << 5
+	featureBlkSize = 1 << 6
+	featureFlush   = 1 << 9
+)
+
+const (
+	queueSize = 256
+	segMax    = queueSize - 2
+	sizeMax   = 1 << 20
+)
+
+// Stats counts what the device did.
+type Stats struct {
+	Reads, Writes, Flushes, Errors atomic.Uint64
+}
+
+// Blk is a virtio-blk device backed by a file.
+type Blk struct {
+	file     *os.File
+	readOnly bool
+	sectors  uint64
+	id       [idLen]byte
+	// Stats are updated by the worker.
+	Stats Stats
+
+	chain virtq.Chain
+	data  []virtq.Seg
+}
+
+// New opens path as a raw disk image.
+func New(path string, readOnly bool) (*Blk, error) {
+	flag := os.O_RDWR
+	if readOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening disk image: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("disk image %s: %w", path, err)
+	}
+	size := st.Size()
+	if st.Mode()&os.ModeDevice != 0 {
+		if size, err = f.Seek(0, 2); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("sizing block device %s: %w", path, err)
+		}
+	} else if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("disk image %s is not a regular file or block device", path)
+	}
+	if size < SectorSize {
+		f.Close()
+		return nil, fmt.Errorf("disk image %s is %d bytes, smaller than one sector", path, size)
+	}
+	b := &Blk{file: f, readOnly: readOnly, sectors: uint64(size) / SectorSize}
+	copy(b.id[:], "colibri-"+st.Name())
+	return b, nil
+}
+
+// Sectors returns the capacity in 512-byte sectors (a trailing partial
+// sector of the file is not exposed).
+func (b *Blk) Sectors() uint64 { return b.sectors }
+
+// Type implements virtio.Device.
+func (b *Blk) Type() uint16 { return virtio.TypeBlock }
+
+// Features implements virtio.Device.
+func (b *Blk) Features() uint64 {
+	f := uint64(featureSizeMax | featureSegMax | featureBlkSize | featureFlush)
+	if b.readOnly {
+		f |= featureRO
+	}
+	return f
+}
+
+// QueueSizes implements virtio.Device.
+func (b *Blk) QueueSizes() []uint16 { return []uint16{queueSize} }
+
+// ReadConfig implements virtio.Device: capacity, size_max, seg_max, and
+// blk_size.
+func (b *Blk) ReadConfig(offset uint64, data []byte) {
+	var cfg [24]byte
+	binary.LittleEndian.PutUint64(cfg[0:], b.sectors)
+	binary.LittleEndian.PutUint32(cfg[8:], sizeMax)
+	binary.LittleEndian.PutUint32(cfg[12:], segMax)
+	binary.LittleEndian.PutUint32(cfg[20:], SectorSize)
+	for i := range data {
+		if o := offset + uint64(i); o < uint64(len(cfg)) {
+			data[i] = cfg[o]
+		} else {
+			data[i] = 0
+		}
+	}
+}
+
+// WriteConfig implements virtio.Device (nothing is writable).
+func (b *Blk) WriteConfig(uint64, []byte) {}
+
+// Activate implements virtio.Device.
+func (b *Blk) Activate(uint64, []*virtio.Queue) error { return nil }
+
+// Reset implements virtio.Device.
+func (b *Blk) Reset() {}
+
+// Process implements virtio.Device: it serves every available request.
+func (b *Blk) Process(q *virtio.Queue) {
+	for {
+		ok, err := q.Pop(&b.chain)
+		if err != nil {
+			q.Fail(err)
+			return
+		}
+		if !ok {
+			q.RearmNotification()
+			if q.Pending() == 0 {
+				break
+			}
+			continue
+		}
+		written := b.serve(&b.chain)
+		q.Push(b.chain.Head, written)
+	}
+	q.Signal()
+}
+
+// serve runs one request and returns the bytes written to guest memory.
+func (b *Blk) serve(c *virtq.Chain) uint32 {
+	r, err := Parse(c, b.data)
+	b.data = r.Data[:0]
+	if err != nil {
+		b.Stats.Errors.Add(1)
+		if r.Status != nil {
+			r.Status[0] = StatusIOErr
+			return 1
+		}
+		return 0
+	}
+	status, n := b.do(&r)
+	if status != StatusOK {
+		b.Stats.Errors.Add(1)
+	}
+	r.Status[0] = status
+	return n + 1
+}
+
+// do performs r and returns its status and payload bytes written.
+func (b *Blk) do(r *Request) (byte, uint32) {
+	switch r.Type {
+	case TypeIn, TypeOut:
+		length := r.DataLen()
+		if length%SectorSize != 0 || r.Sector > b.sectors || length/SectorSize > b.sectors-r.Sector {
+			return StatusIOErr, 0
+		}
+		if r.Type == TypeOut && b.readOnly {
+			return StatusIOErr, 0
+		}
+		off := int64(r.Sector * SectorSize)
+		var done uint32
+		for _, s := range r.Data {
+			var n int
+			var err error
+			if r.Type == TypeIn {
+				n, err = b.file.ReadAt(s.Buf, off)
+				done += uint32(n)
+			} else {
+				n, err = b.file.WriteAt(s.Buf, off)
+			}
+			if err != nil && !(r.Type == TypeIn && errors.Is(err, io.EOF) && n == len(s.Buf)) {
+				return StatusIOErr, done
+			}
+			off += int64(n)
+		}
+		if r.Type == TypeIn {
+			b.Stats.Reads.Add(1)
+		} else {
+			b.Stats.Writes.Add(1)
+		}
+		return StatusOK, done
+	case TypeFlush:
+		b.Stats.Flushes.Add(1)
+		if b.readOnly {
+			return StatusOK, 0
+		}
+		if err := b.file.Sync(); err != nil {
+			return StatusIOErr, 0
+		}
+		return StatusOK, 0
+	case TypeGetID:
+		var done uint32
+		id := b.id[:]
+		for _, s := range r.Data {
+			n := copy(s.Buf, id)
+			id = id[n:]
+			done += uint32(n)
+		}
+		return StatusOK, done
+	}
+	return StatusUnsupp, 0
+}
+
+// Close closes the image file.
+func (b *Blk) Close() error { return b.file.Close() }

@@ -1,0 +1,66 @@
+// Package virtio is colibri's virtio 1.x device layer: the Device interface
+// device models implement, and the modern virtio-pci transport that exposes
+// them to the guest (common, notify, ISR and device configuration in one
+// memory BAR; MSI-X vectors routed through KVM irqfds; queue kicks through
+// KVM ioeventfds so they never exit to userspace).
+package virtio
+
+import "github.com/colibrivm/colibri/vmm/virtio/virtq"
+
+// Device types (virtio 1.2, section 5).
+const (
+	TypeNet   = 1
+	TypeBlock = 2
+	TypeRNG   = 4
+)
+
+// Feature bits handled by the transport and ring layer.
+const (
+	FeatureIndirectDesc = 1 << 28
+	FeatureEventIdx     = 1 << 29
+	FeatureVersion1     = 1 << 32
+)
+
+// Device is a virtio device model.
+type Device interface {
+	// Type returns the virtio device id.
+	Type() uint16
+	// Features returns the device-specific feature bits it offers; the
+	// transport adds VERSION_1, EVENT_IDX and INDIRECT_DESC.
+	Features() uint64
+	// QueueSizes returns the maximum size of each queue.
+	QueueSizes() []uint16
+	// ReadConfig and WriteConfig access the device-specific configuration.
+	ReadConfig(offset uint64, data []byte)
+	WriteConfig(offset uint64, data []byte)
+	// Activate is called once the driver set DRIVER_OK, with the
+	// negotiated features and the enabled queues (nil for a queue the
+	// driver did not enable).
+	Activate(features uint64, queues []*Queue) error
+	// Process is called on the queue's worker goroutine when the driver
+	// kicked queue q: it pops, serves and pushes chains, then calls
+	// q.Signal.
+	Process(q *Queue)
+	// Reset stops the device; it is called with no Process running.
+	Reset()
+}
+
+// Queue is one enabled virtqueue and how to interrupt the driver for it.
+type Queue struct {
+	*virtq.Queue
+	// Index is the queue's number.
+	Index     int
+	interrupt func()
+	broken    func(error)
+}
+
+// Signal raises the queue's interrupt if the driver asked for one since the
+// last Signal.
+func (q *Queue) Signal() {
+	if q.NeedsInterrupt() {
+		q.interrupt()
+	}
+}
+
+// Fail reports a malformed ring: the device marks itself DEVICE_NEEDS_RESET.
+func (q *Queue) Fail(err error) { q.broken(err) }

@@ -1,0 +1,386 @@
+// Package vmm runs one virtual machine on KVM: guest memory, the Linux boot
+// protocol, ACPI tables, the platform devices (UART, power, i8042, PCI with
+// virtio devices) and one locked OS thread per vCPU.
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/colibrivm/colibri/kvm"
+	"github.com/colibrivm/colibri/vmm/acpi"
+	"github.com/colibrivm/colibri/vmm/boot"
+	"github.com/colibrivm/colibri/vmm/memory"
+	"github.com/colibrivm/colibri/vmm/pci"
+	"github.com/colibrivm/colibri/vmm/serial"
+)
+
+// Disk is a raw disk image given to the guest as a virtio-blk device.
+type Disk struct {
+	Path     string
+	ReadOnly bool
+}
+
+// Config describes a VM.
+type Config struct {
+	// Kernel is the bzImage to boot; Initrd is optional.
+	Kernel, Initrd string
+	// Cmdline is the kernel command line.
+	Cmdline string
+	// CPUs is the number of vCPUs.
+	CPUs int
+	// MemSize is the guest RAM in bytes.
+	MemSize uint64
+	// HugePages backs guest memory with 2 MiB pages.
+	HugePages bool
+	// Disks become virtio-blk devices in order (/dev/vda, /dev/vdb, ...).
+	Disks []Disk
+	// RNG adds a virtio-rng device.
+	RNG bool
+	// Console receives the guest's serial output; nil discards it.
+	Console io.Writer
+	// ConsoleIn, if set, is read for the guest's serial input until it
+	// returns an error.
+	ConsoleIn io.Reader
+	// KVMDevice is the KVM device to open (default /dev/kvm).
+	KVMDevice string
+}
+
+// ExitKind says how a VM ended.
+type ExitKind int
+
+// How a VM can end.
+const (
+	ExitRunning ExitKind = iota
+	// ExitPowerOff: the guest powered off (ACPI S5).
+	ExitPowerOff
+	// ExitReset: the guest rebooted (reset register, i8042, triple fault).
+	ExitReset
+	// ExitStopped: the host stopped it (context cancelled, Stop).
+	ExitStopped
+	// ExitError: the VMM hit an error running it.
+	ExitError
+)
+
+func (k ExitKind) String() string {
+	return [...]string{"running", "power-off", "reset", "stopped", "error"}[k]
+}
+
+// VM is one virtual machine.
+type VM struct {
+	cfg     Config
+	sys     *kvm.System
+	kvm     *kvm.VM
+	mem     *memory.Memory
+	irqs    *irqRouter
+	pio     pioBus
+	pci     *pci.Bus
+	uart    *serial.UART
+	cpus    []*VCPU
+	cpuid   []kvm.CPUIDEntry
+	loaded  *boot.Loaded
+	closers []io.Closer
+
+	start   time.Time
+	timer   bootTimer
+	console *firstOutput
+
+	stopOnce sync.Once
+	stopped  chan struct{}
+	exitKind ExitKind
+	exitErr  error
+	exitAt   time.Duration
+
+	mmioUnhandled uint64
+}
+
+// Memory layout constants of the platform.
+const (
+	ioapicAddr    = 0xfec0_0000
+	pciMMIOBase   = memory.MMIOHoleStart
+	pciMMIOSize   = 0x1000_0000 // 256 MiB below the boot timer
+	pciMMIO64Size = 64 << 30
+	tssAddr       = 0xfffb_d000
+	identityAddr  = 0xfffb_c000
+)
+
+// New creates a VM from cfg: it validates the configuration, opens KVM,
+// allocates guest memory, loads the kernel and creates the devices and
+// vCPUs. Nothing runs until Run.
+func New(cfg Config) (_ *VM, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	for _, d := range cfg.Disks {
+		if _, err := os.Stat(d.Path); err != nil {
+			return nil, fmt.Errorf("disk: %w", err)
+		}
+	}
+	kimg, err := os.ReadFile(cfg.Kernel)
+	if err != nil {
+		return nil, fmt.Errorf("reading kernel: %w", err)
+	}
+	kernel, err := boot.ParseBzImage(kimg)
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s: %w", cfg.Kernel, err)
+	}
+	var initrd []byte
+	if cfg.Initrd != "" {
+		if initrd, err = os.ReadFile(cfg.Initrd); err != nil {
+			return nil, fmt.Errorf("reading initrd: %w", err)
+		}
+	}
+	if need := boot.MinMemory(kernel, uint64(len(initrd))); cfg.MemSize < need {
+		return nil, fmt.Errorf("--mem %d MiB is too small for this kernel and initrd: need at least %d MiB", cfg.MemSize>>20, need>>20)
+	}
+
+	dev := cfg.KVMDevice
+	if dev == "" {
+		dev = kvm.DevicePath
+	}
+	sys, err := kvm.OpenPath(dev)
+	if err != nil {
+		return nil, err
+	}
+	if err := sys.Probe(5 * time.Second); err != nil {
+		sys.Close()
+		return nil, fmt.Errorf("%w: %v", kvm.ErrNoKVM, err)
+	}
+	v := &VM{cfg: cfg, sys: sys, stopped: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			v.Close()
+		}
+	}()
+	if max := sys.MaxVCPUs(); cfg.CPUs > max {
+		return nil, fmt.Errorf("--cpus %d is more than this host's KVM allows (%d)", cfg.CPUs, max)
+	}
+	if v.cpuid, err = sys.SupportedCPUID(); err != nil {
+		return nil, err
+	}
+	if v.kvm, err = sys.CreateVM(); err != nil {
+		return nil, err
+	}
+	if v.mem, err = memory.New(cfg.MemSize, memory.Options{HugePages: cfg.HugePages}); err != nil {
+		return nil, err
+	}
+	for i, r := range v.mem.Regions() {
+		if err := v.kvm.SetUserMemoryRegion(uint32(i), r.GuestAddr, r.Size, v.mem.HostAddr(r)); err != nil {
+			return nil, err
+		}
+	}
+	if err := v.kvm.SetIdentityMapAddr(identityAddr); err != nil {
+		return nil, err
+	}
+	if err := v.kvm.SetTSSAddr(tssAddr); err != nil {
+		return nil, err
+	}
+	if err := v.kvm.CreateIRQChip(); err != nil {
+		return nil, err
+	}
+	if err := v.kvm.CreatePIT2(); err != nil {
+		return nil, err
+	}
+	if v.irqs, err = newIRQRouter(v.kvm); err != nil {
+		return nil, err
+	}
+
+	if err := v.createDevices(); err != nil {
+		return nil, err
+	}
+
+	tables, rsdp, err := acpi.Build(acpi.Config{
+		CPUs:             cfg.CPUs,
+		IOAPICAddr:       ioapicAddr,
+		PCIMMIOBase:      pciMMIOBase,
+		PCIMMIOSize:      pciMMIOSize,
+		PCIMMIO64Base:    v.mmio64Base(),
+		PCIMMIO64Size:    pciMMIO64Size,
+		SleepControlPort: sleepControlPort,
+		SleepStatusPort:  sleepStatusPort,
+		ResetPort:        resetPort,
+		ResetValue:       resetValue,
+		Serial:           true,
+	}, boot.ACPIAddr)
+	if err != nil {
+		return nil, fmt.Errorf("building ACPI tables: %w", err)
+	}
+	if err := v.mem.Write(boot.ACPIAddr, tables); err != nil {
+		return nil, fmt.Errorf("writing ACPI tables: %w", err)
+	}
+	if v.loaded, err = boot.Load(v.mem, boot.Params{Kernel: kernel, Initrd: initrd, Cmdline: cfg.Cmdline, RSDPAddr: rsdp}); err != nil {
+		return nil, err
+	}
+	// The kernel and initrd images now live in guest memory: hand the
+	// heap copies back to the OS rather than carry them as VMM RSS.
+	kimg, initrd, kernel = nil, nil, nil
+	debug.FreeOSMemory()
+	return v, nil
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Kernel == "":
+		return errors.New("no kernel given")
+	case c.CPUs < 1:
+		return fmt.Errorf("--cpus %d: need at least 1", c.CPUs)
+	case c.CPUs > 255:
+		return fmt.Errorf("--cpus %d: at most 255 vCPUs (xAPIC ids)", c.CPUs)
+	case c.MemSize < memory.MinSize:
+		return fmt.Errorf("--mem %d MiB is too small: need at least %d MiB", c.MemSize>>20, memory.MinSize>>20)
+	case c.MemSize > memory.MaxSize:
+		return fmt.Errorf("--mem %d GiB is too large: at most %d GiB", c.MemSize>>30, memory.MaxSize>>30)
+	}
+	return nil
+}
+
+// mmio64Base is where the 64-bit PCI window starts: above RAM, 1 GiB aligned.
+func (v *VM) mmio64Base() uint64 {
+	regions := v.mem.Regions()
+	top := regions[len(regions)-1].End()
+	if top < memory.MMIOHoleEnd {
+		top = memory.MMIOHoleEnd
+	}
+	return (top + (1<<30 - 1)) &^ (1<<30 - 1)
+}
+
+func (v *VM) createDevices() error {
+	console := v.cfg.Console
+	if console == nil {
+		console = io.Discard
+	}
+	v.console = &firstOutput{w: console}
+	v.uart = serial.New(v.console, func(level bool) { v.kvm.IRQLine(serial.COM1IRQ, level) })
+	v.pio.add(serial.COM1Port, serial.PortCount, uartPorts{base: serial.COM1Port, u: v.uart})
+	v.pio.add(sleepControlPort, 3, powerDevice{vm: v})
+	v.pio.add(i8042DataPort, 1, i8042{vm: v})
+	v.pio.add(i8042CommandPort, 1, i8042{vm: v})
+	v.pio.add(0x80, 1, discardPort{}) // POST codes and io_delay
+	return v.createPCIDevices()
+}
+
+type discardPort struct{}
+
+func (discardPort) PIORead(_ uint16, data []byte) {
+	for i := range data {
+		data[i] = 0
+	}
+}
+func (discardPort) PIOWrite(uint16, []byte) {}
+
+func (v *VM) mmioRead(addr uint64, data []byte) {
+	if v.pci != nil && v.pci.MMIORead(addr, data) {
+		return
+	}
+	v.mmioUnhandled++
+	for i := range data {
+		data[i] = 0xff
+	}
+}
+
+func (v *VM) mmioWrite(addr uint64, data []byte) {
+	if addr == BootTimerAddr {
+		v.timer.write(data)
+		return
+	}
+	if v.pci != nil && v.pci.MMIOWrite(addr, data) {
+		return
+	}
+	v.mmioUnhandled++
+}
+
+// Run starts the vCPUs and blocks until the guest powers off or reboots,
+// ctx is cancelled, or a vCPU fails. It returns how the VM ended; the error
+// is non-nil only for ExitError.
+func (v *VM) Run(ctx context.Context) (ExitKind, error) {
+	v.start = time.Now()
+	v.timer.start = v.start
+	v.console.start = v.start
+	for i := 0; i < v.cfg.CPUs; i++ {
+		c := &VCPU{id: i, vm: v, ready: make(chan error, 1), done: make(chan struct{})}
+		var regs *kvm.Regs
+		if i == 0 {
+			regs = &v.loaded.Regs
+		}
+		go c.run(func(cpu *kvm.VCPU) error { return v.setupVCPU(cpu, regs) })
+		if err := <-c.ready; err != nil {
+			v.stop(ExitError, err)
+			break
+		}
+		v.cpus = append(v.cpus, c)
+	}
+	if v.cfg.ConsoleIn != nil {
+		go v.pumpConsole(v.cfg.ConsoleIn)
+	}
+	select {
+	case <-ctx.Done():
+		v.stop(ExitStopped, nil)
+	case <-v.stopped:
+	}
+	for _, c := range v.cpus {
+		<-c.done
+	}
+	return v.exitKind, v.exitErr
+}
+
+func (v *VM) pumpConsole(r io.Reader) {
+	buf := make([]byte, 256)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			v.uart.Input(buf[:n])
+		}
+		if err != nil {
+			return
+		}
+		select {
+		case <-v.stopped:
+			return
+		default:
+		}
+	}
+}
+
+// Stop ends the VM as if the host had pulled the plug.
+func (v *VM) Stop() { v.stop(ExitStopped, nil) }
+
+func (v *VM) stop(kind ExitKind, err error) {
+	v.stopOnce.Do(func() {
+		v.exitKind, v.exitErr = kind, err
+		v.exitAt = time.Since(v.start)
+		close(v.stopped)
+		for _, c := range v.cpus {
+			c.stop()
+		}
+	})
+}
+
+// VCPUs returns the vCPUs (after Run has started them).
+func (v *VM) VCPUs() []*VCPU { return v.cpus }
+
+// Memory returns the guest memory.
+func (v *VM) Memory() *memory.Memory { return v.mem }
+
+// Close releases everything the VM holds. Call it after Run returned.
+func (v *VM) Close() error {
+	for i := len(v.closers) - 1; i >= 0; i-- {
+		v.closers[i].Close()
+	}
+	v.closers = nil
+	if v.kvm != nil {
+		v.kvm.Close()
+	}
+	if v.mem != nil {
+		v.mem.Close()
+	}
+	if v.sys != nil {
+		v.sys.Close()
+	}
+	return nil
+}

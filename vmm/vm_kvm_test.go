@@ -1,0 +1,139 @@
+package vmm_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/colibrivm/colibri/internal/testenv"
+	"github.com/colibrivm/colibri/vmm"
+)
+
+// syncBuffer is a console sink safe for the vCPU thread and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func copyFile(t *testing.T, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), filepath.Base(src))
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// boot runs a guest with the default images and returns its console output.
+func boot(t *testing.T, cfg vmm.Config, run string) (string, vmm.ExitKind, vmm.Stats) {
+	t.Helper()
+	images := testenv.Images(t)
+	cfg.Kernel = filepath.Join(images, "vmlinuz")
+	cfg.Initrd = filepath.Join(images, "initrd.img")
+	cfg.Cmdline = "console=ttyS0 quiet panic=-1"
+	if run != "" {
+		cfg.Cmdline += ` colibri.run="` + run + `"`
+	}
+	if cfg.MemSize == 0 {
+		cfg.MemSize = 256 << 20
+	}
+	var console syncBuffer
+	cfg.Console = &console
+	vm, err := vmm.New(cfg)
+	if err != nil {
+		t.Fatalf("creating VM: %v", err)
+	}
+	defer vm.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	kind, err := vm.Run(ctx)
+	out := console.String()
+	st := vm.Stats()
+	t.Logf("guest console:\n%s", out)
+	t.Logf("stats:\n%s", st.Format())
+	if err != nil {
+		t.Fatalf("VM ended with %v: %v", kind, err)
+	}
+	return out, kind, st
+}
+
+func TestKVMBootDiskRNG(t *testing.T) {
+	testenv.RequireKVM(t)
+	disk := copyFile(t, filepath.Join(testenv.Images(t), "disk.ext4"))
+	cmd := "mount /dev/vda /mnt && cat /mnt/hello.txt && echo written-by-guest > /mnt/guest.txt && sync && umount /mnt && " +
+		"echo rng-bytes=$(head -c 64 /dev/hwrng | wc -c)"
+	out, kind, st := boot(t, vmm.Config{CPUs: 1, Disks: []vmm.Disk{{Path: disk}}, RNG: true}, cmd)
+	if kind != vmm.ExitPowerOff {
+		t.Errorf("VM ended with %v, want power-off", kind)
+	}
+	for _, want := range []string{"colibri-guest: up: cpus=1", "hello from the colibri disk image", "rng-bytes=64", "colibri-guest: exit status 0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("console lacks %q", want)
+		}
+	}
+	if st.GuestInit == 0 {
+		t.Error("the guest's init never wrote the boot timer")
+	}
+	got, err := exec.Command("debugfs", "-R", "cat /guest.txt", disk).Output()
+	if err != nil {
+		t.Fatalf("reading guest.txt back with debugfs: %v", err)
+	}
+	if strings.TrimSpace(string(got)) != "written-by-guest" {
+		t.Errorf("file the guest wrote reads %q on the host", got)
+	}
+}
+
+func TestKVMBootTwoCPUsReadOnlyDisk(t *testing.T) {
+	testenv.RequireKVM(t)
+	disk := filepath.Join(testenv.Images(t), "disk.ext4")
+	before, err := os.ReadFile(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := "echo ro=$(cat /sys/block/vda/ro); dd if=/dev/vda of=/dev/null bs=512 count=8 && echo READ-OK; " +
+		"if dd if=/dev/zero of=/dev/vda bs=512 count=1 conv=fsync; then echo WRITE-ACCEPTED; else echo WRITE-REFUSED; fi"
+	out, kind, _ := boot(t, vmm.Config{CPUs: 2, Disks: []vmm.Disk{{Path: disk, ReadOnly: true}}}, cmd)
+	if kind != vmm.ExitPowerOff {
+		t.Errorf("VM ended with %v, want power-off", kind)
+	}
+	for _, want := range []string{"colibri-guest: up: cpus=2", "ro=1", "READ-OK", "WRITE-REFUSED"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("console lacks %q", want)
+		}
+	}
+	after, _ := os.ReadFile(disk)
+	if !bytes.Equal(before, after) {
+		t.Error("the read-only disk image changed")
+	}
+}
