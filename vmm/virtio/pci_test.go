@@ -1,0 +1,228 @@
+package virtio_test
+
+import (
+	"encoding/binary"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/colibrivm/colibri/vmm/memory"
+	"github.com/colibrivm/colibri/vmm/pci"
+	"github.com/colibrivm/colibri/vmm/virtio"
+	"github.com/colibrivm/colibri/vmm/virtio/rng"
+)
+
+type route struct {
+	mu    sync.Mutex
+	fired int
+	msg   pci.MSIMessage
+}
+
+func (r *route) Program(m pci.MSIMessage) error { r.mu.Lock(); r.msg = m; r.mu.Unlock(); return nil }
+func (r *route) Fire() error                    { r.mu.Lock(); r.fired++; r.mu.Unlock(); return nil }
+func (r *route) EventFD() int                   { return -1 }
+func (r *route) Close() error                   { return nil }
+func (r *route) count() int                     { r.mu.Lock(); defer r.mu.Unlock(); return r.fired }
+
+type platform struct {
+	mu     sync.Mutex
+	routes []*route
+	events map[uint64]int
+}
+
+func (p *platform) AllocateMSI() (pci.InterruptRoute, error) {
+	r := &route{}
+	p.routes = append(p.routes, r)
+	return r, nil
+}
+func (p *platform) RegisterIOEvent(addr uint64, _ uint32, fd int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.events[addr] = fd
+	return nil
+}
+func (p *platform) UnregisterIOEvent(addr uint64, _ uint32, _ int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.events, addr)
+	return nil
+}
+
+// Offsets of the transport's BAR regions (the guest learns them from the
+// capabilities; the test checks that too).
+const (
+	common = 0x0000
+	notify = 0x3000
+	table  = 0x4000
+)
+
+func w16(p *virtio.PCI, off uint64, v uint16) {
+	b := make([]byte, 2)
+	binary.LittleEndian.PutUint16(b, v)
+	p.BARWrite(0, off, b)
+}
+func w32(p *virtio.PCI, off uint64, v uint32) {
+	b := make([]byte, 4)
+	binary.LittleEndian.PutUint32(b, v)
+	p.BARWrite(0, off, b)
+}
+func w64(p *virtio.PCI, off uint64, v uint64) { w32(p, off, uint32(v)); w32(p, off+4, uint32(v>>32)) }
+func r8(p *virtio.PCI, off uint64) uint8       { b := make([]byte, 1); p.BARRead(0, off, b); return b[0] }
+func r16(p *virtio.PCI, off uint64) uint16 {
+	b := make([]byte, 2)
+	p.BARRead(0, off, b)
+	return binary.LittleEndian.Uint16(b)
+}
+func r32(p *virtio.PCI, off uint64) uint32 {
+	b := make([]byte, 4)
+	p.BARRead(0, off, b)
+	return binary.LittleEndian.Uint32(b)
+}
+
+func setup(t *testing.T) (*virtio.PCI, *platform, *memory.Memory) {
+	mem, err := memory.New(16<<20, memory.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mem.Close() })
+	plat := &platform{events: map[uint64]int{}}
+	p, err := virtio.NewPCI(rng.New(), mem, plat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	bus := pci.NewBus(0xc0000000, 0x10000000, 0, 0)
+	if _, err := bus.Add(p); err != nil {
+		t.Fatal(err)
+	}
+	return p, plat, mem
+}
+
+func TestCapabilities(t *testing.T) {
+	p, _, _ := setup(t)
+	cfg := p.Config()
+	if id := cfg.Bytes(0, 4); binary.LittleEndian.Uint32(id) != 0x10441af4 {
+		t.Fatalf("ids % x", id)
+	}
+	types := map[byte]uint32{}
+	for off := uint32(cfg.Bytes(0x34, 1)[0]); off != 0; off = uint32(cfg.Bytes(off+1, 1)[0]) {
+		c := cfg.Bytes(off, 16)
+		if c[0] == 0x09 {
+			types[c[3]] = binary.LittleEndian.Uint32(c[8:])
+		}
+	}
+	want := map[byte]uint32{1: common, 2: notify, 3: 0x1000, 4: 0x2000}
+	for typ, off := range want {
+		if got, ok := types[typ]; !ok || got != off {
+			t.Errorf("virtio cap type %d at %#x (present %v), want %#x", typ, got, ok, off)
+		}
+	}
+}
+
+func TestNegotiationAndQueue(t *testing.T) {
+	p, plat, mem := setup(t)
+	w32(p, common+0x00, 1)
+	if f := r32(p, common+0x04); f&1 == 0 {
+		t.Fatalf("VERSION_1 not offered: high features %#x", f)
+	}
+	w16(p, common+0x14, 1|2) // ACKNOWLEDGE | DRIVER
+	// A driver without VERSION_1 is refused FEATURES_OK.
+	w16(p, common+0x14, 1|2|8)
+	if r8(p, common+0x14)&8 != 0 {
+		t.Fatal("FEATURES_OK accepted without VERSION_1")
+	}
+	w16(p, common+0x14, 0) // reset
+	if r8(p, common+0x14) != 0 {
+		t.Fatal("reset did not clear status")
+	}
+	w16(p, common+0x14, 1|2)
+	w32(p, common+0x08, 1)
+	w32(p, common+0x0c, 1) // VERSION_1
+	w16(p, common+0x14, 1|2|8)
+	if r8(p, common+0x14)&8 == 0 {
+		t.Fatal("FEATURES_OK refused")
+	}
+	if n := r16(p, common+0x12); n != 1 {
+		t.Fatalf("num_queues %d", n)
+	}
+	// MSI-X: enable and program vector 1 for queue 0.
+	entry := make([]byte, 16)
+	binary.LittleEndian.PutUint64(entry, 0xfee00000)
+	binary.LittleEndian.PutUint32(entry[8:], 0x41)
+	p.BARWrite(0, table+16, entry)
+	capOff := uint32(0)
+	cfg := p.Config()
+	for off := uint32(cfg.Bytes(0x34, 1)[0]); off != 0; off = uint32(cfg.Bytes(off+1, 1)[0]) {
+		if cfg.Bytes(off, 1)[0] == 0x11 {
+			capOff = off
+		}
+	}
+	cfg.Write(capOff+3, []byte{0x80})
+	// Queue 0: size 8 rings in guest memory.
+	w16(p, common+0x16, 0)
+	w16(p, common+0x18, 8)
+	w16(p, common+0x1a, 1)
+	if v := r16(p, common+0x1a); v != 1 {
+		t.Fatalf("queue vector %d", v)
+	}
+	const desc, avail, used, buf = 0x10000, 0x11000, 0x12000, 0x20000
+	w64(p, common+0x20, desc)
+	w64(p, common+0x28, avail)
+	w64(p, common+0x30, used)
+	w16(p, common+0x1c, 1)
+	w16(p, common+0x14, 1|2|8|4) // DRIVER_OK
+	if len(plat.events) != 1 {
+		t.Fatalf("ioeventfds registered: %v", plat.events)
+	}
+	// Post a 64-byte writable buffer and kick through the MMIO path.
+	d := make([]byte, 16)
+	binary.LittleEndian.PutUint64(d, buf)
+	binary.LittleEndian.PutUint32(d[8:], 64)
+	binary.LittleEndian.PutUint16(d[12:], 2)
+	mem.Write(desc, d)
+	mem.PutUint16(avail+4, 0)
+	mem.PutUint16(avail+2, 1)
+	w16(p, notify, 0)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if idx, _ := mem.Uint16(used + 2); idx == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the device never used the buffer")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if n, _ := mem.Uint32(used + 8); n != 64 {
+		t.Errorf("used length %d", n)
+	}
+	for plat.routes[1].count() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if plat.routes[1].count() == 0 {
+		t.Error("no interrupt on the queue's vector")
+	}
+	// Reset tears the queue down and unregisters the kick.
+	w16(p, common+0x14, 0)
+	if len(plat.events) != 0 || r8(p, common+0x14) != 0 {
+		t.Errorf("after reset: events %v status %d", plat.events, r8(p, common+0x14))
+	}
+}
+
+func TestBrokenQueueNeedsReset(t *testing.T) {
+	p, _, _ := setup(t)
+	w16(p, common+0x14, 1|2)
+	w32(p, common+0x08, 1)
+	w32(p, common+0x0c, 1)
+	w16(p, common+0x14, 1|2|8)
+	w16(p, common+0x16, 0)
+	w64(p, common+0x20, 1<<40) // descriptor table outside guest memory
+	w16(p, common+0x1c, 1)
+	w16(p, common+0x14, 1|2|8|4)
+	if st := r8(p, common+0x14); st&0x40 == 0 {
+		t.Fatalf("status %#x lacks DEVICE_NEEDS_RESET", st)
+	}
+	if p.Err() == nil {
+		t.Error("no error recorded")
+	}
+}
