@@ -31,6 +31,8 @@ type Stats struct {
 	Kicks, Parks uint64
 	// UnhandledPIO and UnhandledMMIO count accesses no device claimed.
 	UnhandledPIO, UnhandledMMIO uint64
+	// TopPorts are the most accessed I/O ports ("0x3f8": count).
+	TopPorts []string
 }
 
 // Stats returns the run's measurements; call it after Run returned.
@@ -43,6 +45,9 @@ func (v *VM) Stats() Stats {
 		KVMExits:      map[string]uint64{},
 		UnhandledPIO:  v.pio.unhandled.Load(),
 		UnhandledMMIO: v.mmioUnhandled,
+	}
+	for _, pc := range v.pio.top(6) {
+		s.TopPorts = append(s.TopPorts, fmt.Sprintf("%#x %d", pc.port, pc.count))
 	}
 	for _, c := range v.cpus {
 		for r, n := range c.Exits() {
@@ -101,6 +106,9 @@ func (s Stats) Format() string {
 	fmt.Fprintf(&b, "exits to userspace:         %s\n", formatCounts(s.UserExits))
 	if len(s.KVMExits) > 0 {
 		fmt.Fprintf(&b, "KVM exit counters:          %s\n", formatCounts(s.KVMExits))
+	}
+	if len(s.TopPorts) > 0 {
+		fmt.Fprintf(&b, "busiest I/O ports:          %s\n", strings.Join(s.TopPorts, ", "))
 	}
 	if s.UnhandledPIO+s.UnhandledMMIO > 0 {
 		fmt.Fprintf(&b, "unclaimed accesses:         pio %d, mmio %d\n", s.UnhandledPIO, s.UnhandledMMIO)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/colibrivm/colibri/kvm"
@@ -256,6 +257,7 @@ func (v *VM) createDevices() error {
 		console = io.Discard
 	}
 	v.console = &firstOutput{w: console}
+	v.pio.perPort = new([1 << 16]atomic.Uint32)
 	v.uart = serial.New(v.console, func(level bool) { v.kvm.IRQLine(serial.COM1IRQ, level) })
 	v.pio.add(serial.COM1Port, serial.PortCount, uartPorts{base: serial.COM1Port, u: v.uart})
 	v.pio.add(sleepControlPort, 3, powerDevice{vm: v})

@@ -203,4 +203,3 @@ func printTable(w io.Writer, rs []result, cpus, mem int) {
 		fmt.Fprintf(w, "| %s | %s | %.2f s | %s | %s |\n", r.name, b, r.done.Seconds(), strings.Join(cs, " | "), r.note)
 	}
 }
-

@@ -14,10 +14,16 @@ type fakeRoute struct {
 	fired int
 }
 
-func (r *fakeRoute) Program(m MSIMessage) error { r.mu.Lock(); r.msg = m; r.progs++; r.mu.Unlock(); return nil }
-func (r *fakeRoute) Fire() error                { r.mu.Lock(); r.fired++; r.mu.Unlock(); return nil }
-func (r *fakeRoute) EventFD() int               { return -1 }
-func (r *fakeRoute) Close() error               { return nil }
+func (r *fakeRoute) Program(m MSIMessage) error {
+	r.mu.Lock()
+	r.msg = m
+	r.progs++
+	r.mu.Unlock()
+	return nil
+}
+func (r *fakeRoute) Fire() error  { r.mu.Lock(); r.fired++; r.mu.Unlock(); return nil }
+func (r *fakeRoute) EventFD() int { return -1 }
+func (r *fakeRoute) Close() error { return nil }
 
 type fakePlatform struct{ routes []*fakeRoute }
 

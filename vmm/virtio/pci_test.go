@@ -67,7 +67,7 @@ func w32(p *virtio.PCI, off uint64, v uint32) {
 	p.BARWrite(0, off, b)
 }
 func w64(p *virtio.PCI, off uint64, v uint64) { w32(p, off, uint32(v)); w32(p, off+4, uint32(v>>32)) }
-func r8(p *virtio.PCI, off uint64) uint8       { b := make([]byte, 1); p.BARRead(0, off, b); return b[0] }
+func r8(p *virtio.PCI, off uint64) uint8      { b := make([]byte, 1); p.BARRead(0, off, b); return b[0] }
 func r16(p *virtio.PCI, off uint64) uint16 {
 	b := make([]byte, 2)
 	p.BARRead(0, off, b)

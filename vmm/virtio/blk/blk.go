@@ -3,8 +3,8 @@ package blk
 import (
 	"encoding/binary"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"os"
 	"sync/atomic"
 
