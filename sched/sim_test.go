@@ -19,7 +19,7 @@ func (o *simObserver) Watch(tid int) (int, error) {
 	o.st = append(o.st, ThreadState{CPU: -1})
 	return len(o.st) - 1, nil
 }
-func (o *simObserver) Unwatch(int) error                { return nil }
+func (o *simObserver) Unwatch(int) error              { return nil }
 func (o *simObserver) Load(slot int, st *ThreadState) { *st = o.st[slot] }
 
 // simVCPU records the calls the scheduler makes.
