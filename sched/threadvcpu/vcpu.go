@@ -74,6 +74,11 @@ var _ sched.VCPU = (*VCPU)(nil)
 
 // Start starts a thread vCPU; it runs until ctx is done or Stop. It
 // returns once the thread exists and has its initial affinity.
+//
+// A thread vCPU computing in guest mode holds a Go P (and needs one to
+// return from a system call), so Start raises GOMAXPROCS by one for the
+// thread's life: otherwise more thread vCPUs than GOMAXPROCS would be
+// time-sliced by the Go scheduler instead of the host's.
 func Start(ctx context.Context, cfg Config) (*VCPU, error) {
 	if cfg.Work == nil {
 		return nil, errors.New("threadvcpu: no work")
@@ -85,6 +90,7 @@ func Start(ctx context.Context, cfg Config) (*VCPU, error) {
 		return nil, fmt.Errorf("threadvcpu: kick signal %d is not a real-time signal ≥ 35", cfg.KickSignal)
 	}
 	v := &VCPU{cfg: cfg, pid: os.Getpid(), done: make(chan struct{})}
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
 	ready := make(chan error, 1)
 	go v.thread(ready)
 	if err := <-ready; err != nil {
@@ -104,6 +110,7 @@ func Start(ctx context.Context, cfg Config) (*VCPU, error) {
 // thread is the vCPU thread's whole life.
 func (v *VCPU) thread(ready chan<- error) {
 	defer close(v.done)
+	defer func() { runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) - 1) }()
 	runtime.LockOSThread() // never unlocked: the thread exits with us
 	v.tid = unix.Gettid()
 	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
