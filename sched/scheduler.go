@@ -328,12 +328,17 @@ func (s *Scheduler) fail(err error) {
 // then unparks every vCPU it parked. The thread is pinned to
 // Config.SchedCPU and made SCHED_FIFO if configured; it is never unlocked,
 // so it exits with the goroutine and its settings never leak to other
-// goroutines. Run returns an error only if the thread cannot be set up.
+// goroutines. Run raises GOMAXPROCS by one while it runs, since its
+// thread holds a Go P throughout. It returns an error only if the thread
+// cannot be set up.
 func (s *Scheduler) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("sched: Run called twice")
 	}
 	defer s.running.Store(false)
+	// The busy-polling thread holds a Go P for its whole life: add one.
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
+	defer func() { runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) - 1) }()
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with us

@@ -181,6 +181,14 @@ func (o *Observer) Watch(tid int) (int, error) {
 	return slot, nil
 }
 
+// Slot returns the slot of watched thread tid.
+func (o *Observer) Slot(tid int) (int, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	s, ok := o.tids[tid]
+	return s, ok
+}
+
 // Unwatch implements [sched.Observer].
 func (o *Observer) Unwatch(slot int) error {
 	o.mu.Lock()
