@@ -65,7 +65,9 @@ type vcpuSet struct {
 	lat     latency.Histogram
 }
 
-func (s *vcpuSet) all() []*threadvcpu.VCPU { return append(append([]*threadvcpu.VCPU{}, s.lc...), s.batch...) }
+func (s *vcpuSet) all() []*threadvcpu.VCPU {
+	return append(append([]*threadvcpu.VCPU{}, s.lc...), s.batch...)
+}
 
 func (s *vcpuSet) stop() error {
 	var errs []error
