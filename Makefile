@@ -8,7 +8,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 IMAGES := guestimages/out
-STATICCHECK_VERSION := 2025.1.1
+STATICCHECK_VERSION := v0.8.2
 # Test binaries run inside the sandbox are built here.
 TESTBIN := $(BIN)/tests
 

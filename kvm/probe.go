@@ -96,28 +96,24 @@ func probeRun(vm *VM) error {
 	if err := cpu.SetRegs(Regs{RIP: 0x1000, RFLAGS: 2}); err != nil {
 		return err
 	}
-	for i := 0; i < 16; i++ {
-		reason, err := cpu.Run()
+	reason, err := cpu.Run()
+	if err != nil {
+		return err
+	}
+	switch reason {
+	case ExitIO:
+		io, err := cpu.IO()
 		if err != nil {
 			return err
 		}
-		switch reason {
-		case ExitIO:
-			io, err := cpu.IO()
-			if err != nil {
-				return err
-			}
-			if io.Out && io.Port == 0x10 && len(io.Data) == 1 && io.Data[0] == 0x42 {
-				return checkNative(cpu)
-			}
-			return fmt.Errorf("probe guest: unexpected port I/O %+v", io)
-		case ExitIntr:
-			return errors.New("probe vCPU interrupted")
-		default:
-			return fmt.Errorf("probe guest: unexpected exit %v", reason)
+		if io.Out && io.Port == 0x10 && len(io.Data) == 1 && io.Data[0] == 0x42 {
+			return checkNative(cpu)
 		}
+		return fmt.Errorf("probe guest: unexpected port I/O %+v", io)
+	case ExitIntr:
+		return errors.New("probe vCPU interrupted")
 	}
-	return errors.New("probe guest: no port write")
+	return fmt.Errorf("probe guest: unexpected exit %v", reason)
 }
 
 // checkNative fails if KVM emulated the probe's instructions one by one.

@@ -329,6 +329,12 @@ func (c *VCPU) MPState() (uint32, error) {
 	return s, err
 }
 
+// SetMPState sets the vCPU's multiprocessing state.
+func (c *VCPU) SetMPState(state uint32) error {
+	_, err := ioctl("KVM_SET_MP_STATE", c.fd, ioSetMPState, uintptr(unsafe.Pointer(&state)))
+	return err
+}
+
 // SetTSCKHz sets the guest TSC frequency.
 func (c *VCPU) SetTSCKHz(khz uint32) error {
 	_, err := ioctl("KVM_SET_TSC_KHZ", c.fd, ioSetTSCKHz, uintptr(khz))

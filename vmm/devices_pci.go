@@ -12,7 +12,9 @@ import (
 // createPCIDevices builds the PCI bus with the configured virtio devices.
 func (v *VM) createPCIDevices() error {
 	v.pci = pci.NewBus(pciMMIOBase, pciMMIOSize, v.mmio64Base(), pciMMIO64Size)
-	v.pio.add(0xcf8, 8, v.pci)
+	if !v.cfg.NoPCIConf1 {
+		v.pio.add(pci.ConfigAddressPort, pci.PortCount, v.pci)
+	}
 	for i, d := range v.cfg.Disks {
 		dev, err := blk.New(d.Path, d.ReadOnly)
 		if err != nil {

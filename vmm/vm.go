@@ -51,6 +51,10 @@ type Config struct {
 	ConsoleIn io.Reader
 	// KVMDevice is the KVM device to open (default /dev/kvm).
 	KVMDevice string
+	// NoPCIConf1 stops decoding the legacy PCI configuration ports
+	// 0xcf8–0xcff: the guest then reaches configuration space only
+	// through the ECAM window declared in the ACPI MCFG table.
+	NoPCIConf1 bool
 }
 
 // ExitKind says how a VM ended.
@@ -93,6 +97,7 @@ type VM struct {
 	console *firstOutput
 
 	stopOnce sync.Once
+	started  chan struct{}
 	stopped  chan struct{}
 	exitKind ExitKind
 	exitErr  error
@@ -106,6 +111,7 @@ const (
 	ioapicAddr    = 0xfec0_0000
 	pciMMIOBase   = memory.MMIOHoleStart
 	pciMMIOSize   = 0x1000_0000 // 256 MiB below the boot timer
+	ecamBase      = 0xe000_0000
 	pciMMIO64Size = 64 << 30
 	tssAddr       = 0xfffb_d000
 	identityAddr  = 0xfffb_c000
@@ -153,7 +159,7 @@ func New(cfg Config) (_ *VM, err error) {
 		sys.Close()
 		return nil, fmt.Errorf("%w: %v", kvm.ErrNoKVM, err)
 	}
-	v := &VM{cfg: cfg, sys: sys, stopped: make(chan struct{})}
+	v := &VM{cfg: cfg, sys: sys, started: make(chan struct{}), stopped: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			v.Close()
@@ -208,6 +214,7 @@ func New(cfg Config) (_ *VM, err error) {
 		ResetPort:        resetPort,
 		ResetValue:       resetValue,
 		Serial:           true,
+		ECAMBase:         ecamBase,
 	}, boot.ACPIAddr)
 	if err != nil {
 		return nil, fmt.Errorf("building ACPI tables: %w", err)
@@ -215,7 +222,8 @@ func New(cfg Config) (_ *VM, err error) {
 	if err := v.mem.Write(boot.ACPIAddr, tables); err != nil {
 		return nil, fmt.Errorf("writing ACPI tables: %w", err)
 	}
-	if v.loaded, err = boot.Load(v.mem, boot.Params{Kernel: kernel, Initrd: initrd, Cmdline: cfg.Cmdline, RSDPAddr: rsdp}); err != nil {
+	ecam := []boot.E820Entry{{Addr: ecamBase, Size: pci.ECAMSize, Type: boot.E820Reserved}}
+	if v.loaded, err = boot.Load(v.mem, boot.Params{Kernel: kernel, Initrd: initrd, Cmdline: cfg.Cmdline, RSDPAddr: rsdp, Reserved: ecam}); err != nil {
 		return nil, err
 	}
 	// The kernel and initrd images now live in guest memory: hand the
@@ -277,7 +285,11 @@ func (discardPort) PIORead(_ uint16, data []byte) {
 func (discardPort) PIOWrite(uint16, []byte) {}
 
 func (v *VM) mmioRead(addr uint64, data []byte) {
-	if v.pci != nil && v.pci.MMIORead(addr, data) {
+	if addr-ecamBase < pci.ECAMSize {
+		v.pci.ECAMRead(addr-ecamBase, data)
+		return
+	}
+	if v.pci.MMIORead(addr, data) {
 		return
 	}
 	v.mmioUnhandled++
@@ -291,7 +303,11 @@ func (v *VM) mmioWrite(addr uint64, data []byte) {
 		v.timer.write(data)
 		return
 	}
-	if v.pci != nil && v.pci.MMIOWrite(addr, data) {
+	if addr-ecamBase < pci.ECAMSize {
+		v.pci.ECAMWrite(addr-ecamBase, data)
+		return
+	}
+	if v.pci.MMIOWrite(addr, data) {
 		return
 	}
 	v.mmioUnhandled++
@@ -317,6 +333,7 @@ func (v *VM) Run(ctx context.Context) (ExitKind, error) {
 		}
 		v.cpus = append(v.cpus, c)
 	}
+	close(v.started)
 	if v.cfg.ConsoleIn != nil {
 		go v.pumpConsole(v.cfg.ConsoleIn)
 	}
@@ -363,7 +380,14 @@ func (v *VM) stop(kind ExitKind, err error) {
 	})
 }
 
-// VCPUs returns the vCPUs (after Run has started them).
+// Started is closed once Run has started every vCPU thread; VCPUs is
+// valid from then on.
+func (v *VM) Started() <-chan struct{} { return v.started }
+
+// Done is closed when the VM has stopped.
+func (v *VM) Done() <-chan struct{} { return v.stopped }
+
+// VCPUs returns the vCPUs; call it after Started is closed.
 func (v *VM) VCPUs() []*VCPU { return v.cpus }
 
 // Memory returns the guest memory.

@@ -57,6 +57,12 @@ func copyFile(t *testing.T, src string) string {
 
 // boot runs a guest with the default images and returns its console output.
 func boot(t *testing.T, cfg vmm.Config, run string) (string, vmm.ExitKind, vmm.Stats) {
+	return bootWith(t, cfg, run, nil)
+}
+
+// bootWith is boot with a function that runs beside the guest once its
+// vCPUs have started.
+func bootWith(t *testing.T, cfg vmm.Config, run string, during func(*vmm.VM)) (string, vmm.ExitKind, vmm.Stats) {
 	t.Helper()
 	images := testenv.Images(t)
 	cfg.Kernel = filepath.Join(images, "vmlinuz")
@@ -77,7 +83,20 @@ func boot(t *testing.T, cfg vmm.Config, run string) (string, vmm.ExitKind, vmm.S
 	defer vm.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
+	var wg sync.WaitGroup
+	if during != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-vm.Started():
+				during(vm)
+			case <-vm.Done():
+			}
+		}()
+	}
 	kind, err := vm.Run(ctx)
+	wg.Wait()
 	out := console.String()
 	st := vm.Stats()
 	t.Logf("guest console:\n%s", out)
@@ -123,7 +142,36 @@ func TestKVMBootTwoCPUsReadOnlyDisk(t *testing.T) {
 	}
 	cmd := "echo ro=$(cat /sys/block/vda/ro); dd if=/dev/vda of=/dev/null bs=512 count=8 && echo READ-OK; " +
 		"if dd if=/dev/zero of=/dev/vda bs=512 count=1 conv=fsync; then echo WRITE-ACCEPTED; else echo WRITE-REFUSED; fi"
-	out, kind, _ := boot(t, vmm.Config{CPUs: 2, Disks: []vmm.Disk{{Path: disk, ReadOnly: true}}}, cmd)
+	// While the guest boots, park each vCPU for a while and let it go, as
+	// the scheduler does: the guest must carry on and finish.
+	parkedSeen := make([]bool, 2)
+	during := func(vm *vmm.VM) {
+		time.Sleep(2 * time.Second)
+		for i, c := range vm.VCPUs() {
+			if err := c.Park(); err != nil {
+				t.Errorf("park vCPU %d: %v", i, err)
+				return
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for c.Running() && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			parkedSeen[i] = !c.Running()
+			time.Sleep(300 * time.Millisecond)
+			if err := c.Unpark(); err != nil {
+				t.Errorf("unpark vCPU %d: %v", i, err)
+			}
+		}
+	}
+	out, kind, st := bootWith(t, vmm.Config{CPUs: 2, Disks: []vmm.Disk{{Path: disk, ReadOnly: true}}}, cmd, during)
+	for i, seen := range parkedSeen {
+		if !seen {
+			t.Errorf("vCPU %d never left guest mode after Park", i)
+		}
+	}
+	if st.Parks < 2 || st.Kicks < 2 {
+		t.Errorf("parks %d kicks %d, want at least 2 each", st.Parks, st.Kicks)
+	}
 	if kind != vmm.ExitPowerOff {
 		t.Errorf("VM ended with %v, want power-off", kind)
 	}

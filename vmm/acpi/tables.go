@@ -97,6 +97,9 @@ type Config struct {
 	// a PS/2 controller at ports 0x60/0x64. Leave it false unless the VMM
 	// emulates one well enough to be probed.
 	I8042 bool
+	// ECAMBase, if not 0, is the guest address of the PCI ECAM window for
+	// bus 0 (1 MiB), declared in an MCFG table.
+	ECAMBase uint64
 }
 
 // Validate reports the first problem with c, naming the field.
@@ -117,6 +120,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("ACPI config: SleepControlPort %#x is in %s, where ACPICA refuses register access; pick a port from 0x100 up", c.SleepControlPort, blockedPort(c.SleepControlPort))
 	case blockedPort(c.SleepStatusPort) != "":
 		return fmt.Errorf("ACPI config: SleepStatusPort %#x is in %s, where ACPICA refuses register access; pick a port from 0x100 up", c.SleepStatusPort, blockedPort(c.SleepStatusPort))
+	case c.ECAMBase%(1<<20) != 0 || c.ECAMBase >= fourGiB:
+		return fmt.Errorf("ACPI config: ECAMBase %#x is not 1 MiB aligned below 4 GiB", c.ECAMBase)
 	case c.PCIMMIOSize == 0:
 		return errors.New("ACPI config: PCIMMIOSize is 0; the 32-bit PCI window must not be empty")
 	case c.PCIMMIOBase >= fourGiB || c.PCIMMIOSize > fourGiB-c.PCIMMIOBase:
@@ -194,7 +199,11 @@ func Build(cfg Config, base uint64) (image []byte, rsdpAddr uint64, err error) {
 	dsdtAt := place(dsdt)
 	fadtAt := place(buildFADT(cfg, dsdtAt))
 	madtAt := place(buildMADT(cfg))
-	xsdtAt := place(buildXSDT(fadtAt, madtAt))
+	entries := []uint64{fadtAt, madtAt}
+	if cfg.ECAMBase != 0 {
+		entries = append(entries, place(buildMCFG(cfg.ECAMBase)))
+	}
+	xsdtAt := place(buildXSDT(entries...))
 	copy(img[rsdpAt-base:], buildRSDP(xsdtAt))
 	if len(img) > MaxSize {
 		return nil, 0, fmt.Errorf("ACPI tables take %d bytes, more than the %d available", len(img), MaxSize)
@@ -248,6 +257,15 @@ func buildRSDP(xsdt uint64) []byte {
 	r[8] = checksum(r[:20])
 	r[32] = checksum(r)
 	return r
+}
+
+// buildMCFG declares the ECAM (MMCONFIG) window of PCI segment 0, bus 0.
+// Linux uses it only if the e820 map reserves the window too.
+func buildMCFG(base uint64) []byte {
+	m := header("MCFG", 1, 8+16)
+	binary.LittleEndian.PutUint64(m[headerLen+8:], base)
+	// Segment 0, start bus 0, end bus 0.
+	return finish(m)
 }
 
 func buildXSDT(entries ...uint64) []byte {

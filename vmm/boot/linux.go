@@ -51,6 +51,9 @@ type Params struct {
 	Cmdline string
 	// RSDPAddr is the guest address of the ACPI RSDP (0: none).
 	RSDPAddr uint64
+	// Reserved are extra e820 entries (e.g. the PCI ECAM window, which
+	// Linux uses only if the e820 map reserves it).
+	Reserved []E820Entry
 }
 
 // Loaded is where Load put things, and the state the boot vCPU starts in.
@@ -137,7 +140,7 @@ func Load(mem *memory.Memory, p Params) (*Loaded, error) {
 		out.InitrdAddr = addr
 	}
 
-	out.E820 = e820(regions)
+	out.E820 = append(e820(regions), p.Reserved...)
 	if len(out.E820) > 128 {
 		return nil, fmt.Errorf("e820 map has %d entries, the zero page holds 128", len(out.E820))
 	}

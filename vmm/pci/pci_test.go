@@ -221,3 +221,32 @@ func TestMSIX(t *testing.T) {
 	}
 	m.Fire(99) // out of range: ignored
 }
+
+func TestECAM(t *testing.T) {
+	b := NewBus(0xc0000000, 0x10000000, 0, 0)
+	d := newTestDevice(false)
+	slot, _ := b.Add(d)
+	buf := make([]byte, 4)
+	b.ECAMRead(uint64(slot)<<15, buf)
+	if binary.LittleEndian.Uint32(buf) != 0x10421af4 {
+		t.Errorf("ECAM id read % x", buf)
+	}
+	b.ECAMRead(uint64(slot)<<15|1<<12, buf)
+	if binary.LittleEndian.Uint32(buf) != 0xffffffff {
+		t.Error("function 1 answered over ECAM")
+	}
+	b.ECAMRead(20<<15, buf)
+	if binary.LittleEndian.Uint32(buf) != 0xffffffff {
+		t.Error("empty slot answered over ECAM")
+	}
+	// Extended configuration space is empty (reads as ones).
+	b.ECAMRead(uint64(slot)<<15|0x100, buf)
+	if binary.LittleEndian.Uint32(buf) != 0xffffffff {
+		t.Errorf("extended config reads % x", buf)
+	}
+	b.ECAMWrite(uint64(slot)<<15|offCommand, []byte{0, 0})
+	if d.maps[len(d.maps)-1] != 0 {
+		t.Error("clearing memory decode over ECAM did not unmap the BAR")
+	}
+	b.ECAMRead(ECAMSize+8, buf)
+}
