@@ -49,6 +49,7 @@ func main() {
 	colibri := flag.String("colibri", "bin/colibri", "colibri binary ('' to skip)")
 	gokvm := flag.String("gokvm", "", "gokvm binary ('' to skip)")
 	qemu := flag.String("qemu", "", "qemu-system-x86_64 binary for a microvm peer ('' to skip)")
+	variant := flag.String("colibri-variant", "", "extra kernel arguments for a second colibri run (e.g. pci=noearly); '' to skip")
 	banner := flag.String("banner", "colibri-guest: up", "console text that marks the guest's init")
 	end := flag.String("end", "colibri-guest: exit status", "console text after which a VMM that cannot power off is stopped")
 	timeout := flag.Duration("timeout", 10*time.Minute, "per boot")
@@ -65,6 +66,10 @@ func main() {
 	if *colibri != "" {
 		vmms = append(vmms, vmm{"colibri", []string{*colibri, "boot", "--kernel", *kernel, "--initrd", *initrd,
 			"--cpus", strconv.Itoa(*cpus), "--mem", fmt.Sprintf("%dM", *mem), "--no-rng", "--cmdline", *cmdline + " " + run}})
+	}
+	if *colibri != "" && *variant != "" {
+		vmms = append(vmms, vmm{"colibri " + *variant, []string{*colibri, "boot", "--kernel", *kernel, "--initrd", *initrd,
+			"--cpus", strconv.Itoa(*cpus), "--mem", fmt.Sprintf("%dM", *mem), "--no-rng", "--cmdline", *cmdline + " " + *variant + " " + run}})
 	}
 	if *gokvm != "" {
 		vmms = append(vmms, vmm{"gokvm", []string{*gokvm, "boot", "-k", *kernel, "-i", *initrd,
