@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# selftest.sh [--out DIR] [--all]: the integration test of the guest images.
+# Boots out/vmlinuz + out/initrd.img under QEMU TCG (no KVM needed) with a
+# virtio-blk disk (out/disk.ext4, snapshot) and a virtio-rng, and checks:
+#   1. colibri.run="mount /dev/vda /mnt && cat /mnt/hello.txt": the banner,
+#      hello.txt's line and "colibri-guest: exit status 0";
+#   2. colibri.run=false (an unquoted word): "colibri-guest: exit status 1";
+#   3. with --all, the default demo (no colibri.run): banner and hello.txt.
+# Prints the time from QEMU start to the banner; exits 1 if a check failed.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=$here/out all=0
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--out) out=$2; shift 2 ;;
+	--all) all=1; shift ;;
+	-h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "selftest: unknown argument $1" >&2; exit 2 ;;
+	esac
+done
+for f in vmlinuz initrd.img disk.ext4; do
+	[ -f "$out/$f" ] || { echo "selftest: $out/$f missing: run guestimages/build.sh first" >&2; exit 2; }
+done
+command -v qemu-system-x86_64 >/dev/null || { echo "selftest: qemu-system-x86_64 missing (Debian package qemu-system-x86)" >&2; exit 2; }
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
+hello=$(printf 'hello from the colibri disk image')
+failed=0
+
+# boot NAME APPEND: boots the images once, logging the console to $log/NAME
+# with the seconds since QEMU started prefixed to each line.
+boot() {
+	local name=$1 append=$2 start
+	start=$(date +%s%N)
+	timeout 180 qemu-system-x86_64 -accel tcg,thread=multi -cpu max -M pc -smp 2 -m 512M \
+		-nodefaults -no-user-config -display none -monitor none -no-reboot -serial stdio \
+		-kernel "$out/vmlinuz" -initrd "$out/initrd.img" -append "console=ttyS0 quiet panic=-1 $append" \
+		-device virtio-rng-pci -drive "file=$out/disk.ext4,if=virtio,format=raw,snapshot=on" \
+		</dev/null 2>&1 | tr -d '\r' | while IFS= read -r line; do
+		printf '%s %s\n' "$((($(date +%s%N) - start) / 1000000))" "$line"
+	done >"$log/$name" || true
+}
+
+# expect NAME TEXT: the log of NAME has a line containing TEXT.
+expect() {
+	if grep -qF -- "$2" "$log/$1"; then
+		echo "selftest: $1: ok: $2"
+	else
+		echo "selftest: $1: FAILED: no line with: $2"
+		failed=1
+	fi
+}
+
+show_on_failure() {
+	[ $failed = 0 ] && return
+	echo "selftest: console of $1:"
+	sed 's/^[0-9]* /  | /' "$log/$1" | tail -n 30
+}
+
+banner_time() {
+	awk '/colibri-guest: up:/ {printf "%.2f s", $1 / 1000; exit}' "$log/$1"
+}
+
+echo "selftest: boot 1: colibri.run with a quoted command ..."
+boot run 'colibri.run="mount /dev/vda /mnt && cat /mnt/hello.txt"'
+expect run "colibri-guest: up: cpus=2 mem="
+expect run "$hello"
+expect run "colibri-guest: exit status 0"
+expect run "colibri-guest: powering off"
+echo "selftest: boot 1: banner after $(banner_time run) ($(grep -o 'kernel=[^ ]*' "$log/run" | head -n1))"
+show_on_failure run
+
+echo "selftest: boot 2: colibri.run with one unquoted word ..."
+boot false 'colibri.run=false'
+expect false "colibri-guest: up: cpus=2"
+expect false "colibri-guest: exit status 1"
+echo "selftest: boot 2: banner after $(banner_time false)"
+show_on_failure false
+
+if [ $all = 1 ]; then
+	echo "selftest: boot 3: the default demo ..."
+	boot demo ''
+	expect demo "colibri-guest: up: cpus=2"
+	expect demo "hello.txt says: $hello"
+	expect demo "/dev/hwrng"
+	show_on_failure demo
+fi
+
+if [ $failed = 0 ]; then
+	echo "selftest: all checks passed"
+else
+	echo "selftest: some checks FAILED"
+	exit 1
+fi
