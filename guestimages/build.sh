@@ -2,6 +2,8 @@
 # build.sh [--out DIR]: builds colibri's default guest images from Debian
 # packages only, reproducibly and cached:
 #   vmlinuz      the stock Debian kernel ($KERNEL_PKG, default linux-image-amd64)
+#   vmlinux      the same kernel, uncompressed (ELF): boots without the
+#                guest decompressing it
 #   initrd.img   busybox-static + that kernel's virtio/ext4 modules + guestimages/init
 #   disk.ext4    a 64 MiB ext4 image holding hello.txt
 #   manifest.txt package versions and sha256 of each output
@@ -33,6 +35,13 @@ bbroot=$(colibri_fetch busybox-static)
 kver=$(ls "$kroot/lib/modules" | head -n1)
 echo "images: kernel $kpkg $kver_deb ($kver)"
 cp "$kroot/boot/vmlinuz-$kver" "$out/vmlinuz.tmp" && mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+vmlinux=$(colibri_vmlinux "$kroot" "$kver")
+if [ -n "$vmlinux" ]; then
+	cp "$vmlinux" "$out/vmlinux.tmp" && mv "$out/vmlinux.tmp" "$out/vmlinux"
+else
+	echo "images: could not extract vmlinux from the bzImage (unknown compression): booting the bzImage only" >&2
+	rm -f "$out/vmlinux"
+fi
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
@@ -62,7 +71,7 @@ mv "$out/disk.ext4.tmp" "$out/disk.ext4"
 {
 	echo "kernel $kpkg $kver_deb ($kver)"
 	echo "busybox-static $bbver"
-	(cd "$out" && sha256sum vmlinuz initrd.img disk.ext4)
+	(cd "$out" && sha256sum vmlinuz initrd.img disk.ext4 && { [ ! -f vmlinux ] || sha256sum vmlinux; })
 } >"$out/manifest.txt"
 echo "$key" >"$out/.key"
 echo "images: done in $out"

@@ -134,17 +134,29 @@ func formatCounts(m map[string]uint64) string {
 	return strings.Join(parts, ", ")
 }
 
-// VMMOverheadRSS returns the resident memory of this process that is not
-// guest RAM: the sum of Rss over every mapping in /proc/self/smaps except
-// the guest memory's memfd (Firecracker's "VMM memory" measure).
-func VMMOverheadRSS() (uint64, error) {
+// Overhead is the resident memory of this process that is not guest RAM.
+type Overhead struct {
+	// Anon is anonymous memory: the Go heap, stacks, runtime structures.
+	Anon uint64
+	// File is file-backed memory: the colibri binary's pages and any
+	// mapped file.
+	File uint64
+}
+
+// Total is Anon + File.
+func (o Overhead) Total() uint64 { return o.Anon + o.File }
+
+// VMMOverheadRSS sums Rss over every mapping in /proc/self/smaps except
+// the guest memory's memfd (Firecracker's "VMM memory" measure), split into
+// anonymous and file-backed memory.
+func VMMOverheadRSS() (Overhead, error) {
+	var o Overhead
 	f, err := os.Open("/proc/self/smaps")
 	if err != nil {
-		return 0, fmt.Errorf("reading smaps: %w", err)
+		return o, fmt.Errorf("reading smaps: %w", err)
 	}
 	defer f.Close()
-	var total uint64
-	guest := false
+	guest, file := false, false
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := sc.Text()
@@ -155,12 +167,17 @@ func VMMOverheadRSS() (uint64, error) {
 		if !strings.HasSuffix(fields[0], ":") {
 			// A mapping header: "start-end perms offset dev inode [path]".
 			guest = strings.Contains(line, "colibri-guest-ram")
+			file = len(fields) >= 6 && strings.HasPrefix(fields[5], "/")
 			continue
 		}
 		if fields[0] == "Rss:" && !guest && len(fields) >= 2 {
 			kb, _ := strconv.ParseUint(fields[1], 10, 64)
-			total += kb << 10
+			if file {
+				o.File += kb << 10
+			} else {
+				o.Anon += kb << 10
+			}
 		}
 	}
-	return total, sc.Err()
+	return o, sc.Err()
 }

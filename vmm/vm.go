@@ -133,7 +133,7 @@ func New(cfg Config) (_ *VM, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading kernel: %w", err)
 	}
-	kernel, err := boot.ParseBzImage(kimg)
+	kernel, err := boot.Parse(kimg)
 	if err != nil {
 		return nil, fmt.Errorf("kernel %s: %w", cfg.Kernel, err)
 	}

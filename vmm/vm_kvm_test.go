@@ -65,7 +65,9 @@ func boot(t *testing.T, cfg vmm.Config, run string) (string, vmm.ExitKind, vmm.S
 func bootWith(t *testing.T, cfg vmm.Config, run string, during func(*vmm.VM)) (string, vmm.ExitKind, vmm.Stats) {
 	t.Helper()
 	images := testenv.Images(t)
-	cfg.Kernel = filepath.Join(images, "vmlinuz")
+	if cfg.Kernel == "" {
+		cfg.Kernel = filepath.Join(images, "vmlinux")
+	}
 	cfg.Initrd = filepath.Join(images, "initrd.img")
 	cfg.Cmdline = "console=ttyS0 quiet panic=-1"
 	if run != "" {
@@ -112,7 +114,9 @@ func TestKVMBootDiskRNG(t *testing.T) {
 	disk := copyFile(t, filepath.Join(testenv.Images(t), "disk.ext4"))
 	cmd := "mount /dev/vda /mnt && cat /mnt/hello.txt && echo written-by-guest > /mnt/guest.txt && sync && umount /mnt && " +
 		"echo rng-bytes=$(head -c 64 /dev/hwrng | wc -c)"
-	out, kind, st := boot(t, vmm.Config{CPUs: 1, Disks: []vmm.Disk{{Path: disk}}, RNG: true}, cmd)
+	// This one boots the bzImage; the others the same kernel uncompressed.
+	kernel := filepath.Join(testenv.Images(t), "vmlinuz")
+	out, kind, st := boot(t, vmm.Config{Kernel: kernel, CPUs: 1, Disks: []vmm.Disk{{Path: disk}}, RNG: true}, cmd)
 	if kind != vmm.ExitPowerOff {
 		t.Errorf("VM ended with %v, want power-off", kind)
 	}

@@ -38,12 +38,13 @@ func newBootCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "boot",
 		Short: "Boot a Linux guest with its console on this terminal",
-		Long: `Boot a Linux guest from a bzImage (and optional initrd) on KVM. The guest's
+		Long: `Boot a Linux guest from a bzImage or an uncompressed ELF vmlinux (and an
+optional initrd) on KVM. The guest's
 serial console is this terminal: its output goes to stdout (or --console FILE),
 and when stdin is a terminal what you type goes to the guest. Ctrl-A x quits.
 
 With no --kernel, colibri boots the default guest images built by 'make images'
-(a stock Debian kernel and a busybox initrd), found in $COLIBRI_IMAGES, next to
+(a stock Debian kernel, uncompressed, and a busybox initrd), found in $COLIBRI_IMAGES, next to
 the colibri binary (../guestimages/out) or in ./guestimages/out.
 
 colibri exits 0 when the guest powers off or reboots.`,
@@ -54,7 +55,7 @@ colibri exits 0 when the guest powers off or reboots.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runBoot(cmd, f) },
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.kernel, "kernel", "", "bzImage to boot (default: the image built by 'make images')")
+	fl.StringVar(&f.kernel, "kernel", "", "bzImage or ELF vmlinux to boot (default: the image built by 'make images')")
 	fl.StringVar(&f.initrd, "initrd", "", "initrd to load (default: the image built by 'make images' when --kernel is not given)")
 	fl.StringVar(&f.cmdline, "cmdline", defaultCmdline, "kernel command line")
 	fl.StringVar(&f.appendArgs, "append", "", "text appended to the kernel command line")
@@ -98,7 +99,12 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 		if err != nil {
 			return err
 		}
-		cfg.Kernel = filepath.Join(dir, "vmlinuz")
+		// The uncompressed vmlinux (same kernel) spares the guest its
+		// decompression; the bzImage is the fallback.
+		cfg.Kernel = filepath.Join(dir, "vmlinux")
+		if _, err := os.Stat(cfg.Kernel); err != nil {
+			cfg.Kernel = filepath.Join(dir, "vmlinuz")
+		}
 		if cfg.Initrd == "" {
 			cfg.Initrd = filepath.Join(dir, "initrd.img")
 		}
@@ -160,8 +166,9 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 	if f.stats {
 		st := vm.Stats()
 		fmt.Fprintf(os.Stderr, "\r\ncolibri: VM ended: %v\r\n", kind)
-		if rss, err := vmm.VMMOverheadRSS(); err == nil {
-			fmt.Fprintf(os.Stderr, "VMM RSS beyond guest memory: %.1f MiB\r\n", float64(rss)/(1<<20))
+		if o, err := vmm.VMMOverheadRSS(); err == nil {
+			fmt.Fprintf(os.Stderr, "VMM RSS beyond guest memory: %.1f MiB (anonymous %.1f MiB, binary and files %.1f MiB)\r\n",
+				float64(o.Total())/(1<<20), float64(o.Anon)/(1<<20), float64(o.File)/(1<<20))
 		}
 		fmt.Fprint(os.Stderr, strings.ReplaceAll(st.Format(), "\n", "\r\n"))
 	}

@@ -70,7 +70,7 @@ func TestBootBadInput(t *testing.T) {
 	}{
 		{"missing kernel", []string{"--kernel", filepath.Join(dir, "nope")}, "does not exist"},
 		{"kernel is a directory", []string{"--kernel", dir}, "not a regular file"},
-		{"not a kernel", []string{"--kernel", notKernel}, "not a Linux bzImage"},
+		{"not a kernel", []string{"--kernel", notKernel}, "not a Linux kernel image"},
 		{"missing initrd", []string{"--kernel", notKernel, "--initrd", filepath.Join(dir, "nope")}, "initrd"},
 		{"mem too small", []string{"--kernel", notKernel, "--mem", "1M"}, "too small"},
 		{"mem absurd", []string{"--kernel", notKernel, "--mem", "99999999T"}, "--mem"},

@@ -58,14 +58,14 @@ func RepoRoot() string {
 }
 
 // Images returns the directory with the guest images built by 'make images'
-// (vmlinuz, initrd.img, disk.ext4), failing t if they are missing.
+// (vmlinuz, vmlinux, initrd.img, disk.ext4), failing t if they are missing.
 func Images(t testing.TB) string {
 	t.Helper()
 	dir := os.Getenv("COLIBRI_IMAGES")
 	if dir == "" {
 		dir = filepath.Join(RepoRoot(), "guestimages", "out")
 	}
-	for _, f := range []string{"vmlinuz", "initrd.img", "disk.ext4"} {
+	for _, f := range []string{"vmlinuz", "vmlinux", "initrd.img", "disk.ext4"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Fatalf("guest image missing: %v (run 'make images')", err)
 		}

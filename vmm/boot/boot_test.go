@@ -172,7 +172,15 @@ func FuzzParseBzImage(f *testing.F) {
 	f.Add(fakeBzImage(4096))
 	f.Add([]byte{})
 	f.Add(fakeBzImage(4096)[:0x300])
+	f.Add(fakeVmlinux(512, 4096, 0x1000000, 0x1000000))
 	f.Fuzz(func(t *testing.T, img []byte) {
+		if k, err := Parse(img); err == nil && k.ELF {
+			for _, s := range k.Segments {
+				if s.Addr < KernelAddr || s.Addr+s.MemSize > maxELFAddr || uint64(len(s.Data)) > s.MemSize {
+					t.Fatalf("accepted segment %#x +%#x (%d bytes)", s.Addr, s.MemSize, len(s.Data))
+				}
+			}
+		}
 		k, err := ParseBzImage(img)
 		if err != nil {
 			return
@@ -182,4 +190,84 @@ func FuzzParseBzImage(f *testing.F) {
 		}
 		_ = k.setupHeader()
 	})
+}
+
+// fakeVmlinux builds a minimal x86-64 ELF executable with one PT_LOAD
+// segment at physical 16 MiB and its entry at the segment's start.
+func fakeVmlinux(filesz, memsz uint64, paddr, entry uint64) []byte {
+	const ehsize, phsize = 64, 56
+	img := make([]byte, 0x1000+filesz)
+	le := binary.LittleEndian
+	copy(img, "\x7fELF")
+	img[4], img[5], img[6] = 2, 1, 1 // 64-bit, little-endian, version 1
+	le.PutUint16(img[16:], 2)        // ET_EXEC
+	le.PutUint16(img[18:], 62)       // EM_X86_64
+	le.PutUint32(img[20:], 1)
+	le.PutUint64(img[24:], entry)
+	le.PutUint64(img[32:], ehsize) // phoff
+	le.PutUint16(img[52:], ehsize)
+	le.PutUint16(img[54:], phsize)
+	le.PutUint16(img[56:], 1) // phnum
+	ph := img[ehsize:]
+	le.PutUint32(ph[0:], 1) // PT_LOAD
+	le.PutUint32(ph[4:], 5)
+	le.PutUint64(ph[8:], 0x1000) // offset
+	le.PutUint64(ph[16:], 0xffffffff81000000)
+	le.PutUint64(ph[24:], paddr)
+	le.PutUint64(ph[32:], filesz)
+	le.PutUint64(ph[40:], memsz)
+	le.PutUint64(ph[48:], 0x200000)
+	for i := uint64(0); i < filesz; i++ {
+		img[0x1000+i] = byte(i*7 + 1)
+	}
+	return img
+}
+
+func TestELF(t *testing.T) {
+	img := fakeVmlinux(8192, 1<<20, 0x1000000, 0x1000000)
+	k, err := Parse(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !k.ELF || k.Entry != 0x1000000 || len(k.Segments) != 1 || k.PrefAddress != 0x1000000 {
+		t.Fatalf("parsed %+v", k)
+	}
+	mem := newMem(t, 64<<20)
+	l, err := Load(mem, Params{Kernel: k, Cmdline: "console=ttyS0", Initrd: []byte("initrd")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Regs.RIP != 0x1000000 || l.Regs.RSI != ZeroPageAddr {
+		t.Errorf("regs %+v", l.Regs)
+	}
+	got := make([]byte, 8192)
+	mem.Read(0x1000000, got)
+	if !bytes.Equal(got, img[0x1000:0x1000+8192]) {
+		t.Error("segment not loaded at its physical address")
+	}
+	zp := make([]byte, 4096)
+	mem.Read(ZeroPageAddr, zp)
+	if binary.LittleEndian.Uint32(zp[offHeaderMagic:]) != headerMagic || binary.LittleEndian.Uint16(zp[0x1fe:]) != 0xaa55 {
+		t.Error("zero page lacks the boot signature and HdrS for an ELF kernel")
+	}
+	if l.InitrdAddr < 0x1000000+1<<20 {
+		t.Errorf("initrd at %#x overlaps the kernel", l.InitrdAddr)
+	}
+}
+
+func TestELFRejects(t *testing.T) {
+	mutate := func(f func([]byte) []byte) []byte { return f(fakeVmlinux(8192, 8192, 0x1000000, 0x1000000)) }
+	cases := map[string][]byte{
+		"truncated":       mutate(func(b []byte) []byte { return b[:0x1100] }),
+		"32-bit":          mutate(func(b []byte) []byte { b[4] = 1; return b }),
+		"arm64":           mutate(func(b []byte) []byte { b[18] = 183; return b }),
+		"below 1 MiB":     fakeVmlinux(8192, 8192, 0x1000, 0x1000),
+		"above 4 GiB":     fakeVmlinux(8192, 8192, 1<<33, 1<<33),
+		"entry elsewhere": fakeVmlinux(8192, 8192, 0x1000000, 0x5000000),
+	}
+	for name, img := range cases {
+		if _, err := Parse(img); !errors.Is(err, ErrNotKernel) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
 }

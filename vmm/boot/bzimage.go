@@ -45,7 +45,7 @@ const (
 )
 
 // ErrNotKernel is wrapped when a file is not a bzImage colibri can boot.
-var ErrNotKernel = errors.New("not a Linux bzImage")
+var ErrNotKernel = errors.New("not a Linux kernel image (bzImage or x86-64 ELF vmlinux)")
 
 // Kernel is a parsed bzImage.
 type Kernel struct {
@@ -69,6 +69,12 @@ type Kernel struct {
 	InitrdAddrMax uint64
 	// CmdlineSize is the longest command line the kernel accepts.
 	CmdlineSize uint32
+
+	// ELF is set for an uncompressed vmlinux: Segments and Entry replace
+	// Setup and Payload.
+	ELF      bool
+	Segments []Segment
+	Entry    uint64
 }
 
 // ParseBzImage checks and parses a bzImage.
@@ -123,6 +129,9 @@ func ParseBzImage(img []byte) (*Kernel, error) {
 // setupHeader returns the part of the setup sector that is the setup header,
 // to be copied into the zero page at the same offset.
 func (k *Kernel) setupHeader() []byte {
+	if k.ELF {
+		return nil
+	}
 	end := offJump + 2 + int(k.Setup[offJump+1])
 	if end > len(k.Setup) {
 		end = len(k.Setup)

@@ -97,13 +97,29 @@ func Load(mem *memory.Memory, p Params) (*Loaded, error) {
 		return nil, fmt.Errorf("guest memory %d MiB is too small for this kernel and initrd: need at least %d MiB", mem.Size()>>20, need>>20)
 	}
 
-	if err := mem.Write(KernelAddr, k.Payload); err != nil {
-		return nil, fmt.Errorf("loading the kernel (%d MiB) at %#x: %w", len(k.Payload)>>20, KernelAddr, err)
-	}
-
+	out := &Loaded{Entry: KernelAddr + entryOffset}
 	zp := make([]byte, 4096)
-	copy(zp[offSetupSects:], k.setupHeader())
 	le := binary.LittleEndian
+	if k.ELF {
+		for _, s := range k.Segments {
+			if err := mem.Write(s.Addr, s.Data); err != nil {
+				return nil, fmt.Errorf("loading a kernel segment (%d MiB) at %#x: %w", len(s.Data)>>20, s.Addr, err)
+			}
+		}
+		out.Entry = k.Entry
+		// No setup header to copy: fill in what the kernel reads.
+		le.PutUint16(zp[0x1fe:], 0xaa55)
+		le.PutUint32(zp[offHeaderMagic:], headerMagic)
+		le.PutUint16(zp[offVersion:], k.Version)
+		le.PutUint32(zp[offKernelAlignment:], uint32(k.Alignment))
+		le.PutUint32(zp[offCmdlineSize:], k.CmdlineSize)
+		le.PutUint32(zp[offInitrdAddrMax:], uint32(k.InitrdAddrMax))
+	} else {
+		if err := mem.Write(KernelAddr, k.Payload); err != nil {
+			return nil, fmt.Errorf("loading the kernel (%d MiB) at %#x: %w", len(k.Payload)>>20, KernelAddr, err)
+		}
+		copy(zp[offSetupSects:], k.setupHeader())
+	}
 	le.PutUint16(zp[offVidMode:], 0xffff)
 	zp[offTypeOfLoader] = 0xff
 	zp[offLoadflags] |= loadflagCanUseHeap | loadflagLoadedHigh
@@ -118,7 +134,6 @@ func Load(mem *memory.Memory, p Params) (*Loaded, error) {
 		return nil, fmt.Errorf("writing the command line: %w", err)
 	}
 
-	out := &Loaded{Entry: KernelAddr + entryOffset}
 	if len(p.Initrd) > 0 {
 		maxEnd := k.InitrdAddrMax + 1
 		if maxEnd > lowTop {
