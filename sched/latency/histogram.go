@@ -1,7 +1,6 @@
 // Package latency records latencies in a log-linear histogram: exact below
 // 64ns, then 32 buckets per power of two (≤ 3.2% relative error), with
-// lock-free recording by one writer and consistent-enough reading by
-// others.
+// lock-free recording and reading.
 package latency
 
 import (
@@ -18,9 +17,9 @@ const (
 	buckets = linear + maxExp*sub
 )
 
-// Histogram counts durations. Record may be called by one goroutine at a
-// time while others read; Merge, Quantile, Count and Mean read with atomic
-// loads. The zero value is empty and ready.
+// Histogram counts durations. All methods are safe for concurrent use
+// (counters are atomic; a reader racing writers sees a nearly consistent
+// snapshot). The zero value is empty and ready.
 type Histogram struct {
 	counts [buckets]atomic.Uint64
 	sum    atomic.Uint64 // ns

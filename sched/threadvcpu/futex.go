@@ -12,9 +12,27 @@ const (
 	futexWait0       = 0
 	futexWake0       = 1
 	futexPrivateFlag = 128
+	futexWaitBitset  = 9
 	futexWaitPrivate = futexWait0 | futexPrivateFlag
 	futexWakePrivate = futexWake0 | futexPrivateFlag
+	futexBitsetAny   = 0xffffffff
 )
+
+// futexWaitUntil blocks while *addr == val, until CLOCK_MONOTONIC reaches
+// deadline (ns), or until a signal interrupts it. It returns nil when the
+// deadline passed, unix.EAGAIN if *addr != val, unix.EINTR on a signal.
+func futexWaitUntil(addr *uint32, val uint32, deadline int64) error {
+	ts := unix.NsecToTimespec(deadline)
+	_, _, e := unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWaitBitset|futexPrivateFlag,
+		uintptr(val), uintptr(unsafe.Pointer(&ts)), 0, futexBitsetAny)
+	if e == unix.ETIMEDOUT {
+		return nil
+	}
+	if e != 0 {
+		return e
+	}
+	return unix.EINTR // woken: treat as interrupted, the caller re-checks
+}
 
 // futexWait blocks while *addr == val (or until woken or interrupted).
 func futexWait(addr *uint32, val uint32) error {

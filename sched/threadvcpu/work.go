@@ -27,19 +27,28 @@ func (g *Guest) Exit() bool { return atomic.LoadUint32(&g.v.ctl) != 0 }
 func (g *Guest) Now() int64 { return sched.Nanotime() }
 
 // SleepUntil blocks until CLOCK_MONOTONIC reaches t or a kick interrupts
-// the sleep; it reports whether t was reached.
+// the sleep; it reports whether t was reached. It sleeps in a futex wait
+// on the control word with an absolute timeout, so that a kick landing
+// between the last Exit check and the sleep still ends it at once (the
+// futex sees the word changed), as immediate_exit does for KVM_RUN; a kick
+// during the sleep interrupts it with its signal.
 func (g *Guest) SleepUntil(t int64) bool {
-	ts := unix.NsecToTimespec(t)
-	for !g.Exit() {
-		err := unix.ClockNanosleep(unix.CLOCK_MONOTONIC, unix.TIMER_ABSTIME, &ts, nil)
-		if err == nil {
-			return true
+	for {
+		c := atomic.LoadUint32(&g.v.ctl)
+		if c != 0 {
+			return false
 		}
-		if err != unix.EINTR {
+		switch err := futexWaitUntil(&g.v.ctl, c, t); err {
+		case nil:
+			return true
+		case unix.EAGAIN, unix.EINTR:
+			if sched.Nanotime() >= t {
+				return true
+			}
+		default:
 			return sched.Nanotime() >= t
 		}
 	}
-	return false
 }
 
 // Spin is batch work: it computes in ~1µs chunks until told to exit,
