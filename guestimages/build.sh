@@ -17,6 +17,15 @@ while [ $# -gt 0 ]; do
 	*) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
+missing=
+for tool in apt-get apt-cache dpkg-deb depmod modinfo cpio gzip mkfs.ext4 debugfs sha256sum; do
+	command -v "$tool" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
+	echo "images: missing tools:$missing (run 'make deps': Debian packages apt, dpkg, kmod, cpio, e2fsprogs)" >&2
+	exit 1
+fi
+export PATH=$PATH:/usr/sbin:/sbin
 # shellcheck source=../scripts/lib-debian-kernel.sh
 . "$here/../scripts/lib-debian-kernel.sh"
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
@@ -71,6 +80,7 @@ mv "$out/disk.ext4.tmp" "$out/disk.ext4"
 {
 	echo "kernel $kpkg $kver_deb ($kver)"
 	echo "busybox-static $bbver"
+	echo "build-key $key (packages + build.sh, init, lib-debian-kernel.sh)"
 	(cd "$out" && sha256sum vmlinuz initrd.img disk.ext4 && { [ ! -f vmlinux ] || sha256sum vmlinux; })
 } >"$out/manifest.txt"
 echo "$key" >"$out/.key"
