@@ -150,7 +150,9 @@ func (s *Scheduler) Register(v VCPU) error {
 }
 
 // Unregister removes v from the scheduled vCPUs and unparks it, so that
-// no vCPU is left parked by the scheduler.
+// no vCPU is left parked by the scheduler. While Run runs, it first waits
+// (up to 100ms) for the scheduling thread to drop v, so that no pass acts
+// on v after Unregister returns.
 func (s *Scheduler) Unregister(v VCPU) error {
 	s.mu.Lock()
 	cur := s.registered
@@ -169,6 +171,15 @@ func (s *Scheduler) Unregister(v VCPU) error {
 	s.setChanged = true
 	s.dirty.Store(true)
 	s.mu.Unlock()
+	// A pass under way may still act on v: wait until one has started
+	// after the change (it applies the change first) and finished.
+	if s.running.Load() {
+		target := s.passes.Load() + 2
+		deadline := time.Now().Add(100 * time.Millisecond)
+		for s.running.Load() && s.passes.Load() < target && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Microsecond)
+		}
+	}
 	var errs []error
 	if s.cfg.Observer != nil && slot >= 0 {
 		if err := s.cfg.Observer.Unwatch(slot); err != nil {

@@ -60,3 +60,44 @@ func TestSchedulerTimeSlicesThreadVCPUs(t *testing.T) {
 		t.Fatal("no scheduler CPU time recorded")
 	}
 }
+
+// A vCPU unregistered while the scheduler runs is unparked and left alone.
+func TestUnregisterWhileRunning(t *testing.T) {
+	a, _ := startSpin(t)
+	b, wb := startSpin(t)
+	s, err := sched.New(sched.Config{
+		Cores: []int{1}, SchedCPU: 0, Sleep: true, Period: 20 * time.Microsecond,
+		Policy: sched.NewCentral(sched.CentralConfig{Quantum: time.Millisecond}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []*VCPU{a, b} {
+		if err := s.Register(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if err := s.Unregister(b); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the unregistered vCPU runs", func() bool { return b.ParkedSince() == 0 })
+	parks := b.Stats().Parks
+	n := wb.Chunks()
+	time.Sleep(30 * time.Millisecond) // 30 quanta
+	if b.Stats().Parks != parks {
+		t.Fatalf("unregistered vCPU parked %d more times", b.Stats().Parks-parks)
+	}
+	if wb.Chunks() == n {
+		t.Fatal("unregistered vCPU did not run")
+	}
+}
