@@ -138,8 +138,8 @@ colibri_copy_modules() {
 colibri_cpio() {
 	local dir=$1 out=$2
 	find "$dir" -exec touch -h -d "@${SOURCE_DATE_EPOCH:-0}" {} +
-	(cd "$dir" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --reproducible --quiet) | gzip -n -1 >"$out.tmp"
-	mv "$out.tmp" "$out"
+	(cd "$dir" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --reproducible --quiet) | gzip -n -1 >"$out.tmp.$$"
+	mv "$out.tmp.$$" "$out"
 }
 
 # colibri_vmlinux KROOT KVER prints the path of the uncompressed ELF vmlinux
