@@ -2,6 +2,8 @@
 # Debian packages (the stock kernel, busybox) into a cache, without
 # installing them on the host.
 
+# depmod, modinfo and modprobe live in /usr/sbin, which users' PATHs may lack.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin:/sbin ;; esac
 colibri_lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # colibri_cache_dir prints (and creates) the download cache shared by
@@ -104,6 +106,11 @@ colibri_copy_modules() {
 	local kroot=$1 kver=$2 dest=$3
 	shift 3
 	local src=$kroot/lib/modules/$kver
+	# The package ships no modules.dep/alias (its postinst runs depmod):
+	# index the unpacked tree once, so softdeps name aliases can be resolved.
+	if [ ! -f "$src/modules.alias" ]; then
+		depmod -b "$kroot" "$kver" 2>/dev/null || true
+	fi
 	local -A seen=()
 	local queue=("$@") m f deps
 	mkdir -p "$dest/lib/modules/$kver/kernel"
@@ -128,6 +135,11 @@ colibri_copy_modules() {
 		esac
 		deps=$(modinfo -F depends "$f" 2>/dev/null | tr ',' ' ')
 		for d in $deps; do queue+=("$d"); done
+		# softdeps ("pre: crypto-crc32c") name aliases: resolve them by
+		# the tree's modules.alias (kmod's modprobe -R).
+		for d in $(modinfo -F softdep "$f" 2>/dev/null | tr ' ' '\n' | grep -v -E '^(pre|post):$' || true); do
+			for r in $(modprobe -d "$kroot" -S "$kver" -R "$d" 2>/dev/null || true); do queue+=("$r"); done
+		done
 	done
 	cp "$src/modules.builtin" "$src/modules.order" "$dest/lib/modules/$kver/" 2>/dev/null || true
 	[ -f "$src/modules.builtin.modinfo" ] && cp "$src/modules.builtin.modinfo" "$dest/lib/modules/$kver/"
