@@ -172,8 +172,18 @@ func boot(name string, argv []string, banner, end string, timeout time.Duration)
 }
 
 // kvmStats sums the debugfs KVM counters of every VM the process owns.
+// KVM names a VM's directory after the thread that created it
+// ("<tid>-<fd>"), so a directory belongs to pid when that tid is one of its
+// threads.
 func kvmStats(pid int) map[string]uint64 {
-	dirs, _ := filepath.Glob(filepath.Join(debugfsKVM, strconv.Itoa(pid)+"-*"))
+	all, _ := filepath.Glob(filepath.Join(debugfsKVM, "*-*"))
+	var dirs []string
+	for _, d := range all {
+		tid, _, _ := strings.Cut(filepath.Base(d), "-")
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d/task/%s", pid, tid)); err == nil {
+			dirs = append(dirs, d)
+		}
+	}
 	if len(dirs) == 0 {
 		return nil
 	}
