@@ -50,6 +50,7 @@ func main() {
 	gokvm := flag.String("gokvm", "", "gokvm binary ('' to skip)")
 	qemu := flag.String("qemu", "", "qemu-system-x86_64 binary for a microvm peer ('' to skip)")
 	variant := flag.String("colibri-variant", "", "extra kernel arguments for a second colibri run (e.g. pci=noearly); '' to skip")
+	vmlinux := flag.String("colibri-vmlinux", "", "the same kernel as an uncompressed ELF vmlinux, for a third colibri run; '' to skip")
 	banner := flag.String("banner", "colibri-guest: up", "console text that marks the guest's init")
 	end := flag.String("end", "colibri-guest: exit status", "console text after which a VMM that cannot power off is stopped")
 	timeout := flag.Duration("timeout", 10*time.Minute, "per boot")
@@ -70,6 +71,10 @@ func main() {
 	if *colibri != "" && *variant != "" {
 		vmms = append(vmms, vmm{"colibri " + *variant, []string{*colibri, "boot", "--kernel", *kernel, "--initrd", *initrd,
 			"--cpus", strconv.Itoa(*cpus), "--mem", fmt.Sprintf("%dM", *mem), "--no-rng", "--cmdline", *cmdline + " " + *variant + " " + run}})
+	}
+	if *colibri != "" && *vmlinux != "" {
+		vmms = append(vmms, vmm{"colibri vmlinux", []string{*colibri, "boot", "--kernel", *vmlinux, "--initrd", *initrd,
+			"--cpus", strconv.Itoa(*cpus), "--mem", fmt.Sprintf("%dM", *mem), "--no-rng", "--cmdline", *cmdline + " " + run}})
 	}
 	if *gokvm != "" {
 		vmms = append(vmms, vmm{"gokvm", []string{*gokvm, "boot", "-k", *kernel, "-i", *initrd,
