@@ -3,6 +3,8 @@ package vmm
 import (
 	"fmt"
 
+	"go.uber.org/zap"
+
 	"github.com/colibrivm/colibri/vmm/pci"
 	"github.com/colibrivm/colibri/vmm/virtio"
 	"github.com/colibrivm/colibri/vmm/virtio/blk"
@@ -39,6 +41,9 @@ func (v *VM) addVirtio(dev virtio.Device) error {
 		return err
 	}
 	v.closers = append(v.closers, p)
-	_, err = v.pci.Add(p)
+	slot, err := v.pci.Add(p)
+	if err == nil {
+		v.log.Debug("virtio device added", zap.Uint16("type", dev.Type()), zap.Int("slot", slot), zap.Uint64("bar0", p.Config().Mapped(0)))
+	}
 	return err
 }

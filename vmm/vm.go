@@ -20,6 +20,7 @@ import (
 	"github.com/colibrivm/colibri/vmm/memory"
 	"github.com/colibrivm/colibri/vmm/pci"
 	"github.com/colibrivm/colibri/vmm/serial"
+	"go.uber.org/zap"
 )
 
 // Disk is a raw disk image given to the guest as a virtio-blk device.
@@ -51,6 +52,8 @@ type Config struct {
 	ConsoleIn io.Reader
 	// KVMDevice is the KVM device to open (default /dev/kvm).
 	KVMDevice string
+	// Logger receives debug and info events; nil discards them.
+	Logger *zap.Logger
 	// NoPCIConf1 stops decoding the legacy PCI configuration ports
 	// 0xcf8–0xcff: the guest then reaches configuration space only
 	// through the ECAM window declared in the ACPI MCFG table.
@@ -80,6 +83,7 @@ func (k ExitKind) String() string {
 // VM is one virtual machine.
 type VM struct {
 	cfg     Config
+	log     *zap.Logger
 	sys     *kvm.System
 	kvm     *kvm.VM
 	mem     *memory.Memory
@@ -159,7 +163,11 @@ func New(cfg Config) (_ *VM, err error) {
 		sys.Close()
 		return nil, fmt.Errorf("%w: %v", kvm.ErrNoKVM, err)
 	}
-	v := &VM{cfg: cfg, sys: sys, started: make(chan struct{}), stopped: make(chan struct{})}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	log := cfg.Logger
+	v := &VM{cfg: cfg, sys: sys, log: log, started: make(chan struct{}), stopped: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			v.Close()
@@ -226,6 +234,9 @@ func New(cfg Config) (_ *VM, err error) {
 	if v.loaded, err = boot.Load(v.mem, boot.Params{Kernel: kernel, Initrd: initrd, Cmdline: cfg.Cmdline, RSDPAddr: rsdp, Reserved: ecam}); err != nil {
 		return nil, err
 	}
+	log.Info("VM created", zap.String("kernel", cfg.Kernel), zap.Bool("elf", kernel.ELF), zap.Int("cpus", cfg.CPUs),
+		zap.Uint64("mem_mib", cfg.MemSize>>20), zap.Int("disks", len(cfg.Disks)), zap.Uint64("initrd_addr", v.loaded.InitrdAddr),
+		zap.Uint64("entry", v.loaded.Entry), zap.Uint64("rsdp", rsdp))
 	// The kernel and initrd images now live in guest memory: hand the
 	// heap copies back to the OS rather than carry them as VMM RSS.
 	kimg, initrd, kernel = nil, nil, nil
@@ -332,6 +343,7 @@ func (v *VM) Run(ctx context.Context) (ExitKind, error) {
 			break
 		}
 		v.cpus = append(v.cpus, c)
+		v.log.Debug("vCPU started", zap.Int("vcpu", i), zap.Int("tid", c.TID()))
 	}
 	close(v.started)
 	if v.cfg.ConsoleIn != nil {
@@ -371,6 +383,7 @@ func (v *VM) Stop() { v.stop(ExitStopped, nil) }
 
 func (v *VM) stop(kind ExitKind, err error) {
 	v.stopOnce.Do(func() {
+		v.log.Info("VM stopping", zap.Stringer("how", kind), zap.Error(err))
 		v.exitKind, v.exitErr = kind, err
 		v.exitAt = time.Since(v.start)
 		close(v.stopped)

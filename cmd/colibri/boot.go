@@ -14,6 +14,7 @@ import (
 	"github.com/colibrivm/colibri/kvm"
 	"github.com/colibrivm/colibri/vmm"
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 	"golang.org/x/term"
 )
 
@@ -31,6 +32,7 @@ type bootFlags struct {
 	console                 string
 	hugePages               bool
 	kvmDevice               string
+	verbose                 bool
 }
 
 func newBootCmd() *cobra.Command {
@@ -67,6 +69,7 @@ colibri exits 0 when the guest powers off or reboots.`,
 	fl.StringVar(&f.console, "console", "", "write the guest console to FILE instead of stdout")
 	fl.BoolVar(&f.hugePages, "hugepages", false, "back guest memory with 2 MiB huge pages")
 	fl.StringVar(&f.kvmDevice, "kvm-device", "/dev/kvm", "KVM device to use")
+	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log what the VMM does (to stderr)")
 	return cmd
 }
 
@@ -79,6 +82,7 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 		RNG:       !f.noRNG,
 		HugePages: f.hugePages,
 		KVMDevice: f.kvmDevice,
+		Logger:    newLogger(f.verbose),
 	}
 	if f.appendArgs != "" {
 		cfg.Cmdline += " " + f.appendArgs
@@ -281,3 +285,19 @@ func (e *escapeReader) Read(p []byte) (int, error) {
 type crlfWriter struct{ w io.Writer }
 
 func (c crlfWriter) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+// newLogger returns a console logger on stderr at debug level when verbose,
+// and one that only reports errors otherwise.
+func newLogger(verbose bool) *zap.Logger {
+	cfg := zap.NewDevelopmentConfig()
+	cfg.DisableStacktrace = true
+	cfg.Level = zap.NewAtomicLevelAt(zap.ErrorLevel)
+	if verbose {
+		cfg.Level = zap.NewAtomicLevelAt(zap.DebugLevel)
+	}
+	l, err := cfg.Build()
+	if err != nil {
+		return zap.NewNop()
+	}
+	return l
+}
