@@ -64,3 +64,10 @@ func (q *Queue) Signal() {
 
 // Fail reports a malformed ring: the device marks itself DEVICE_NEEDS_RESET.
 func (q *Queue) Fail(err error) { q.broken(err) }
+
+// NewQueue wraps a ring for a device model outside the PCI transport (a
+// test driver or a poller): interrupt raises the queue's interrupt and
+// broken reports a malformed ring.
+func NewQueue(q *virtq.Queue, index int, interrupt func(), broken func(error)) *Queue {
+	return &Queue{Queue: q, Index: index, interrupt: interrupt, broken: broken}
+}
