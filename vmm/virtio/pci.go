@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/colibrivm/colibri/vmm/memory"
 	"github.com/colibrivm/colibri/vmm/pci"
@@ -76,7 +77,7 @@ type PCI struct {
 	configVector   uint16
 	queueSel       uint16
 	queues         []queueState
-	isr            uint8
+	isr            atomic.Uint32 // ISR status; read-to-clear, set without the lock
 	active         []*worker
 	barAddr        uint64
 	brokenErr      error
@@ -182,10 +183,7 @@ func (p *PCI) BARRead(bar int, off uint64, data []byte) {
 		p.readCommon(off-commonOffset, data)
 		p.mu.Unlock()
 	case off >= isrOffset && off < isrOffset+isrLength:
-		p.mu.Lock()
-		data[0] = p.isr
-		p.isr = 0
-		p.mu.Unlock()
+		data[0] = uint8(p.isr.Swap(0))
 	case off >= deviceOffset && off < deviceOffset+deviceLength:
 		p.dev.ReadConfig(off-deviceOffset, data)
 	case off >= msixTableOff && off < msixTableOff+uint64(p.msix.TableSize()):
@@ -476,9 +474,7 @@ func (p *PCI) serve(w *worker) {
 
 // raise sets the ISR and fires vector v.
 func (p *PCI) raise(v int) {
-	p.mu.Lock()
-	p.isr |= 1
-	p.mu.Unlock()
+	p.isr.Or(1)
 	p.msix.Fire(v)
 }
 
@@ -489,7 +485,7 @@ func (p *PCI) fail(err error) {
 		p.brokenErr = err
 	}
 	p.status |= statusNeedsReset
-	p.isr |= 2
+	p.isr.Or(2)
 	v := int(p.configVector)
 	p.mu.Unlock()
 	p.msix.Fire(v)
@@ -521,7 +517,8 @@ func (p *PCI) Reset() {
 	p.dev.Reset()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.status, p.drvFeatures, p.devSel, p.drvSel, p.isr = 0, 0, 0, 0, 0
+	p.status, p.drvFeatures, p.devSel, p.drvSel = 0, 0, 0, 0
+	p.isr.Store(0)
 	p.configVector, p.queueSel, p.brokenErr = pci.NoVector, 0, nil
 	for i := range p.queues {
 		p.queues[i] = queueState{maxSize: p.queues[i].maxSize, size: p.queues[i].maxSize, vector: pci.NoVector}
