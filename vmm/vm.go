@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -328,6 +329,12 @@ func (v *VM) mmioWrite(addr uint64, data []byte) {
 // ctx is cancelled, or a vCPU fails. It returns how the VM ended; the error
 // is non-nil only for ExitError.
 func (v *VM) Run(ctx context.Context) (ExitKind, error) {
+	// Each vCPU thread needs a Go P whenever it returns from KVM_RUN to
+	// handle an exit; give the runtime one more P per vCPU so exits never
+	// wait for the VMM's other goroutines (as sched's thread vCPUs do).
+	procs := runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(procs + v.cfg.CPUs)
+	defer runtime.GOMAXPROCS(procs)
 	v.start = time.Now()
 	v.timer.start = v.start
 	v.console.start = v.start
