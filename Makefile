@@ -12,7 +12,7 @@ STATICCHECK_VERSION := v0.8.2
 # Test binaries run inside the sandbox are built here.
 TESTBIN := $(BIN)/tests
 
-.PHONY: all build deps images demo test unit kvm-test lint fmt vet generate clean help
+.PHONY: all build deps images demo test unit kvm-test cgroup2-test lint fmt vet generate clean help
 
 all: build
 
@@ -37,7 +37,7 @@ KVM_RUN = scripts/kvm-run
 demo: build images
 	@$(KVM_RUN) $(BIN)/colibri boot --cpus 2 --mem 512M --disk $(IMAGES)/disk.ext4,ro
 
-test: deps images lint unit kvm-test
+test: deps images lint unit kvm-test cgroup2-test
 
 unit: build
 	$(GO) test -count=1 ./...
@@ -52,6 +52,20 @@ kvm-test: build
 	done
 	@COLIBRI_BIN=$(CURDIR)/$(BIN)/colibri COLIBRI_IMAGES=$(CURDIR)/$(IMAGES) \
 		$(KVM_RUN) scripts/run-kvm-tests $(TESTBIN)
+
+# cgroup2-test runs sched/cgroup's tests where cgroup v2 is mounted: here
+# when this host is v2, otherwise in the sandbox (v2), so both the v1 path
+# (unit run above, on a v1/hybrid host) and the v2 path are exercised.
+cgroup2-test:
+	@mkdir -p $(TESTBIN)
+	@$(GO) test -c -o $(TESTBIN)/sched_cgroup.test ./sched/cgroup
+	@if [ "$$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then \
+		echo "=== sched/cgroup (cgroup v2, on this host)"; \
+		cd sched/cgroup && ../../$(TESTBIN)/sched_cgroup.test -test.v; \
+	else \
+		echo "=== sched/cgroup (cgroup v2, in the KVM sandbox: this host has no unified hierarchy)"; \
+		cd sched/cgroup && ../../scripts/kvm-sandbox --quiet ../../$(TESTBIN)/sched_cgroup.test -test.v; \
+	fi
 
 lint: fmt vet
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...

@@ -81,6 +81,13 @@ func (b *v2Backend) newGroup(dir string, l Limits) (group, error) {
 		_ = m.Delete()
 		return nil, fmt.Errorf("make it threaded: %w", err)
 	}
+	// The VM group's own cpu.* and cpuset.* files exist only once its
+	// parent (now a threaded domain) enables the controllers for its
+	// subtree; ToggleControllers writes every ancestor's subtree_control.
+	if err := m.ToggleControllers([]string{"cpu", "cpuset"}, cgroup2.Enable); err != nil {
+		_ = m.Delete()
+		return nil, fmt.Errorf("enable the cpu and cpuset controllers for %s: %w", dir, err)
+	}
 	if err := m.Update(v2Resources(l)); err != nil {
 		_ = m.Delete()
 		return nil, err
