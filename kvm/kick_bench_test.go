@@ -5,9 +5,7 @@ import (
 	"sort"
 	"testing"
 	"time"
-	"unsafe"
 
-	"github.com/colibrivm/colibri/internal/testenv"
 	"github.com/colibrivm/colibri/kvm"
 	"golang.org/x/sys/unix"
 )
@@ -19,27 +17,7 @@ import (
 //	go test -c -o /tmp/kvm.test ./kvm
 //	scripts/kvm-sandbox /tmp/kvm.test -test.run X -test.bench KVMKick -test.benchtime 2000x
 func BenchmarkKVMKickToExit(b *testing.B) {
-	testenv.RequireKVM(b)
-	sys, err := kvm.Open()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sys.Close()
-	vm, err := sys.CreateVM()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer vm.Close()
-	mem, err := unix.Mmap(-1, 0, 0x2000, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer unix.Munmap(mem)
-	copy(mem[0x1000:], []byte{0xeb, 0xfe}) // jmp $
-	if err := vm.SetUserMemoryRegion(0, 0, 0x2000, uintptr(unsafe.Pointer(&mem[0]))); err != nil {
-		b.Fatal(err)
-	}
-	vm.SetTSSAddr(0xfffbd000)
+	vm := spinVM(b)
 
 	type vcpu struct {
 		cpu *kvm.VCPU
@@ -57,10 +35,7 @@ func BenchmarkKVMKickToExit(b *testing.B) {
 			return
 		}
 		defer cpu.Close()
-		s, _ := cpu.Sregs()
-		s.CS.Base, s.CS.Selector = 0, 0
-		cpu.SetSregs(s)
-		cpu.SetRegs(kvm.Regs{RIP: 0x1000, RFLAGS: 2})
+		startReal(cpu)
 		ready <- vcpu{cpu, unix.Gettid()}
 		for <-resume {
 			if _, err := cpu.Run(); err != nil {

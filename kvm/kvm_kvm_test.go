@@ -34,30 +34,46 @@ func TestKVMSystem(t *testing.T) {
 	}
 }
 
+// spinVM returns a VM whose memory holds "jmp $" at 0x1000; everything is
+// released when tb ends.
+func spinVM(tb testing.TB) *kvm.VM {
+	tb.Helper()
+	testenv.RequireKVM(tb)
+	sys, err := kvm.Open()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { sys.Close() })
+	vm, err := sys.CreateVM()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { vm.Close() })
+	mem, err := unix.Mmap(-1, 0, 0x2000, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { unix.Munmap(mem) })
+	copy(mem[0x1000:], []byte{0xeb, 0xfe}) // jmp $
+	if err := vm.SetUserMemoryRegion(0, 0, 0x2000, uintptr(unsafe.Pointer(&mem[0]))); err != nil {
+		tb.Fatal(err)
+	}
+	vm.SetTSSAddr(0xfffbd000)
+	return vm
+}
+
+// startReal points a fresh vCPU at the real-mode code at 0x1000.
+func startReal(cpu *kvm.VCPU) {
+	s, _ := cpu.Sregs()
+	s.CS.Base, s.CS.Selector = 0, 0
+	cpu.SetSregs(s)
+	cpu.SetRegs(kvm.Regs{RIP: 0x1000, RFLAGS: 2})
+}
+
 // TestKVMKick runs a guest that spins forever and kicks it out of KVM_RUN
 // from another goroutine, as the scheduler does.
 func TestKVMKick(t *testing.T) {
-	testenv.RequireKVM(t)
-	sys, err := kvm.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sys.Close()
-	vm, err := sys.CreateVM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vm.Close()
-	mem, err := unix.Mmap(-1, 0, 0x2000, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(mem)
-	copy(mem[0x1000:], []byte{0xeb, 0xfe}) // jmp $
-	if err := vm.SetUserMemoryRegion(0, 0, 0x2000, uintptr(unsafe.Pointer(&mem[0]))); err != nil {
-		t.Fatal(err)
-	}
-	vm.SetTSSAddr(0xfffbd000)
+	vm := spinVM(t)
 
 	type started struct {
 		cpu *kvm.VCPU
@@ -74,10 +90,7 @@ func TestKVMKick(t *testing.T) {
 			return
 		}
 		defer cpu.Close()
-		s, _ := cpu.Sregs()
-		s.CS.Base, s.CS.Selector = 0, 0
-		cpu.SetSregs(s)
-		cpu.SetRegs(kvm.Regs{RIP: 0x1000, RFLAGS: 2})
+		startReal(cpu)
 		ready <- started{cpu, unix.Gettid()}
 		for i := 0; i < 2; i++ {
 			r, err := cpu.Run()

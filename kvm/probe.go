@@ -118,18 +118,9 @@ func probeRun(vm *VM) error {
 
 // checkNative fails if KVM emulated the probe's instructions one by one.
 func checkNative(cpu *VCPU) error {
-	fd, err := cpu.StatsFD()
+	all, err := cpu.ReadStats()
 	if err != nil {
 		return nil // no binary stats (old kernel): trust the run
-	}
-	st, err := OpenStats(fd)
-	if err != nil {
-		return nil
-	}
-	defer st.Close()
-	all, err := st.Read()
-	if err != nil {
-		return nil
 	}
 	if n := all["insn_emulation"]; n > maxEmulated {
 		return fmt.Errorf("KVM emulated %d instructions of a %d-instruction real-mode loop: it cannot run stock guests natively (a PVM host?)", n, 2*probeLoops)

@@ -84,3 +84,17 @@ func (s *Stats) Read() (map[string]uint64, error) {
 
 // Close closes the stats fd.
 func (s *Stats) Close() error { return unix.Close(s.fd) }
+
+// ReadStats returns the vCPU's KVM binary statistics by name.
+func (c *VCPU) ReadStats() (map[string]uint64, error) {
+	fd, err := c.StatsFD()
+	if err != nil {
+		return nil, err
+	}
+	st, err := OpenStats(fd)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	return st.Read()
+}

@@ -71,16 +71,7 @@ var kvmExitCounters = []string{
 }
 
 func readKVMStats(cpu *kvm.VCPU) map[string]uint64 {
-	fd, err := cpu.StatsFD()
-	if err != nil {
-		return nil
-	}
-	st, err := kvm.OpenStats(fd)
-	if err != nil {
-		return nil
-	}
-	defer st.Close()
-	all, err := st.Read()
+	all, err := cpu.ReadStats()
 	if err != nil {
 		return nil
 	}

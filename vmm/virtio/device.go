@@ -71,3 +71,27 @@ func (q *Queue) Fail(err error) { q.broken(err) }
 func NewQueue(q *virtq.Queue, index int, interrupt func(), broken func(error)) *Queue {
 	return &Queue{Queue: q, Index: index, interrupt: interrupt, broken: broken}
 }
+
+// Drain serves every chain the driver has made available: each is popped
+// into c, handed to serve (which returns the bytes it wrote into the
+// chain's writable buffers) and pushed back. It keeps kicks armed, so a
+// chain added while it drains is not missed, and ends with Signal. A
+// malformed ring stops it and marks the device as needing a reset.
+func (q *Queue) Drain(c *virtq.Chain, serve func(*virtq.Chain) uint32) {
+	for {
+		ok, err := q.Pop(c)
+		if err != nil {
+			q.Fail(err)
+			return
+		}
+		if !ok {
+			q.RearmNotification()
+			if q.Pending() == 0 {
+				break
+			}
+			continue
+		}
+		q.Push(c.Head, serve(c))
+	}
+	q.Signal()
+}

@@ -125,25 +125,7 @@ func (b *Blk) Activate(uint64, []*virtio.Queue) error { return nil }
 func (b *Blk) Reset() {}
 
 // Process implements virtio.Device: it serves every available request.
-func (b *Blk) Process(q *virtio.Queue) {
-	for {
-		ok, err := q.Pop(&b.chain)
-		if err != nil {
-			q.Fail(err)
-			return
-		}
-		if !ok {
-			q.RearmNotification()
-			if q.Pending() == 0 {
-				break
-			}
-			continue
-		}
-		written := b.serve(&b.chain)
-		q.Push(b.chain.Head, written)
-	}
-	q.Signal()
-}
+func (b *Blk) Process(q *virtio.Queue) { q.Drain(&b.chain, b.serve) }
 
 // serve runs one request and returns the bytes written to guest memory.
 func (b *Blk) serve(c *virtq.Chain) uint32 {

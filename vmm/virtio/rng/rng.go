@@ -42,27 +42,15 @@ func (*RNG) Activate(uint64, []*virtio.Queue) error { return nil }
 // Reset implements virtio.Device.
 func (*RNG) Reset() {}
 
-// Process implements virtio.Device.
-func (r *RNG) Process(q *virtio.Queue) {
-	for {
-		ok, err := q.Pop(&r.chain)
-		if err != nil {
-			q.Fail(err)
-			return
-		}
-		if !ok {
-			q.RearmNotification()
-			if q.Pending() == 0 {
-				break
-			}
-			continue
-		}
-		var n uint32
-		for _, s := range r.chain.Writable() {
-			rand.Read(s.Buf)
-			n += uint32(len(s.Buf))
-		}
-		q.Push(r.chain.Head, n)
+// Process implements virtio.Device: it fills every available buffer.
+func (r *RNG) Process(q *virtio.Queue) { q.Drain(&r.chain, fill) }
+
+// fill writes random bytes into the chain's writable buffers.
+func fill(c *virtq.Chain) uint32 {
+	var n uint32
+	for _, s := range c.Writable() {
+		rand.Read(s.Buf)
+		n += uint32(len(s.Buf))
 	}
-	q.Signal()
+	return n
 }
