@@ -150,6 +150,7 @@ func newSchedBenchCmd() *cobra.Command {
 		cfg                       bench.Config
 		policy, cores, service    string
 		jsonPath                  string
+		plotPath                  string
 		threshold, quantum, grace time.Duration
 	)
 	cmd := &cobra.Command{
@@ -180,7 +181,7 @@ histograms, and with --json writes them as
 			cfg.Central = sched.CentralConfig{Threshold: threshold, Quantum: quantum, Grace: grace}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runSchedBench(ctx, cmd, cfg, jsonPath)
+			return runSchedBench(ctx, cmd, cfg, jsonPath, plotPath)
 		},
 	}
 	f := cmd.Flags()
@@ -202,10 +203,11 @@ histograms, and with --json writes them as
 	f.BoolVar(&cfg.NoObserver, "no-observer", false, "run without the eBPF observer (no root needed; central cannot see waiting LC vCPUs)")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "request stream seed")
 	f.StringVar(&jsonPath, "json", "", "write results as JSON to `FILE`")
+	f.StringVar(&plotPath, "plot", "", "write the LC latency CDFs as an SVG plot to `FILE`")
 	return cmd
 }
 
-func runSchedBench(ctx context.Context, cmd *cobra.Command, cfg bench.Config, jsonPath string) error {
+func runSchedBench(ctx context.Context, cmd *cobra.Command, cfg bench.Config, jsonPath, plotPath string) error {
 	res, err := bench.Run(ctx, cfg, cmd.ErrOrStderr())
 	if err != nil {
 		return err
@@ -216,6 +218,12 @@ func runSchedBench(ctx context.Context, cmd *cobra.Command, cfg bench.Config, js
 			return err
 		}
 		fmt.Fprintf(cmd.ErrOrStderr(), "results written to %s\n", jsonPath)
+	}
+	if plotPath != "" {
+		if err := res.WriteSVG(plotPath); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "plot written to %s\n", plotPath)
 	}
 	return nil
 }

@@ -36,6 +36,15 @@ type PolicyResult struct {
 	ForeignPerS float64 `json:"foreign_per_s"`
 	// SchedErrors counts failed scheduler actions.
 	SchedErrors uint64 `json:"sched_errors"`
+	// CDF samples the LC request latency distribution.
+	CDF []CDFPoint `json:"latency_cdf,omitempty"`
+}
+
+// CDFPoint is one point of a latency CDF: a fraction Q of requests took at
+// most US microseconds.
+type CDFPoint struct {
+	Q  float64 `json:"q"`
+	US float64 `json:"us"`
 }
 
 // Result is an experiment's outcome.

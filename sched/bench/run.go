@@ -208,6 +208,7 @@ func runOne(ctx context.Context, cfg Config, policy string, nbatch int, obs *obs
 		BatchWorkPerS:   float64(work) / el,
 		ForeignPerS:     float64(foreignSum(obs, cfg.Cores)-foreign0) / el,
 		SchedErrors:     st.Errors - st0.Errors,
+		CDF:             cdf(&set.lat),
 	}
 	if obs != nil {
 		lc, b := sumHists(obs, set.lc), sumHists(obs, set.batch)
@@ -230,6 +231,21 @@ func runOne(ctx context.Context, cfg Config, policy string, nbatch int, obs *obs
 }
 
 func us(d time.Duration) float64 { return float64(d) / 1e3 }
+
+// cdfQuantiles are where a latency CDF is sampled: dense in the tail.
+var cdfQuantiles = []float64{0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 0.9995, 0.9999}
+
+// cdf samples a latency histogram's distribution.
+func cdf(h *latency.Histogram) []CDFPoint {
+	if h.Count() == 0 {
+		return nil
+	}
+	out := make([]CDFPoint, 0, len(cdfQuantiles)+1)
+	for _, q := range cdfQuantiles {
+		out = append(out, CDFPoint{Q: q, US: us(h.Quantile(q))})
+	}
+	return append(out, CDFPoint{Q: 1, US: us(h.Max())})
+}
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
