@@ -45,6 +45,16 @@ type Device interface {
 	Reset()
 }
 
+// SelfServer is implemented by devices that serve some of their queues
+// from their own threads (netstack's pollers) instead of the transport's
+// per-queue worker goroutines. For such a queue the transport still creates
+// the kick eventfd and binds it to the queue's notify address (Queue.KickFD)
+// but never calls Process; the device must stop touching the queue, and
+// stop waiting on its KickFD, before its Reset returns.
+type SelfServer interface {
+	ServesQueue(index int) bool
+}
+
 // Queue is one enabled virtqueue and how to interrupt the driver for it.
 type Queue struct {
 	*virtq.Queue
@@ -52,7 +62,16 @@ type Queue struct {
 	Index     int
 	interrupt func()
 	broken    func(error)
+	kickFD    int
 }
+
+// KickFD returns the eventfd the driver's kicks of this queue signal
+// (through a KVM ioeventfd), or -1 when there is none. It stays open until
+// the device is reset.
+func (q *Queue) KickFD() int { return q.kickFD }
+
+// Interrupt raises the queue's interrupt unconditionally.
+func (q *Queue) Interrupt() { q.interrupt() }
 
 // Signal raises the queue's interrupt if the driver asked for one since the
 // last Signal.
@@ -69,7 +88,14 @@ func (q *Queue) Fail(err error) { q.broken(err) }
 // test driver or a poller): interrupt raises the queue's interrupt and
 // broken reports a malformed ring.
 func NewQueue(q *virtq.Queue, index int, interrupt func(), broken func(error)) *Queue {
-	return &Queue{Queue: q, Index: index, interrupt: interrupt, broken: broken}
+	return &Queue{Queue: q, Index: index, interrupt: interrupt, broken: broken, kickFD: -1}
+}
+
+// WithKickFD sets the eventfd KickFD returns, for a queue made with
+// NewQueue whose driver kicks through an eventfd (a synthetic driver).
+func (q *Queue) WithKickFD(fd int) *Queue {
+	q.kickFD = fd
+	return q
 }
 
 // Drain serves every chain the driver has made available: each is popped

@@ -83,13 +83,16 @@ type PCI struct {
 	brokenErr      error
 }
 
-// worker serves one queue: it waits on the queue's kick eventfd.
+// worker serves one queue: it waits on the queue's kick eventfd. For a
+// queue the device serves itself (SelfServer) there is no goroutine; the
+// worker only owns the eventfd and its ioeventfd registration.
 type worker struct {
-	q      *Queue
-	fd     int
-	file   *os.File
-	notify uint64 // registered ioeventfd address, 0 if none
-	done   chan struct{}
+	q          *Queue
+	fd         int
+	file       *os.File
+	notify     uint64 // registered ioeventfd address, 0 if none
+	done       chan struct{}
+	selfServed bool
 }
 
 // NewPCI wraps dev in a virtio-pci transport with one MSI-X vector for
@@ -417,11 +420,19 @@ func (p *PCI) writeCommon(off uint64, data []byte) {
 	}
 }
 
-// activateLocked builds the enabled queues, starts their workers and hands
-// them to the device.
+// activateLocked builds the enabled queues and their kick eventfds, hands
+// them to the device and starts a worker for every queue the device does
+// not serve itself.
 func (p *PCI) activateLocked() error {
 	eventIdx := p.drvFeatures&FeatureEventIdx != 0
 	queues := make([]*Queue, len(p.queues))
+	var workers []*worker
+	closeAll := func() {
+		for _, w := range workers {
+			w.file.Close()
+		}
+	}
+	self, _ := p.dev.(SelfServer)
 	for i := range p.queues {
 		st := &p.queues[i]
 		if !st.enabled {
@@ -429,27 +440,36 @@ func (p *PCI) activateLocked() error {
 		}
 		vq, err := virtq.New(p.mem, virtq.Config{Size: st.size, DescAddr: st.desc, AvailAddr: st.avail, UsedAddr: st.used, EventIdx: eventIdx})
 		if err != nil {
+			closeAll()
 			p.brokenErr = fmt.Errorf("queue %d: %w", i, err)
 			return p.brokenErr
 		}
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			closeAll()
+			p.brokenErr = fmt.Errorf("eventfd for queue %d: %w", i, err)
+			return p.brokenErr
+		}
 		vector := int(st.vector)
-		queues[i] = &Queue{Queue: vq, Index: i, interrupt: func() { p.raise(vector) }, broken: p.fail}
+		q := &Queue{Queue: vq, Index: i, interrupt: func() { p.raise(vector) }, broken: p.fail, kickFD: fd}
+		queues[i] = q
+		workers = append(workers, &worker{
+			q: q, fd: fd, file: os.NewFile(uintptr(fd), fmt.Sprintf("virtio-kick-%d", i)),
+			done: make(chan struct{}), selfServed: self != nil && self.ServesQueue(i),
+		})
 	}
 	if err := p.dev.Activate(p.drvFeatures, queues); err != nil {
+		closeAll()
 		p.brokenErr = err
 		return err
 	}
-	for _, q := range queues {
-		if q == nil {
-			continue
-		}
-		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-		if err != nil {
-			return fmt.Errorf("eventfd for queue %d: %w", q.Index, err)
-		}
-		w := &worker{q: q, fd: fd, file: os.NewFile(uintptr(fd), fmt.Sprintf("virtio-kick-%d", q.Index)), done: make(chan struct{})}
+	for _, w := range workers {
 		p.registerKick(w)
 		p.active = append(p.active, w)
+		if w.selfServed {
+			close(w.done)
+			continue
+		}
 		go p.serve(w)
 	}
 	return nil
@@ -499,7 +519,8 @@ func (p *PCI) Err() error {
 }
 
 // Reset stops the workers and returns the device to its initial state, as
-// a driver write of 0 to device_status does.
+// a driver write of 0 to device_status does. Queues the device serves
+// itself keep their eventfds until the device's Reset has let go of them.
 func (p *PCI) Reset() {
 	p.mu.Lock()
 	active := p.active
@@ -508,13 +529,20 @@ func (p *PCI) Reset() {
 		if w.notify != 0 {
 			p.plat.UnregisterIOEvent(w.notify, 0, w.fd)
 		}
-		w.file.Close()
+		if !w.selfServed {
+			w.file.Close()
+		}
 	}
 	p.mu.Unlock()
 	for _, w := range active {
 		<-w.done
 	}
 	p.dev.Reset()
+	for _, w := range active {
+		if w.selfServed {
+			w.file.Close()
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.status, p.drvFeatures, p.devSel, p.drvSel = 0, 0, 0, 0

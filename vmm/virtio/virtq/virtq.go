@@ -286,3 +286,11 @@ func (q *Queue) RearmNotification() {
 		memory.StoreUint16(q.used[4+8*uint32(q.size):], q.lastAvail)
 	}
 }
+
+// Unpop gives back the last n popped chains, which have not been pushed:
+// the next Pop returns them again. A device that needs several chains for
+// one item (mergeable receive buffers) uses it when the ring runs dry
+// half-way.
+func (q *Queue) Unpop(n uint16) {
+	q.lastAvail -= n
+}

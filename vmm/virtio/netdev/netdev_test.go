@@ -1,0 +1,278 @@
+package netdev_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+
+	"github.com/colibrivm/colibri/vmm/memory"
+	"github.com/colibrivm/colibri/vmm/virtio"
+	"github.com/colibrivm/colibri/vmm/virtio/netdev"
+	"github.com/colibrivm/colibri/vmm/virtio/netdev/netdevtest"
+	"github.com/colibrivm/colibri/vmm/virtio/virtq"
+)
+
+var mac = [6]byte{0x52, 0x54, 0, 0, 0, 1}
+
+func newMemory(t testing.TB, size uint64) *memory.Memory {
+	t.Helper()
+	m, err := memory.New(size, memory.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func newDriver(t testing.TB, bufSize int) *netdevtest.Driver {
+	t.Helper()
+	mem := newMemory(t, 16<<20+netdevtest.Footprint(bufSize))
+	d, err := netdevtest.New(mem, 0x10000, bufSize, mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func frame(n int, seed byte) []byte {
+	f := make([]byte, n)
+	for i := range f {
+		f[i] = seed + byte(i*7)
+	}
+	return f
+}
+
+func TestTransmitReceive(t *testing.T) {
+	d := newDriver(t, 2048)
+	want := [][]byte{frame(60, 1), frame(1514, 2), frame(14, 3)}
+	if n := d.Send(want...); n != 3 {
+		t.Fatalf("queued %d frames, want 3", n)
+	}
+	var got [][]byte
+	if n := d.Pair.Transmit(64, func(f []byte) { got = append(got, bytes.Clone(f)) }); n != 3 {
+		t.Fatalf("Transmit handed over %d frames, want 3", n)
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Errorf("frame %d: transmitted %d bytes differ from the %d sent", i, len(got[i]), len(want[i]))
+		}
+	}
+	if d.TxInterrupts.Load() == 0 {
+		t.Error("no transmit completion interrupt")
+	}
+	for _, f := range want {
+		if !d.Pair.Deliver(f) {
+			t.Fatal("Deliver found no receive buffer")
+		}
+	}
+	d.Pair.Flush()
+	if d.RxInterrupts.Load() != 1 {
+		t.Errorf("%d receive interrupts for one flush, want 1", d.RxInterrupts.Load())
+	}
+	got = nil
+	d.Receive(func(f []byte) { got = append(got, bytes.Clone(f)) })
+	if len(got) != len(want) {
+		t.Fatalf("received %d frames, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Errorf("frame %d: received bytes differ", i)
+		}
+	}
+}
+
+func TestMergeableBuffers(t *testing.T) {
+	d := newDriver(t, 100) // 88 bytes of frame in the first buffer
+	f := frame(1514, 9)
+	if !d.Pair.Deliver(f) {
+		t.Fatal("Deliver refused a frame that fits in 16 merged buffers")
+	}
+	d.Pair.Flush()
+	var got []byte
+	if n := d.Receive(func(b []byte) { got = bytes.Clone(b) }); n != 1 {
+		t.Fatalf("received %d frames, want 1", n)
+	}
+	if !bytes.Equal(got, f) {
+		t.Fatalf("merged frame of %d bytes differs from the %d delivered", len(got), len(f))
+	}
+}
+
+func TestReceiveRingFull(t *testing.T) {
+	d := newDriver(t, 2048)
+	f := frame(64, 4)
+	n := 0
+	for d.Pair.Deliver(f) {
+		n++
+		if n > netdevtest.QueueSize {
+			t.Fatal("Deliver kept accepting frames past the ring size")
+		}
+	}
+	if n != netdevtest.QueueSize {
+		t.Fatalf("delivered %d frames into %d buffers", n, netdevtest.QueueSize)
+	}
+	// A frame needing more buffers than are left is refused whole: the
+	// buffers it tried go back to the ring.
+	d2 := newDriver(t, 100)
+	for i := 0; i < netdevtest.QueueSize-2; i++ {
+		if !d2.Pair.Deliver(frame(20, 1)) {
+			t.Fatalf("frame %d refused", i)
+		}
+	}
+	if d2.Pair.Deliver(frame(1000, 1)) {
+		t.Fatal("a frame needing 11 buffers was taken with 2 left")
+	}
+	if !d2.Pair.Deliver(frame(150, 1)) {
+		t.Fatal("the 2 buffers left were lost by the refused frame")
+	}
+}
+
+func TestKickSuppression(t *testing.T) {
+	d := newDriver(t, 2048)
+	d.Send(frame(60, 1))
+	if d.Kicks.Load() != 1 {
+		t.Fatalf("%d kicks for the first frame with notifications armed, want 1", d.Kicks.Load())
+	}
+	d.Pair.Disarm()
+	d.Pair.Transmit(64, func([]byte) {})
+	for i := 0; i < 1000; i++ {
+		d.Send(frame(60, byte(i)))
+		d.Pair.Transmit(64, func([]byte) {})
+	}
+	if d.Kicks.Load() != 1 {
+		t.Fatalf("%d kicks while the poller polls, want none after the first", d.Kicks.Load()-1)
+	}
+	if d.Pair.Arm() {
+		t.Fatal("Arm reported pending frames on an empty ring")
+	}
+	d.Send(frame(60, 2))
+	if d.Kicks.Load() != 2 {
+		t.Fatalf("no kick after Arm")
+	}
+	d.Pair.Disarm()
+	d.Send(frame(60, 3))
+	if !d.Pair.Arm() {
+		t.Fatal("Arm missed frames sent while disarmed")
+	}
+}
+
+func TestMalformedTransmit(t *testing.T) {
+	seg := func(n int, w bool) virtq.Seg { return virtq.Seg{Buf: make([]byte, n), Write: w} }
+	chain := func(segs ...virtq.Seg) *virtq.Chain {
+		c := &virtq.Chain{Segs: segs}
+		for _, s := range segs {
+			if s.Write {
+				c.WriteLen += uint32(len(s.Buf))
+			} else {
+				c.ReadLen += uint32(len(s.Buf))
+			}
+		}
+		return c
+	}
+	scratch := make([]byte, netdev.MaxFrame)
+	for name, c := range map[string]*virtq.Chain{
+		"empty":          chain(),
+		"header only":    chain(seg(12, false)),
+		"short header":   chain(seg(8, false)),
+		"runt":           chain(seg(12, false), seg(13, false)),
+		"writable":       chain(seg(12, false), seg(60, false), seg(4, true)),
+		"too large":      chain(seg(12, false), seg(netdev.MaxFrame+1, false)),
+		"header and two": chain(seg(5, false), seg(7, false)), // 12 bytes, no frame
+	} {
+		if f, err := netdev.ParseTx(c, scratch); err == nil {
+			t.Errorf("%s: parsed a %d-byte frame from a malformed chain", name, len(f))
+		}
+	}
+	// A header split over buffers and a frame over three.
+	c := chain(seg(5, false), seg(10, false), seg(20, false), seg(30, false))
+	for i := range c.Segs[1].Buf {
+		c.Segs[1].Buf[i] = byte(i)
+	}
+	f, err := netdev.ParseTx(c, scratch)
+	if err != nil || len(f) != 53 || f[0] != 7 {
+		t.Fatalf("split chain: %d bytes starting %v, err %v; want 53 starting with byte 7", len(f), f[:1], err)
+	}
+}
+
+// TestControlQueue: the driver's VQ_PAIRS_SET moves the pollers to that
+// many pairs, and out-of-range values are refused.
+func TestControlQueue(t *testing.T) {
+	mem := newMemory(t, 16<<20)
+	var attached [][]*netdev.QueuePair
+	dev, err := netdev.New(netdev.Config{MAC: mac, Pairs: 4, Attach: func(p []*netdev.QueuePair) { attached = append(attached, p) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dev.Features()&netdev.FeatureMQ == 0 || len(dev.QueueSizes()) != 9 {
+		t.Fatalf("4 pairs: features %#x, %d queues; want MQ and 9 queues", dev.Features(), len(dev.QueueSizes()))
+	}
+	queues := make([]*virtio.Queue, 9)
+	for i := range queues {
+		base := uint64(0x10000 * (i + 1))
+		vq, err := virtq.New(mem, virtq.Config{Size: 64, DescAddr: base, AvailAddr: base + 0x1000, UsedAddr: base + 0x2000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		queues[i] = virtio.NewQueue(vq, i, func() {}, func(err error) { t.Errorf("queue broken: %v", err) })
+	}
+	if err := dev.Activate(virtio.FeatureVersion1|netdev.FeatureMQ|netdev.FeatureCtrlVQ, queues); err != nil {
+		t.Fatal(err)
+	}
+	if len(attached) != 1 || len(attached[0]) != 1 {
+		t.Fatalf("after activation attached %v, want one set of one pair", attached)
+	}
+	ctrl := uint64(0x90000)
+	send := func(pairs uint16) byte {
+		cmd := []byte{4, 0, byte(pairs), byte(pairs >> 8)}
+		mem.Write(0x200000, cmd)
+		mem.Write(0x200010, []byte{0xee})
+		desc := make([]byte, 32)
+		binary.LittleEndian.PutUint64(desc[0:], 0x200000)
+		binary.LittleEndian.PutUint32(desc[8:], 4)
+		binary.LittleEndian.PutUint16(desc[12:], 1)
+		binary.LittleEndian.PutUint16(desc[14:], 1)
+		binary.LittleEndian.PutUint64(desc[16:], 0x200010)
+		binary.LittleEndian.PutUint32(desc[24:], 1)
+		binary.LittleEndian.PutUint16(desc[28:], 2)
+		mem.Write(ctrl, desc)
+		idx, _ := mem.Uint16(ctrl + 0x1000 + 2)
+		mem.PutUint16(ctrl+0x1000+4+2*uint64(idx%64), 0)
+		mem.PutUint16(ctrl+0x1000+2, idx+1)
+		dev.Process(queues[8])
+		ack := []byte{0}
+		mem.Read(0x200010, ack)
+		return ack[0]
+	}
+	if ack := send(3); ack != 0 || dev.ActivePairs() != 3 || len(attached[len(attached)-1]) != 3 {
+		t.Fatalf("VQ_PAIRS_SET 3: ack %d, %d active; want ack 0 and 3 pairs attached", ack, dev.ActivePairs())
+	}
+	for _, bad := range []uint16{0, 5, 0xffff} {
+		if ack := send(bad); ack != 1 {
+			t.Errorf("VQ_PAIRS_SET %d: ack %d, want 1 (error)", bad, ack)
+		}
+	}
+	if dev.ActivePairs() != 3 {
+		t.Fatalf("refused commands changed the pairs to %d", dev.ActivePairs())
+	}
+	dev.Reset()
+	if last := attached[len(attached)-1]; last != nil {
+		t.Fatalf("reset attached %d pairs, want nil", len(last))
+	}
+}
+
+func TestConfig(t *testing.T) {
+	dev, err := netdev.New(netdev.Config{MAC: mac, Pairs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 10)
+	dev.ReadConfig(0, b)
+	if !bytes.Equal(b[:6], mac[:]) || binary.LittleEndian.Uint16(b[6:]) != 1 || binary.LittleEndian.Uint16(b[8:]) != 2 {
+		t.Fatalf("config space % x: want mac, link up, 2 pairs", b)
+	}
+	for _, bad := range []netdev.Config{{MAC: mac, Pairs: 0}, {MAC: mac, Pairs: 257}, {MAC: [6]byte{1, 0, 0, 0, 0, 1}, Pairs: 1}} {
+		if _, err := netdev.New(bad); err == nil {
+			t.Errorf("New(%+v) accepted", bad)
+		}
+	}
+}

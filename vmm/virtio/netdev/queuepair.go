@@ -1,0 +1,228 @@
+package netdev
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/colibrivm/colibri/vmm/virtio"
+	"github.com/colibrivm/colibri/vmm/virtio/virtq"
+)
+
+// QueuePair is one receiveq/transmitq pair as a poller sees it. Its
+// methods follow netstack.Endpoint: Transmit, Arm and Disarm are called by
+// the one poller that owns the pair; Deliver and Flush by any poller, one
+// at a time. Nothing on these paths allocates.
+type QueuePair struct {
+	dev       *Net
+	index     int
+	rx, tx    *virtio.Queue
+	mergeable bool
+
+	txChain virtq.Chain
+	rxChain virtq.Chain
+	// scratch gathers a frame the driver split over several buffers.
+	scratch []byte
+	// rxPopped counts receive chains popped since the last Flush.
+	rxPopped int
+	// txArmed is true while the guest's transmit kicks are enabled.
+	txArmed bool
+}
+
+func newQueuePair(dev *Net, index int, rx, tx *virtio.Queue, mergeable bool) *QueuePair {
+	p := &QueuePair{dev: dev, index: index, rx: rx, tx: tx, mergeable: mergeable, txArmed: true,
+		scratch: make([]byte, MaxFrame)}
+	// The device never waits for receive buffers (a frame finding none
+	// is dropped), so the driver's receive kicks would be wasted exits.
+	rx.SetNotification(false)
+	return p
+}
+
+// Index returns the pair's number (0 for receiveq1/transmitq1).
+func (p *QueuePair) Index() int { return p.index }
+
+// String names the pair for logs.
+func (p *QueuePair) String() string {
+	return fmt.Sprintf("virtio-net %s pair %d", FormatMAC(p.dev.cfg.MAC), p.index)
+}
+
+// Errors from ParseTx.
+var (
+	errNoHeader   = errors.New("transmit chain shorter than the virtio-net header")
+	errWritable   = errors.New("transmit chain with a device-writable buffer")
+	errRunt       = errors.New("frame shorter than an Ethernet header")
+	errFrameLarge = errors.New("frame larger than the device's maximum")
+)
+
+// ParseTx returns the Ethernet frame of transmit chain c: the bytes after
+// the virtio-net header. The frame aliases guest memory when it lies in one
+// buffer and is gathered into scratch (at least MaxFrame bytes) otherwise.
+func ParseTx(c *virtq.Chain, scratch []byte) ([]byte, error) {
+	if c.WriteLen > 0 {
+		return nil, errWritable
+	}
+	if c.ReadLen < HeaderLen {
+		return nil, errNoHeader
+	}
+	size := c.ReadLen - HeaderLen
+	if size < MinFrame {
+		return nil, errRunt
+	}
+	if size > MaxFrame || int(size) > len(scratch) {
+		return nil, errFrameLarge
+	}
+	// Skip the header, which may itself span buffers.
+	skip := uint32(HeaderLen)
+	segs := c.Segs
+	for len(segs) > 0 && uint32(len(segs[0].Buf)) <= skip {
+		skip -= uint32(len(segs[0].Buf))
+		segs = segs[1:]
+	}
+	first := segs[0].Buf[skip:]
+	if uint32(len(first)) == size {
+		return first, nil
+	}
+	n := copy(scratch, first)
+	for _, s := range segs[1:] {
+		n += copy(scratch[n:], s.Buf)
+	}
+	return scratch[:n], nil
+}
+
+// Transmit hands up to max frames the guest sent to fn and returns the
+// chains to the guest. A malformed chain is dropped and counted; a broken
+// ring stops the pair and asks the driver for a reset.
+func (p *QueuePair) Transmit(max int, fn func(frame []byte)) int {
+	q := p.tx
+	if q.Broken() != nil {
+		return 0
+	}
+	sent := 0
+	for sent < max {
+		ok, err := q.Pop(&p.txChain)
+		if err != nil {
+			q.Fail(fmt.Errorf("%s transmit queue: %w", p, err))
+			break
+		}
+		if !ok {
+			break
+		}
+		frame, err := ParseTx(&p.txChain, p.scratch)
+		if err != nil {
+			p.dev.Stats.TxMalformed.Add(1)
+		} else {
+			fn(frame)
+			sent++
+		}
+		q.Push(p.txChain.Head, 0)
+	}
+	if !p.txArmed {
+		// Keep avail_event out of the driver's way as the ring moves.
+		q.SetNotification(false)
+	}
+	q.Signal()
+	return sent
+}
+
+// Deliver copies frame into the guest's receive buffers: with mergeable
+// buffers as many as it needs, otherwise one that holds it all. It returns
+// false when the guest has not posted enough buffers.
+func (p *QueuePair) Deliver(frame []byte) bool {
+	q := p.rx
+	if q.Broken() != nil || len(frame) > MaxFrame {
+		return false
+	}
+	need := len(frame) + HeaderLen
+	var hdr []byte // where num_buffers goes
+	var heads [64]struct {
+		head uint16
+		n    uint32
+	}
+	used := 0
+	src := frame
+	first := true
+	for need > 0 {
+		if used == len(heads) {
+			q.Unpop(uint16(used))
+			p.dev.Stats.RxTooBig.Add(1)
+			return false
+		}
+		ok, err := q.Pop(&p.rxChain)
+		if err != nil {
+			q.Fail(fmt.Errorf("%s receive queue: %w", p, err))
+			return false
+		}
+		if !ok {
+			q.Unpop(uint16(used))
+			return false
+		}
+		c := &p.rxChain
+		if c.ReadLen > 0 || c.WriteLen == 0 || (!p.mergeable && int(c.WriteLen) < need) || (first && c.WriteLen < HeaderLen) {
+			// A buffer this frame cannot use: without mergeable buffers
+			// the driver's buffers are all alike, so the frame is too big.
+			q.Unpop(uint16(used + 1))
+			p.dev.Stats.RxTooBig.Add(1)
+			return false
+		}
+		var wrote uint32
+		for _, s := range c.Segs {
+			b := s.Buf
+			if first {
+				// The header starts the first buffer, which holds it whole.
+				if len(b) < HeaderLen {
+					q.Unpop(uint16(used + 1))
+					p.dev.Stats.RxTooBig.Add(1)
+					return false
+				}
+				clear(b[:HeaderLen])
+				hdr = b[:HeaderLen]
+				b = b[HeaderLen:]
+				wrote += HeaderLen
+				first = false
+			}
+			k := copy(b, src)
+			src = src[k:]
+			wrote += uint32(k)
+			if len(src) == 0 {
+				break
+			}
+		}
+		heads[used].head, heads[used].n = c.Head, wrote
+		used++
+		need -= int(wrote)
+	}
+	binary.LittleEndian.PutUint16(hdr[10:], uint16(used))
+	for i := 0; i < used; i++ {
+		q.Push(heads[i].head, heads[i].n)
+	}
+	p.rxPopped += used
+	return true
+}
+
+// Flush interrupts the guest for the frames delivered since the last
+// Flush, if its used_event asks for it.
+func (p *QueuePair) Flush() {
+	if p.rxPopped == 0 {
+		return
+	}
+	p.rxPopped = 0
+	p.rx.SetNotification(false)
+	p.rx.Signal()
+}
+
+// WaitFD is the transmit queue's kick eventfd.
+func (p *QueuePair) WaitFD() int { return p.tx.KickFD() }
+
+// Arm re-enables the guest's transmit kicks and reports whether frames
+// arrived before the guest could see that.
+func (p *QueuePair) Arm() bool {
+	p.txArmed = true
+	p.tx.SetNotification(true)
+	return p.tx.Pending() > 0 && p.tx.Broken() == nil
+}
+
+// Disarm suppresses the guest's transmit kicks while a poller polls.
+func (p *QueuePair) Disarm() {
+	p.txArmed = false
+	p.tx.SetNotification(false)
+}
