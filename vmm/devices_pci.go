@@ -8,6 +8,7 @@ import (
 	"github.com/colibrivm/colibri/vmm/pci"
 	"github.com/colibrivm/colibri/vmm/virtio"
 	"github.com/colibrivm/colibri/vmm/virtio/blk"
+	"github.com/colibrivm/colibri/vmm/virtio/netdev"
 	"github.com/colibrivm/colibri/vmm/virtio/rng"
 )
 
@@ -25,6 +26,19 @@ func (v *VM) createPCIDevices() error {
 		if err := v.addVirtio(dev); err != nil {
 			dev.Close()
 			return fmt.Errorf("disk %s: %w", d.Path, err)
+		}
+	}
+	for i, n := range v.cfg.NICs {
+		pairs := n.Pairs
+		if pairs == 0 {
+			pairs = min(v.cfg.CPUs, netdev.MaxPairs)
+		}
+		dev, err := netdev.New(netdev.Config{MAC: n.MAC, Pairs: pairs, Attach: n.Attach})
+		if err != nil {
+			return fmt.Errorf("NIC %d: %w", i, err)
+		}
+		if err := v.addVirtio(dev); err != nil {
+			return fmt.Errorf("NIC %d (%s): %w", i, netdev.FormatMAC(n.MAC), err)
 		}
 	}
 	if v.cfg.RNG {

@@ -21,6 +21,7 @@ import (
 	"github.com/colibrivm/colibri/vmm/memory"
 	"github.com/colibrivm/colibri/vmm/pci"
 	"github.com/colibrivm/colibri/vmm/serial"
+	"github.com/colibrivm/colibri/vmm/virtio/netdev"
 	"go.uber.org/zap"
 )
 
@@ -28,6 +29,17 @@ import (
 type Disk struct {
 	Path     string
 	ReadOnly bool
+}
+
+// NIC is a virtio-net device on netstack's polled datapath.
+type NIC struct {
+	// MAC is the guest's address.
+	MAC [6]byte
+	// Pairs is the number of queue pairs; 0 gives one per vCPU.
+	Pairs int
+	// Attach receives the queue pairs the guest's driver is using each
+	// time that set changes (nil on reset); see netdev.Config.Attach.
+	Attach func(pairs []*netdev.QueuePair)
 }
 
 // Config describes a VM.
@@ -44,6 +56,8 @@ type Config struct {
 	HugePages bool
 	// Disks become virtio-blk devices in order (/dev/vda, /dev/vdb, ...).
 	Disks []Disk
+	// NICs become virtio-net devices in order (eth0, eth1, ...).
+	NICs []NIC
 	// RNG adds a virtio-rng device.
 	RNG bool
 	// Console receives the guest's serial output; nil discards it.
