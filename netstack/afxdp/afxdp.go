@@ -23,6 +23,7 @@ import (
 	"net"
 	"strings"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -281,7 +282,7 @@ func (s *Socket) tryMode(a attempt) error {
 		if err != nil {
 			return err
 		}
-		if err := unix.Bind(x.fd, &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(s.ifindex), QueueID: uint32(s.queue)}); err != nil {
+		if err := bindXSK(x.fd, &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(s.ifindex), QueueID: uint32(s.queue)}); err != nil {
 			x.close()
 			errs = append(errs, fmt.Errorf("bind AF_XDP socket to %s queue %d (need-wakeup %v): %w", s.ifname, s.queue, wakeup, err))
 			if !errors.Is(err, unix.EINVAL) {
@@ -297,6 +298,24 @@ func (s *Socket) tryMode(a attempt) error {
 		return nil
 	}
 	return errors.Join(errs...)
+}
+
+// busyWait bounds how long bindXSK retries a queue another socket is
+// still letting go of.
+const busyWait = 2 * time.Second
+
+// bindXSK binds an AF_XDP socket, retrying for a while on EBUSY: the
+// kernel frees a closed socket's hold on its queue asynchronously, so a
+// queue just closed can still be busy.
+func bindXSK(fd int, sa *unix.SockaddrXDP) error {
+	deadline := time.Now().Add(busyWait)
+	for {
+		err := unix.Bind(fd, sa)
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // initFrames hands every receive frame to the kernel through the fill
@@ -603,6 +622,13 @@ func (s *Socket) Close() error {
 		}
 	}
 	if s.xsks != nil {
+		if s.sock != nil {
+			// Drop the map's reference to the socket now rather than
+			// when the kernel gets round to freeing the map.
+			if err := s.xsks.Delete(uint32(s.queue)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, fmt.Errorf("remove AF_XDP socket from the XSKMAP: %w", err))
+			}
+		}
 		if err := s.xsks.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close XSKMAP: %w", err))
 		}
