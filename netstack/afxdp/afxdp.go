@@ -573,7 +573,8 @@ func (s *Socket) fd() int {
 }
 
 // Stats returns the socket's counters, with the kernel's own read from the
-// socket (zero once it is closed).
+// socket (zero once it is closed). It may be called from any goroutine
+// while the Socket is open.
 func (s *Socket) Stats() Stats {
 	c := &s.stats
 	st := Stats{
