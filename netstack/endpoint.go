@@ -1,0 +1,42 @@
+// Package netstack is colibri's bypass datapath: guests' virtio-net queues
+// and host uplinks served by polling threads pinned to dedicated cores, an
+// L2 learning switch between them, and counters for all of it. It never
+// hands guest-to-guest traffic to the host kernel's network stack.
+//
+// netstack does not import the VMM: a guest NIC's queue pairs and every
+// uplink are Endpoints, an interface the virtio-net device satisfies
+// structurally. cmd/colibri wires the two together.
+package netstack
+
+// Endpoint is one queue pair of a switch port: the transmit side a poller
+// drains and the receive side the switch fills. A virtio-net queue pair, a
+// TAP device and an AF_XDP socket are Endpoints. Frames are plain Ethernet
+// frames (destination MAC first), with no virtio-net header.
+//
+// Transmit, Arm and Disarm are called only by the one poller that owns the
+// endpoint. Deliver and Flush may be called from any poller, but never
+// concurrently for one endpoint: the port serialises them.
+type Endpoint interface {
+	// Transmit hands up to max frames the endpoint has sent to fn, in
+	// order, and returns how many it handed over. A frame aliases the
+	// endpoint's memory and is valid only during the call to fn.
+	Transmit(max int, fn func(frame []byte)) int
+	// Deliver copies frame into the endpoint's receive side. It returns
+	// false, and the frame is dropped, when there is no room.
+	Deliver(frame []byte) bool
+	// Flush publishes the frames delivered since the last Flush and
+	// interrupts the receiver if it asked for that. Pollers call it once
+	// per batch, not per frame.
+	Flush()
+	// WaitFD is the file descriptor that becomes readable when the
+	// endpoint has frames to transmit while notifications are armed (a
+	// virtio kick eventfd, a TAP fd, an AF_XDP socket).
+	WaitFD() int
+	// Arm re-enables notifications before the poller goes to sleep. It
+	// returns true if frames became available meanwhile: the poller must
+	// then keep polling instead of sleeping.
+	Arm() bool
+	// Disarm suppresses notifications (guest kicks) while the poller
+	// polls.
+	Disarm()
+}

@@ -1,0 +1,34 @@
+package netstack
+
+import "go.uber.org/zap"
+
+// SetClock replaces sw's clock (monotonic nanoseconds) for tests.
+func SetClock(sw *Switch, now func() int64) { sw.now = now }
+
+// SyncPoller runs the pollers' switching code synchronously on the
+// calling goroutine, with no thread, epoll or Stack around it.
+type SyncPoller struct {
+	p    *poller
+	list []*epSlot
+}
+
+// NewSyncPoller returns a SyncPoller taking batch frames per Transmit.
+func NewSyncPoller(batch int) *SyncPoller {
+	st := &Stack{cfg: Config{Batch: batch}, log: zap.NewNop()}
+	p := &poller{st: st, batch: batch, dirty: make([]dirtyDest, 0, 64)}
+	p.fn = p.handle
+	return &SyncPoller{p: p}
+}
+
+// Poll makes one pass over the endpoints of ports and returns the frames
+// switched.
+func (sp *SyncPoller) Poll(ports ...*Port) uint64 {
+	sp.list = sp.list[:0]
+	for _, p := range ports {
+		sp.list = append(sp.list, p.eps.Load().slots...)
+	}
+	return sp.p.pass(sp.list)
+}
+
+// FlowHash exposes flowHash.
+var FlowHash = flowHash

@@ -1,0 +1,276 @@
+package netstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults for Config's zero values.
+const (
+	DefaultIdleAfter = 200 * time.Microsecond
+	DefaultBatch     = 32
+)
+
+// Config configures a Stack.
+type Config struct {
+	// PollerCores lists the host CPUs the pollers run on, one poller per
+	// entry, each pinned to its core. When empty, Pollers unpinned pollers
+	// are started instead.
+	PollerCores []int
+	// Pollers is the number of unpinned pollers when PollerCores is empty;
+	// 0 means 1.
+	Pollers int
+	// IdleAfter is how long a poller polls without finding a frame before
+	// it re-arms its endpoints' notifications and sleeps. 0 means
+	// DefaultIdleAfter; a negative value means never sleep.
+	IdleAfter time.Duration
+	// Batch is the most frames taken from one endpoint per Transmit call;
+	// 0 means DefaultBatch.
+	Batch int
+	// Logger receives the stack's rare events; nil means no logging.
+	Logger *zap.Logger
+	// OnWake, if set, is called on a poller's thread right after it
+	// returns from sleeping (epoll_wait), with the poller's index; use it
+	// to measure wake-up latency. It must be quick and must not call back
+	// into the Stack.
+	OnWake func(poller int)
+}
+
+// Stack runs the datapath: pollers, each an OS thread pinned to a core,
+// that drain the transmit side of the endpoints of every attached
+// Switch's ports and switch the frames.
+type Stack struct {
+	cfg     Config
+	log     *zap.Logger
+	pollers []*poller
+
+	stopping atomic.Bool
+	done     chan struct{}
+	wg       sync.WaitGroup
+
+	mu       sync.Mutex // guards everything below and endpoint assignment
+	state    int
+	switches []*Switch
+}
+
+const (
+	stateNew = iota
+	stateRunning
+	stateClosed
+)
+
+// New returns a stopped Stack with its pollers' epoll and control
+// eventfds created; Start runs it. Close releases it.
+func New(cfg Config) (*Stack, error) {
+	if cfg.IdleAfter == 0 {
+		cfg.IdleAfter = DefaultIdleAfter
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = DefaultBatch
+	}
+	cores := cfg.PollerCores
+	if len(cores) == 0 {
+		n := max(cfg.Pollers, 1)
+		cores = make([]int, n)
+		for i := range cores {
+			cores[i] = -1
+		}
+	}
+	st := &Stack{cfg: cfg, log: cfg.Logger, done: make(chan struct{})}
+	if st.log == nil {
+		st.log = zap.NewNop()
+	}
+	for i, core := range cores {
+		p, err := newPoller(st, i, core)
+		if err != nil {
+			for _, q := range st.pollers {
+				q.closeFDs()
+			}
+			return nil, err
+		}
+		st.pollers = append(st.pollers, p)
+	}
+	return st, nil
+}
+
+// AddSwitch attaches sw to the stack: its ports' endpoints, present and
+// future, are served by the stack's pollers. A switch belongs to at most
+// one stack.
+func (st *Stack) AddSwitch(sw *Switch) error {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if sw.stack != nil {
+		return fmt.Errorf("attach switch %s: already attached to a stack", sw.name)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.state == stateClosed {
+		return fmt.Errorf("attach switch %s: stack closed", sw.name)
+	}
+	sw.stack = st
+	st.switches = append(st.switches, sw)
+	var errs []error
+	for _, port := range *sw.ports.Load() {
+		for _, s := range port.eps.Load().slots {
+			errs = append(errs, st.assign(s))
+		}
+	}
+	st.kickAll()
+	return errors.Join(errs...)
+}
+
+// Switches returns the attached switches.
+func (st *Stack) Switches() []*Switch {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return append([]*Switch(nil), st.switches...)
+}
+
+// Start starts the pollers and returns once each runs on its core. They
+// stop when ctx is cancelled or Close is called; Close must be called in
+// either case to release the stack.
+func (st *Stack) Start(ctx context.Context) error {
+	st.mu.Lock()
+	if st.state != stateNew {
+		st.mu.Unlock()
+		return errors.New("start netstack: already started or closed")
+	}
+	st.state = stateRunning
+	ready := make(chan error, len(st.pollers))
+	for _, p := range st.pollers {
+		st.wg.Add(1)
+		go func() {
+			defer st.wg.Done()
+			p.run(ready)
+		}()
+	}
+	st.mu.Unlock()
+	var errs []error
+	for range st.pollers {
+		if err := <-ready; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		_ = st.Close()
+		return fmt.Errorf("start netstack: %w", err)
+	}
+	st.wg.Add(1)
+	go func() {
+		defer st.wg.Done()
+		select {
+		case <-ctx.Done():
+			st.stop()
+		case <-st.done:
+		}
+	}()
+	st.log.Info("netstack started", zap.Int("pollers", len(st.pollers)),
+		zap.Duration("idle_after", st.cfg.IdleAfter), zap.Int("batch", st.cfg.Batch))
+	return nil
+}
+
+// Run starts the stack, serves until ctx is cancelled, then closes it.
+func (st *Stack) Run(ctx context.Context) error {
+	if err := st.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return st.Close()
+}
+
+// stop asks every poller to exit, without waiting.
+func (st *Stack) stop() {
+	st.stopping.Store(true)
+	st.kickAll()
+}
+
+// Close stops the pollers, waits for their threads to exit and closes the
+// stack's file descriptors. Endpoints are not closed: they belong to the
+// caller. Close is idempotent.
+func (st *Stack) Close() error {
+	st.mu.Lock()
+	if st.state == stateClosed {
+		st.mu.Unlock()
+		return nil
+	}
+	st.state = stateClosed
+	st.stopping.Store(true)
+	st.kickAll()
+	close(st.done)
+	st.mu.Unlock()
+	st.wg.Wait()
+	var errs []error
+	for _, p := range st.pollers {
+		errs = append(errs, p.closeFDs())
+	}
+	return errors.Join(errs...)
+}
+
+// kickAll wakes every poller.
+func (st *Stack) kickAll() {
+	for _, p := range st.pollers {
+		p.kick()
+	}
+}
+
+// assign gives slot s to the poller owning the fewest endpoints (the
+// lowest index among equals, so a fresh stack assigns round-robin).
+// Called with st.mu held, and never after Close.
+func (st *Stack) assign(s *epSlot) error {
+	best := st.pollers[0]
+	for _, p := range st.pollers[1:] {
+		if p.nOwned < best.nOwned {
+			best = p
+		}
+	}
+	return best.add(s)
+}
+
+// replace moves pollers off the old slots onto the new ones, and returns
+// once no poller can still be inside a method of an old slot's endpoint.
+// Called with the switch's mu held.
+func (st *Stack) replace(old, new []*epSlot) error {
+	st.mu.Lock()
+	var errs []error
+	if st.state != stateClosed {
+		for _, s := range old {
+			if s.owner != nil {
+				s.owner.remove(s)
+			}
+		}
+		for _, s := range new {
+			errs = append(errs, st.assign(s))
+		}
+		st.kickAll()
+	}
+	st.mu.Unlock()
+	for _, p := range st.pollers {
+		p.quiesce()
+	}
+	return errors.Join(errs...)
+}
+
+// PollerTIDs returns the thread ids of the running pollers (0 for one not
+// started), e.g. to exclude them from a scheduler's cores.
+func (st *Stack) PollerTIDs() []int {
+	tids := make([]int, len(st.pollers))
+	for i, p := range st.pollers {
+		tids[i] = int(p.tid.Load())
+	}
+	return tids
+}
+
+func newEventfd() (int, error) {
+	fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("eventfd: %w", err)
+	}
+	return fd, nil
+}
