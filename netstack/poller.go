@@ -334,17 +334,13 @@ func (p *poller) sleep() {
 			p.st.log.Error("netstack poller: epoll_wait failed", zap.Int("poller", p.index), zap.Error(err))
 		}
 	}
-	ctl, ep := false, false
+	ctl := false
 	for _, ev := range p.events[:max(n, 0)] {
 		if int(ev.Fd) == p.ctlfd {
 			ctl = true
-		} else {
-			ep = true
 		}
 	}
-	if ep || !ctl {
-		p.cnt.wakeups.Add(1)
-	}
+	p.cnt.wakeups.Add(1)
 	if ctl {
 		p.cnt.ctlWakeups.Add(1)
 	}

@@ -29,9 +29,10 @@ type PollerStats struct {
 	EmptyPolls uint64 `json:"empty_polls"`
 	// Frames counts frames taken from endpoints' transmit sides.
 	Frames uint64 `json:"frames"`
-	// Sleeps counts waits in epoll_wait; Wakeups those ended by an
-	// endpoint (a kick) and ControlWakeups those ended by the stack
-	// (endpoints changed, stop).
+	// Sleeps counts waits in epoll_wait and Wakeups returns from them
+	// (Sleeps > Wakeups while the poller sleeps); ControlWakeups counts
+	// the wake-ups the stack caused (endpoints changed, stop) rather than
+	// an endpoint's kick alone.
 	Sleeps         uint64 `json:"sleeps"`
 	Wakeups        uint64 `json:"wakeups"`
 	ControlWakeups uint64 `json:"control_wakeups"`

@@ -17,7 +17,8 @@ type Generator struct {
 }
 
 // Frame builds an Ethernet frame of size bytes (at least 60) from src to
-// dst carrying an IPv4/UDP header, for benchmarks and tests.
+// dst carrying a valid IPv4 header (10.0.0.1 -> 10.0.0.2) and a UDP header
+// (1234 -> 5678, no checksum), for benchmarks and tests.
 func Frame(dst, src [6]byte, size int) []byte {
 	size = max(size, 60)
 	f := make([]byte, size)
@@ -34,7 +35,21 @@ func Frame(dst, src [6]byte, size int) []byte {
 	binary.BigEndian.PutUint16(ip[20:22], 1234)
 	binary.BigEndian.PutUint16(ip[22:24], 5678)
 	binary.BigEndian.PutUint16(ip[24:26], uint16(size-34))
+	binary.BigEndian.PutUint16(ip[10:12], ipv4Checksum(ip[:20]))
 	return f
+}
+
+// ipv4Checksum is the Internet checksum of an IPv4 header whose checksum
+// field is zero.
+func ipv4Checksum(h []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(h[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
 }
 
 // NewGenerator returns a Generator transmitting frame.
