@@ -3,7 +3,7 @@ package main
 import "github.com/spf13/cobra"
 
 // extraCommands returns the subcommands that live in other files of this
-// package (the scheduler's).
+// package (the scheduler's, up).
 func extraCommands() []*cobra.Command {
-	return []*cobra.Command{newRunqlatCmd(), newSchedCmd()}
+	return []*cobra.Command{newRunqlatCmd(), newSchedCmd(), newUpCmd()}
 }
