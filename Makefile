@@ -50,7 +50,7 @@ kvm-test: build
 	@for p in $(KVM_TEST_PKGS); do \
 		$(GO) test -c -o $(TESTBIN)/$$(echo $$p | tr / _ | sed 's/^\._//').test $$p || exit 1; \
 	done
-	@COLIBRI_BIN=$(CURDIR)/$(BIN)/colibri COLIBRI_IMAGES=$(CURDIR)/$(IMAGES) \
+	@COLIBRI_BIN=$(CURDIR)/$(BIN)/colibri COLIBRI_IMAGES=$(CURDIR)/$(IMAGES) COLIBRI_SANDBOX_RETRIES=2 \
 		$(KVM_RUN) scripts/run-kvm-tests $(TESTBIN)
 
 # cgroup2-test runs sched/cgroup's tests where cgroup v2 is mounted: here
@@ -65,7 +65,7 @@ cgroup2-test:
 		cd sched/cgroup && ../../$(TESTBIN)/sched_cgroup.test -test.v -test.timeout 60s; \
 	else \
 		echo "=== sched/cgroup (cgroup v2, in the KVM sandbox: this host has no unified hierarchy)"; \
-		cd sched/cgroup && ../../scripts/kvm-sandbox --quiet --timeout 300 ../../$(TESTBIN)/sched_cgroup.test -test.v -test.timeout 60s; \
+		cd sched/cgroup && ../../scripts/kvm-sandbox --quiet --retries 2 --timeout 300 ../../$(TESTBIN)/sched_cgroup.test -test.v -test.timeout 60s; \
 	fi
 
 lint: fmt vet

@@ -83,7 +83,7 @@ func bootWith(t *testing.T, cfg vmm.Config, run string, during func(*vmm.VM)) (s
 		t.Fatalf("creating VM: %v", err)
 	}
 	defer vm.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
 	if during != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/colibrivm/colibri/internal/upfile"
 	"github.com/colibrivm/colibri/kvm"
 	"github.com/colibrivm/colibri/vmm"
 	"github.com/spf13/cobra"
@@ -27,6 +28,7 @@ type bootFlags struct {
 	cpus                    int
 	mem                     string
 	disks                   []string
+	net                     string
 	noRNG                   bool
 	stats                   bool
 	console                 string
@@ -52,7 +54,8 @@ the colibri binary (../guestimages/out) or in ./guestimages/out.
 colibri exits 0 when the guest powers off or reboots.`,
 		Example: `  colibri boot
   colibri boot --cpus 2 --mem 1G --disk disk.ext4,ro --cmdline 'console=ttyS0 colibri.shell=1'
-  colibri boot --kernel /boot/vmlinuz --initrd initrd.img --stats`,
+  colibri boot --kernel /boot/vmlinuz --initrd initrd.img --stats
+  colibri boot --net tap=colibri0,mac=52:54:00:12:34:56`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runBoot(cmd, f) },
 	}
@@ -64,6 +67,7 @@ colibri exits 0 when the guest powers off or reboots.`,
 	fl.IntVar(&f.cpus, "cpus", 1, "number of vCPUs")
 	fl.StringVar(&f.mem, "mem", "512M", "guest memory (e.g. 256M, 2G)")
 	fl.StringArrayVar(&f.disks, "disk", nil, "raw disk image as virtio-blk, PATH[,ro] (repeatable)")
+	fl.StringVar(&f.net, "net", "", "a virtio-net NIC on colibri's polled datapath with a TAP uplink (created if absent, removed on exit if created), tap=NAME[,mac=MAC]")
 	fl.BoolVar(&f.noRNG, "no-rng", false, "do not give the guest a virtio-rng device")
 	fl.BoolVar(&f.stats, "stats", false, "print timings and VM exits by reason on exit (to stderr)")
 	fl.StringVar(&f.console, "console", "", "write the guest console to FILE instead of stdout")
@@ -98,6 +102,12 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 		}
 		cfg.Disks = append(cfg.Disks, disk)
 	}
+	var spec netSpec
+	if f.net != "" {
+		if spec, err = parseNet(f.net); err != nil {
+			return err
+		}
+	}
 	if cfg.Kernel == "" {
 		dir, err := defaultImages()
 		if err != nil {
@@ -120,6 +130,24 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 		if err := checkReadable("initrd", cfg.Initrd); err != nil {
 			return err
 		}
+	}
+
+	// The datapath goes first, so that it closes after the VM has let go
+	// of its queues.
+	var dp *datapath
+	if f.net != "" {
+		if dp, err = newDatapath(nil, cfg.Logger); err != nil {
+			return err
+		}
+		defer dp.close()
+		if err := dp.addSwitch("boot", []upfile.Uplink{{TAP: spec.tap}}); err != nil {
+			return fmt.Errorf("--net: %w", err)
+		}
+		nic, err := dp.guestNIC("boot", "guest", 0, spec.mac)
+		if err != nil {
+			return fmt.Errorf("--net: %w", err)
+		}
+		cfg.NICs = append(cfg.NICs, nic)
 	}
 
 	out := cmd.OutOrStdout()
@@ -166,6 +194,11 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 		return err
 	}
 	defer vm.Close()
+	if dp != nil {
+		if err := dp.stack.Start(ctx); err != nil {
+			return fmt.Errorf("--net: netstack: %w", err)
+		}
+	}
 	kind, runErr := vm.Run(ctx)
 	if f.stats {
 		st := vm.Stats()
@@ -175,6 +208,11 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 				float64(o.Total())/(1<<20), float64(o.Anon)/(1<<20), float64(o.File)/(1<<20))
 		}
 		fmt.Fprint(os.Stderr, strings.ReplaceAll(st.Format(), "\n", "\r\n"))
+		if dp != nil {
+			var b strings.Builder
+			_ = dp.stack.Stats().WriteText(&b)
+			fmt.Fprint(os.Stderr, strings.ReplaceAll(b.String(), "\n", "\r\n"))
+		}
 	}
 	switch kind {
 	case vmm.ExitPowerOff, vmm.ExitReset:

@@ -21,12 +21,10 @@ import (
 	"github.com/colibrivm/colibri/internal/upfile"
 	"github.com/colibrivm/colibri/kvm"
 	"github.com/colibrivm/colibri/netstack"
-	"github.com/colibrivm/colibri/netstack/afxdp"
 	"github.com/colibrivm/colibri/sched"
 	"github.com/colibrivm/colibri/sched/cgroup"
 	"github.com/colibrivm/colibri/sched/observer"
 	"github.com/colibrivm/colibri/vmm"
-	"github.com/colibrivm/colibri/vmm/virtio/netdev"
 )
 
 type upFlags struct {
@@ -117,14 +115,12 @@ type upSchedStats struct {
 // upRun holds everything an up run owns, so that one deferred close
 // releases it in order whatever failed.
 type upRun struct {
-	log      *zap.Logger
-	stack    *netstack.Stack
-	switches map[string]*netstack.Switch
-	xdps     map[string]*afxdp.Socket
-	vms      []*upVM
-	sched    *sched.Scheduler
-	obs      *observer.Observer
-	cgroups  *cgroup.Manager
+	log     *zap.Logger
+	net     *datapath
+	vms     []*upVM
+	sched   *sched.Scheduler
+	obs     *observer.Observer
+	cgroups *cgroup.Manager
 	// schedCores are the cores the scheduler manages.
 	schedCores []int
 	closers    []func() error
@@ -143,7 +139,7 @@ func runUp(cmd *cobra.Command, path string, f upFlags) error {
 	if err != nil {
 		return err
 	}
-	r := &upRun{log: newLogger(f.verbose), switches: map[string]*netstack.Switch{}, xdps: map[string]*afxdp.Socket{}}
+	r := &upRun{log: newLogger(f.verbose)}
 	defer r.close()
 
 	ctx, cancel := context.WithCancel(cmd.Context())
@@ -182,7 +178,7 @@ func runUp(cmd *cobra.Command, path string, f upFlags) error {
 	if err := r.setupSched(file); err != nil {
 		return err
 	}
-	if err := r.stack.Start(ctx); err != nil {
+	if err := r.net.stack.Start(ctx); err != nil {
 		return fmt.Errorf("netstack: %w", err)
 	}
 
@@ -237,63 +233,18 @@ func runUp(cmd *cobra.Command, path string, f upFlags) error {
 
 // setupNet creates the netstack, its switches and their uplinks.
 func (r *upRun) setupNet(file *upfile.File) error {
-	stack, err := netstack.New(netstack.Config{PollerCores: file.Pollers.Cores, Logger: r.log})
+	d, err := newDatapath(file.Pollers.Cores, r.log)
 	if err != nil {
-		return fmt.Errorf("netstack: %w", err)
+		return err
 	}
-	r.stack = stack
-	r.closers = append(r.closers, stack.Close)
+	r.net = d
+	r.closers = append(r.closers, d.close)
 	for _, s := range file.Switches {
-		sw := netstack.NewSwitch(s.Name)
-		if err := stack.AddSwitch(sw); err != nil {
-			return fmt.Errorf("switch %s: %w", s.Name, err)
-		}
-		r.switches[s.Name] = sw
-		for _, u := range s.Uplinks {
-			var ep netstack.Endpoint
-			var portName string
-			switch {
-			case u.TAP != "":
-				tap, err := netstack.OpenTAP(u.TAP)
-				if err != nil {
-					return fmt.Errorf("switch %s: uplink tap %s: %w", s.Name, u.TAP, err)
-				}
-				r.closers = append(r.closers, tap.Close)
-				ep, portName = tap, "tap:"+u.TAP
-			case u.XDP != "":
-				x, err := afxdp.Open(u.XDP, afxdp.Options{})
-				if err != nil {
-					return fmt.Errorf("switch %s: uplink xdp %s: %w", s.Name, u.XDP, err)
-				}
-				r.closers = append(r.closers, x.Close)
-				r.xdps[u.XDP] = x
-				ep, portName = x, "xdp:"+u.XDP
-			}
-			port, err := sw.AddPort(portName)
-			if err != nil {
-				return fmt.Errorf("switch %s: %w", s.Name, err)
-			}
-			if err := port.SetEndpoints([]netstack.Endpoint{ep}); err != nil {
-				return fmt.Errorf("switch %s: port %s: %w", s.Name, portName, err)
-			}
-			r.closers = append(r.closers, func() error { return port.SetEndpoints(nil) })
+		if err := d.addSwitch(s.Name, s.Uplinks); err != nil {
+			return err
 		}
 	}
 	return nil
-}
-
-// attachTo returns the NIC callback that hands a guest's queue pairs to
-// port (none while the driver resets or renegotiates).
-func attachTo(port *netstack.Port, log *zap.Logger) func([]*netdev.QueuePair) {
-	return func(pairs []*netdev.QueuePair) {
-		eps := make([]netstack.Endpoint, len(pairs))
-		for i, p := range pairs {
-			eps[i] = p
-		}
-		if err := port.SetEndpoints(eps); err != nil {
-			log.Error("netstack: attach NIC queues", zap.String("port", port.Name()), zap.Error(err))
-		}
-	}
 }
 
 // addVM creates one VM (not yet running).
@@ -329,16 +280,11 @@ func (r *upRun) addVM(v upfile.VM, images string, consoles io.Writer) error {
 		cfg.Disks = append(cfg.Disks, vmm.Disk{Path: d.Path, ReadOnly: d.ReadOnly})
 	}
 	for i, n := range v.NICs {
-		port, err := r.switches[n.Switch].AddPort(fmt.Sprintf("%s/eth%d", v.Name, i))
+		nic, err := r.net.guestNIC(n.Switch, v.Name, i, n.MAC)
 		if err != nil {
 			return fmt.Errorf("nics[%d]: %w", i, err)
 		}
-		var mac [6]byte
-		copy(mac[:], n.MAC)
-		if err := r.switches[n.Switch].Learn(mac[:], port); err != nil {
-			return fmt.Errorf("nics[%d]: %w", i, err)
-		}
-		cfg.NICs = append(cfg.NICs, vmm.NIC{MAC: mac, Attach: attachTo(port, r.log)})
+		cfg.NICs = append(cfg.NICs, nic)
 	}
 	u := &upVM{name: v.Name, class: sched.Batch}
 	if v.Class == "lc" {
@@ -495,7 +441,7 @@ func (r *upRun) runVM(ctx context.Context, v *upVM) {
 }
 
 func (r *upRun) snapshot() upStats {
-	st := upStats{Netstack: r.stack.Stats()}
+	st := upStats{Netstack: r.net.stack.Stats()}
 	for _, v := range r.vms {
 		vs := upVMStats{Name: v.name, Exit: v.kind.String(), Stats: v.vm.Stats()}
 		if v.err != nil {
@@ -508,9 +454,9 @@ func (r *upRun) snapshot() upStats {
 		st.Sched = &upSchedStats{Policy: r.sched.Policy().Name(), Passes: s.Passes, Parks: s.Parks, Unparks: s.Unparks,
 			Migrations: s.Migrations, Errors: s.Errors, CPUTimeS: s.CPUTime.Seconds()}
 	}
-	if len(r.xdps) > 0 {
+	if len(r.net.xdps) > 0 {
 		st.Uplinks = map[string]any{}
-		for name, x := range r.xdps {
+		for name, x := range r.net.xdps {
 			st.Uplinks["xdp:"+name] = x.Stats()
 		}
 	}
