@@ -65,7 +65,7 @@ cgroup2-test:
 		cd sched/cgroup && ../../$(TESTBIN)/sched_cgroup.test -test.v -test.timeout 60s; \
 	else \
 		echo "=== sched/cgroup (cgroup v2, in the KVM sandbox: this host has no unified hierarchy)"; \
-		cd sched/cgroup && ../../scripts/kvm-sandbox --quiet --retries 2 --timeout 300 ../../$(TESTBIN)/sched_cgroup.test -test.v -test.timeout 60s; \
+		cd sched/cgroup && ../../scripts/kvm-sandbox --quiet --cpus 2 --retries 2 --timeout 300 ../../$(TESTBIN)/sched_cgroup.test -test.v -test.timeout 60s; \
 	fi
 
 lint: fmt vet

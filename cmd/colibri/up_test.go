@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -70,7 +71,8 @@ func TestKVMUpTwoGuests(t *testing.T) {
 		"sleep 1", stats,
 	}, "; ")
 	file := filepath.Join(dir, "up.yaml")
-	yaml := "pollers: {cores: [1]}\n" +
+	// One unpinned poller: the sandbox may have a single CPU.
+	yaml := "pollers: {}\n" +
 		"switches: [{name: sw0}]\n" +
 		"vms:\n" +
 		"  - {name: a, cpus: 1, mem: 256M, nics: [{switch: sw0, mac: '52:54:00:00:00:0a'}], append: 'colibri.run=\"" + strings.ReplaceAll(setup, "%d", "1") + client + "\"'}\n" +
@@ -82,13 +84,11 @@ func TestKVMUpTwoGuests(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "up", file, "--stats", "--stats-json", statsPath)
+	var stdoutBuf, stderrBuf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdoutBuf, &stderrBuf
 	start := time.Now()
-	outb, err := cmd.Output()
-	out := string(outb)
-	var stderr string
-	if ee, ok := err.(*exec.ExitError); ok {
-		stderr = string(ee.Stderr)
-	}
+	err := cmd.Run()
+	out, stderr := stdoutBuf.String(), stderrBuf.String()
 	t.Logf("colibri up took %v (where this test runs)\nstdout:\n%s\nstderr:\n%s", time.Since(start).Round(time.Millisecond), out, stderr)
 	if err != nil {
 		t.Fatalf("colibri up: %v", err)
