@@ -53,6 +53,7 @@ FILE (YAML; JSON with the same names works too):
 
   pollers: {cores: [1]}                 # host cores for the datapath
   sched: {policy: central, cores: [0]}  # linux | pinned | central
+                                        # also: period (5us); central: threshold, quantum, grace
   switches:
     - name: sw0
       uplinks: [{tap: tap0}, {xdp: veth0}]   # both optional
@@ -344,7 +345,7 @@ func (r *upRun) setupSched(file *upfile.File) error {
 	if err != nil {
 		return fmt.Errorf("sched: %w", err)
 	}
-	cfg := sched.Config{Cores: cores, SchedCPU: -1, Policy: policy, Sleep: true}
+	cfg := sched.Config{Cores: cores, SchedCPU: -1, Policy: policy, Sleep: true, Period: sc.Period}
 	if sc.Policy == upfile.PolicyCentral {
 		obs, err := observer.New(observer.Options{ManagedCPUs: cores})
 		if err != nil {

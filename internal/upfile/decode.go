@@ -34,6 +34,7 @@ type rawSched struct {
 	Threshold scalar `yaml:"threshold" json:"threshold"`
 	Quantum   scalar `yaml:"quantum" json:"quantum"`
 	Grace     scalar `yaml:"grace" json:"grace"`
+	Period    scalar `yaml:"period" json:"period"`
 }
 
 type rawSwitch struct {

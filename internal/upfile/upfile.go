@@ -6,6 +6,7 @@
 //
 //	pollers: {cores: [1]}                 # host cores for the datapath
 //	sched: {policy: central, cores: [0]}  # linux | pinned | central
+//	                                      # also: period (5us); central: threshold, quantum, grace
 //	switches:
 //	  - name: sw0
 //	    uplinks: [{tap: tap0}, {xdp: veth0}]
@@ -120,6 +121,9 @@ type Sched struct {
 	Threshold time.Duration
 	Quantum   time.Duration
 	Grace     time.Duration
+	// Period is the time between the starts of two scheduler passes, for
+	// any policy; zero means the scheduler's default (5µs).
+	Period time.Duration
 }
 
 // Switch is an L2 learning switch.

@@ -317,7 +317,7 @@ func toRaw(f *File) *rawFile {
 	for _, d := range []struct {
 		v   time.Duration
 		out *scalar
-	}{{f.Sched.Threshold, &r.Sched.Threshold}, {f.Sched.Quantum, &r.Sched.Quantum}, {f.Sched.Grace, &r.Sched.Grace}} {
+	}{{f.Sched.Threshold, &r.Sched.Threshold}, {f.Sched.Quantum, &r.Sched.Quantum}, {f.Sched.Grace, &r.Sched.Grace}, {f.Sched.Period, &r.Sched.Period}} {
 		if d.v != 0 {
 			*d.out = scalar{Text: d.v.String(), Set: true}
 		}

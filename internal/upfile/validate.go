@@ -31,6 +31,7 @@ func (r *rawFile) convert(baseDir string) (*File, *Error) {
 			{"threshold", s.Threshold, &f.Sched.Threshold},
 			{"quantum", s.Quantum, &f.Sched.Quantum},
 			{"grace", s.Grace, &f.Sched.Grace},
+			{"period", s.Period, &f.Sched.Period},
 		} {
 			if !d.raw.Set {
 				continue
@@ -191,11 +192,11 @@ func (f *File) validate() *Error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"threshold", s.Threshold}, {"quantum", s.Quantum}, {"grace", s.Grace}} {
+	}{{"threshold", s.Threshold}, {"quantum", s.Quantum}, {"grace", s.Grace}, {"period", s.Period}} {
 		switch {
 		case d.v < 0:
 			return &Error{Path: "sched." + d.name, Msg: fmt.Sprintf("%v: must be positive (omit it for the default)", d.v)}
-		case d.v > 0 && s.Policy != PolicyCentral:
+		case d.v > 0 && s.Policy != PolicyCentral && d.name != "period":
 			return &Error{Path: "sched." + d.name, Msg: fmt.Sprintf("only the central policy takes it, not %s", s.Policy)}
 		}
 	}
