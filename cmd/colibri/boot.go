@@ -108,28 +108,8 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 			return err
 		}
 	}
-	if cfg.Kernel == "" {
-		dir, err := defaultImages()
-		if err != nil {
-			return err
-		}
-		// The uncompressed vmlinux (same kernel) spares the guest its
-		// decompression; the bzImage is the fallback.
-		cfg.Kernel = filepath.Join(dir, "vmlinux")
-		if _, err := os.Stat(cfg.Kernel); err != nil {
-			cfg.Kernel = filepath.Join(dir, "vmlinuz")
-		}
-		if cfg.Initrd == "" {
-			cfg.Initrd = filepath.Join(dir, "initrd.img")
-		}
-	}
-	if err := checkReadable("kernel", cfg.Kernel); err != nil {
+	if err := resolveKernel(&cfg); err != nil {
 		return err
-	}
-	if cfg.Initrd != "" {
-		if err := checkReadable("initrd", cfg.Initrd); err != nil {
-			return err
-		}
 	}
 
 	// The datapath goes first, so that it closes after the VM has let go
@@ -224,6 +204,33 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 		return nil
 	}
 	return fmt.Errorf("VM failed: %w", runErr)
+}
+
+// resolveKernel gives a config without a kernel the default images' kernel
+// and initrd, then checks that the kernel and initrd can be read.
+func resolveKernel(cfg *vmm.Config) error {
+	if cfg.Kernel == "" {
+		dir, err := defaultImages()
+		if err != nil {
+			return err
+		}
+		// The uncompressed vmlinux (same kernel) spares the guest its
+		// decompression; the bzImage is the fallback.
+		cfg.Kernel = filepath.Join(dir, "vmlinux")
+		if _, err := os.Stat(cfg.Kernel); err != nil {
+			cfg.Kernel = filepath.Join(dir, "vmlinuz")
+		}
+		if cfg.Initrd == "" {
+			cfg.Initrd = filepath.Join(dir, "initrd.img")
+		}
+	}
+	if err := checkReadable("kernel", cfg.Kernel); err != nil {
+		return err
+	}
+	if cfg.Initrd != "" {
+		return checkReadable("initrd", cfg.Initrd)
+	}
+	return nil
 }
 
 func checkReadable(what, path string) error {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -165,14 +164,8 @@ func runUp(cmd *cobra.Command, path string, f upFlags) error {
 		return err
 	}
 	consoles := &lockedWriter{w: cmd.OutOrStdout()}
-	images := ""
-	for i, v := range file.VMs {
-		if v.Kernel == "" && images == "" {
-			if images, err = defaultImages(); err != nil {
-				return fmt.Errorf("vms[%d] (%s): %w", i, v.Name, err)
-			}
-		}
-		if err := r.addVM(v, images, consoles); err != nil {
+	for _, v := range file.VMs {
+		if err := r.addVM(v, consoles); err != nil {
 			return fmt.Errorf("vm %s: %w", v.Name, err)
 		}
 	}
@@ -249,7 +242,7 @@ func (r *upRun) setupNet(file *upfile.File) error {
 }
 
 // addVM creates one VM (not yet running).
-func (r *upRun) addVM(v upfile.VM, images string, consoles io.Writer) error {
+func (r *upRun) addVM(v upfile.VM, consoles io.Writer) error {
 	cfg := vmm.Config{
 		Kernel: v.Kernel, Initrd: v.Initrd, Cmdline: v.Cmdline,
 		CPUs: v.CPUs, MemSize: v.Mem, RNG: true, Logger: r.log.With(zap.String("vm", v.Name)),
@@ -260,22 +253,8 @@ func (r *upRun) addVM(v upfile.VM, images string, consoles io.Writer) error {
 	if v.Append != "" {
 		cfg.Cmdline += " " + v.Append
 	}
-	if cfg.Kernel == "" {
-		cfg.Kernel = filepath.Join(images, "vmlinux")
-		if _, err := os.Stat(cfg.Kernel); err != nil {
-			cfg.Kernel = filepath.Join(images, "vmlinuz")
-		}
-		if cfg.Initrd == "" {
-			cfg.Initrd = filepath.Join(images, "initrd.img")
-		}
-	}
-	if err := checkReadable("kernel", cfg.Kernel); err != nil {
+	if err := resolveKernel(&cfg); err != nil {
 		return err
-	}
-	if cfg.Initrd != "" {
-		if err := checkReadable("initrd", cfg.Initrd); err != nil {
-			return err
-		}
 	}
 	for _, d := range v.Disks {
 		cfg.Disks = append(cfg.Disks, vmm.Disk{Path: d.Path, ReadOnly: d.ReadOnly})

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/colibrivm/colibri/internal/testenv"
 )
 
 func TestGoodYAMLAndJSONAgree(t *testing.T) {
@@ -388,5 +390,18 @@ func TestRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkRoundTrip(t, f, "/elsewhere")
+	}
+}
+
+// TestExamples: every up file under examples/ is valid.
+func TestExamples(t *testing.T) {
+	paths, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "examples", "*.yaml"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no examples/*.yaml found (%v)", err)
+	}
+	for _, p := range paths {
+		if _, err := Load(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
 	}
 }
