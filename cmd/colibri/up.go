@@ -160,6 +160,9 @@ func runUp(cmd *cobra.Command, path string, f upFlags) error {
 		}
 	}()
 
+	if err := checkCoresAvailable(file); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
 	if err := r.setupNet(file); err != nil {
 		return err
 	}
@@ -348,15 +351,50 @@ func (r *upRun) setupSched(file *upfile.File) error {
 	return nil
 }
 
-// onlineCoresExcept lists the host's online CPUs minus skip.
-func onlineCoresExcept(skip []int) ([]int, error) {
+// availableCores lists the CPUs this process may run on.
+func availableCores() ([]int, error) {
 	var set unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &set); err != nil {
 		return nil, fmt.Errorf("sched_getaffinity: %w", err)
 	}
 	var cores []int
 	for c := 0; c < len(set)*64; c++ {
-		if set.IsSet(c) && !slices.Contains(skip, c) {
+		if set.IsSet(c) {
+			cores = append(cores, c)
+		}
+	}
+	return cores, nil
+}
+
+// checkCoresAvailable refuses pollers.cores or sched.cores that name a CPU
+// this process cannot run on (offline, or outside its affinity).
+func checkCoresAvailable(file *upfile.File) error {
+	avail, err := availableCores()
+	if err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name  string
+		cores []int
+	}{{"pollers.cores", file.Pollers.Cores}, {"sched.cores", file.Sched.Cores}} {
+		for _, c := range f.cores {
+			if !slices.Contains(avail, c) {
+				return fmt.Errorf("%s: CPU %d is not available to this process (available: %v)", f.name, c, avail)
+			}
+		}
+	}
+	return nil
+}
+
+// onlineCoresExcept lists the CPUs this process may run on minus skip.
+func onlineCoresExcept(skip []int) ([]int, error) {
+	avail, err := availableCores()
+	if err != nil {
+		return nil, err
+	}
+	var cores []int
+	for _, c := range avail {
+		if !slices.Contains(skip, c) {
 			cores = append(cores, c)
 		}
 	}

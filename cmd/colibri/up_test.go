@@ -31,6 +31,7 @@ func TestUpBadFile(t *testing.T) {
 		{"bad size", "vms: [{name: a, mem: 12Q}]\n", "vms[0].mem"},
 		{"duplicate name", "vms: [{name: a}, {name: a}]\n", "duplicate"},
 		{"no such switch", "vms: [{name: a, nics: [{switch: sw9}]}]\n", "sw9"},
+		{"unavailable core", "pollers: {cores: [1000]}\nvms: [{name: a}]\n", "CPU 1000 is not available"},
 		{"duplicate mac", "switches: [{name: s}]\nvms:\n- {name: a, nics: [{switch: s, mac: '52:54:00:00:00:01'}]}\n- {name: b, nics: [{switch: s, mac: '52:54:00:00:00:01'}]}\n", "52:54:00:00:00:01"},
 	} {
 		path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml")
@@ -282,8 +283,10 @@ func num(t *testing.T, s string) uint64 {
 
 // TestKVMBootNetTAP: 'colibri boot --net' puts a guest on the polled
 // datapath with a TAP uplink. The test makes the TAP itself (so colibri
-// must leave it in place), the guest pings the host through it and the
-// host connects to a TCP listener in the guest and sends it a line.
+// must leave it in place); the guest pings the host through it, reloads
+// its virtio_net driver (a device reset and re-initialisation) and pings
+// again, and the host connects to a TCP listener in the guest and sends
+// it a line.
 func TestKVMBootNetTAP(t *testing.T) {
 	testenv.RequireKVM(t)
 	bin := testenv.Binary(t)
@@ -299,7 +302,12 @@ func TestKVMBootNetTAP(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", tap).Run() })
 
-	guest := "ip link set eth0 up && ip addr add 10.0.1.2/24 dev eth0; ping -c 3 -w 60 10.0.1.1 | tail -n 2; nc -l -p 7000 > /tmp/got; echo got=$(cat /tmp/got)"
+	// Between the two halves the guest unloads and reloads virtio_net: the
+	// device resets, the port detaches, and the re-initialised driver must
+	// get a working NIC again.
+	const up = "ip link set eth0 up && ip addr add 10.0.1.2/24 dev eth0; "
+	guest := up + "ping -c 3 -w 60 10.0.1.1 | tail -n 2; rmmod virtio_net && modprobe virtio_net && echo reloaded; " +
+		up + "ping -c 3 -w 60 10.0.1.1 | tail -n 2; nc -l -p 7000 > /tmp/got; echo got=$(cat /tmp/got)"
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "boot", "--mem", "256M", "--stats", "--net", "tap="+tap+",mac=52:54:00:00:01:02",
@@ -335,13 +343,54 @@ func TestKVMBootNetTAP(t *testing.T) {
 	if err != nil {
 		t.Fatalf("colibri boot: %v", err)
 	}
-	if !strings.Contains(out, "3 packets transmitted, 3 packets received") {
-		t.Error("the guest's pings to the host through the TAP did not all come back")
+	if n := strings.Count(out, "3 packets transmitted, 3 packets received"); n != 2 {
+		t.Errorf("%d of 2 rounds of the guest's pings to the host came back whole (one before, one after reloading virtio_net)", n)
+	}
+	if !strings.Contains(out, "reloaded") {
+		t.Error("the guest could not unload and reload virtio_net")
 	}
 	if !strings.Contains(out, "got=hello-from-host") {
 		t.Error("the line the host sent over TCP did not reach the guest")
 	}
 	if err := exec.Command("ip", "link", "show", tap).Run(); err != nil {
 		t.Errorf("colibri removed the TAP %s it did not create: %v", tap, err)
+	}
+}
+
+// TestKVMUpXDP: a guest reaches a peer in a network namespace through a
+// switch whose uplink is an AF_XDP socket on one end of a veth pair (the
+// other end is in the namespace): the guest pings the peer.
+func TestKVMUpXDP(t *testing.T) {
+	testenv.RequireKVM(t)
+	bin := testenv.Binary(t)
+	const veth, peer, ns = "colxdp0", "colxdp1", "colxdpns"
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	ip("link", "add", veth, "type", "veth", "peer", "name", peer)
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", veth).Run() })
+	ip("link", "set", peer, "netns", ns)
+	ip("-n", ns, "addr", "add", "10.0.2.1/24", "dev", peer)
+	ip("-n", ns, "link", "set", peer, "up")
+	ip("link", "set", veth, "up")
+
+	guest := "ip link set eth0 up && ip addr add 10.0.2.2/24 dev eth0; ping -c 3 -w 60 10.0.2.1 | tail -n 2"
+	file := filepath.Join(t.TempDir(), "up.yaml")
+	yaml := "switches: [{name: sw0, uplinks: [{xdp: " + veth + "}]}]\n" +
+		"vms:\n  - {name: g, nics: [{switch: sw0}], append: 'colibri.run=\"" + guest + "\"'}\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, raw := runUpFile(t, bin, file)
+	if !slices.Contains(guestLines(out, "g"), "3 packets transmitted, 3 packets received, 0% packet loss") {
+		t.Error("the guest's pings to the namespace peer through the AF_XDP uplink did not all come back")
+	}
+	if !strings.Contains(string(raw), `"xdp:`+veth+`"`) {
+		t.Errorf("--stats-json has no counters of the AF_XDP uplink:\n%s", raw)
 	}
 }
