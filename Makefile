@@ -50,8 +50,8 @@ kvm-test: build
 	@for p in $(KVM_TEST_PKGS); do \
 		$(GO) test -c -o $(TESTBIN)/$$(echo $$p | tr / _ | sed 's/^\._//').test $$p || exit 1; \
 	done
-	@COLIBRI_BIN=$(CURDIR)/$(BIN)/colibri COLIBRI_IMAGES=$(CURDIR)/$(IMAGES) COLIBRI_SANDBOX_RETRIES=2 COLIBRI_SANDBOX_TIMEOUT=1500 \
-		$(KVM_RUN) scripts/run-kvm-tests $(TESTBIN)
+	@COLIBRI_BIN=$(CURDIR)/$(BIN)/colibri COLIBRI_IMAGES=$(CURDIR)/$(IMAGES) COLIBRI_SANDBOX_RETRIES=3 COLIBRI_SANDBOX_TIMEOUT=900 \
+		scripts/run-kvm-tests $(TESTBIN)
 
 # cgroup2-test runs sched/cgroup's tests where cgroup v2 is mounted: here
 # when this host is v2, otherwise in the sandbox (v2). 'make unit' runs
