@@ -12,7 +12,7 @@ STATICCHECK_VERSION := v0.8.2
 # Test binaries run inside the sandbox are built here.
 TESTBIN := $(BIN)/tests
 
-.PHONY: all build deps images demo test unit kvm-test cgroup2-test lint fmt vet generate clean help
+.PHONY: all build deps images demo test unit kvm-test cgroup2-test netbench lint fmt vet generate clean help
 
 all: build
 
@@ -67,6 +67,13 @@ cgroup2-test:
 		echo "=== sched/cgroup (cgroup v2, in the KVM sandbox: this host has no unified hierarchy)"; \
 		cd sched/cgroup && ../../scripts/kvm-sandbox --quiet --cpus 2 --retries 2 --timeout 300 ../../$(TESTBIN)/sched_cgroup.test -test.v -test.timeout 60s; \
 	fi
+
+# netbench compares guest<->guest networking on colibri's datapath with QEMU +
+# vhost-net on a Linux bridge, in one run (docs/PERF.md). Not part of 'test':
+# it measures, it does not check.
+netbench: build images
+	$(GO) build -o $(BIN)/netbench ./scripts/netbench
+	@$(KVM_RUN) $(BIN)/netbench $(NETBENCH_FLAGS)
 
 lint: fmt vet
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...

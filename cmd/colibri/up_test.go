@@ -215,6 +215,22 @@ func guestLines(out, name string) []string {
 	return lines
 }
 
+// makeTAP creates TAP device name with the host address cidr, up, and
+// removes it when the test ends.
+func makeTAP(t *testing.T, name, cidr string) {
+	t.Helper()
+	for _, args := range [][]string{
+		{"tuntap", "add", "dev", name, "mode", "tap"},
+		{"addr", "add", cidr, "dev", name},
+		{"link", "set", name, "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", name).Run() })
+}
+
 // TestKVMUpCentral: an lc and a batch guest share one managed core under
 // the central policy, with the eBPF observer and the VMs' cgroups. While
 // the batch guest spins a CPU-bound loop, it pings the lc guest, which
@@ -291,16 +307,7 @@ func TestKVMBootNetTAP(t *testing.T) {
 	testenv.RequireKVM(t)
 	bin := testenv.Binary(t)
 	const tap = "coltap0"
-	for _, args := range [][]string{
-		{"tuntap", "add", "dev", tap, "mode", "tap"},
-		{"addr", "add", "10.0.1.1/24", "dev", tap},
-		{"link", "set", tap, "up"},
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", tap).Run() })
+	makeTAP(t, tap, "10.0.1.1/24")
 
 	// Between the two halves the guest unloads and reloads virtio_net: the
 	// device resets, the port detaches, and the re-initialised driver must
@@ -392,5 +399,79 @@ func TestKVMUpXDP(t *testing.T) {
 	}
 	if !strings.Contains(string(raw), `"xdp:`+veth+`"`) {
 		t.Errorf("--stats-json has no counters of the AF_XDP uplink:\n%s", raw)
+	}
+}
+
+// TestKVMUpResetUnderTraffic: guest a reloads its virtio_net driver twice
+// (device reset, port detached and re-attached) while guest b pings the
+// host through the switch's TAP uplink without pause. b's pings must not
+// notice (at most the one in flight when b stops may be missing), a must
+// reach b and the host afterwards, and the poller must have slept while
+// nothing moved and woken on a kick (the adaptive idle path on real KVM).
+func TestKVMUpResetUnderTraffic(t *testing.T) {
+	testenv.RequireKVM(t)
+	bin := testenv.Binary(t)
+	const tap = "coltap1"
+	makeTAP(t, tap, "10.0.3.254/24")
+
+	const setup = "ip link set eth0 up && ip addr add 10.0.3.%d/24 dev eth0; "
+	// b pings the host every 0.2 s until a says it is done (bounded), then
+	// stops ping with SIGINT so it prints its summary.
+	steady := "nc -l -p 7000 > /tmp/done & ping -i 0.2 10.0.3.254 > /tmp/ping & p=$!; " +
+		"i=0; while [ ! -s /tmp/done ] && [ $i -lt 600 ]; do sleep 0.5; i=$((i+1)); done; " +
+		"kill -INT $p; sleep 1; tail -n 2 /tmp/ping"
+	// a waits until b answers (so b's pings are flowing), then resets its
+	// NIC twice and checks it still reaches b and the host.
+	resetter := "i=0; until ping -c 1 -W 1 10.0.3.2 >/dev/null || [ $i -gt 120 ]; do i=$((i+1)); done; sleep 2; " +
+		"for r in 1 2; do rmmod virtio_net && modprobe virtio_net && " + strings.ReplaceAll(setup, "%d", "1") + " echo reloaded-$r; sleep 1; done; " +
+		"ping -c 3 -w 60 10.0.3.2 >/dev/null && ping -c 3 -w 60 10.0.3.254 >/dev/null && echo after-reset-ok; " +
+		"echo done | timeout 10 nc 10.0.3.2 7000"
+	file := filepath.Join(t.TempDir(), "up.yaml")
+	yaml := "pollers: {}\n" +
+		"switches: [{name: sw0, uplinks: [{tap: " + tap + "}]}]\n" +
+		"vms:\n" +
+		"  - {name: a, nics: [{switch: sw0}], append: 'colibri.run=\"" + strings.ReplaceAll(setup, "%d", "1") + resetter + "\"'}\n" +
+		"  - {name: b, nics: [{switch: sw0}], append: 'colibri.run=\"" + strings.ReplaceAll(setup, "%d", "2") + steady + "\"'}\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, raw := runUpFile(t, bin, file)
+
+	a := guestLines(out, "a")
+	for _, want := range []string{"reloaded-1", "reloaded-2", "after-reset-ok"} {
+		if !slices.Contains(a, want) {
+			t.Errorf("guest a did not print %q", want)
+		}
+	}
+	sent, received := -1, -1
+	for _, l := range guestLines(out, "b") {
+		if strings.Contains(l, "packets transmitted") {
+			_, _ = fmt.Sscanf(l, "%d packets transmitted, %d packets received", &sent, &received)
+		}
+	}
+	t.Logf("guest b: %d pings sent to the host, %d answered, while a reset its NIC", sent, received)
+	if sent < 10 || received < sent-1 {
+		t.Errorf("guest b's pings through the uplink while a reset: %d sent, %d answered; want at least 10 sent and at most one missing", sent, received)
+	}
+
+	var st struct {
+		Netstack struct {
+			Pollers []struct {
+				Sleeps  uint64 `json:"sleeps"`
+				Wakeups uint64 `json:"wakeups"`
+				Frames  uint64 `json:"frames"`
+			} `json:"pollers"`
+		} `json:"netstack"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatalf("--stats-json: %v", err)
+	}
+	if len(st.Netstack.Pollers) != 1 {
+		t.Fatalf("--stats-json: want one poller, got %s", raw)
+	}
+	p := st.Netstack.Pollers[0]
+	t.Logf("poller: %d sleeps, %d wake-ups, %d frames", p.Sleeps, p.Wakeups, p.Frames)
+	if p.Sleeps == 0 || p.Wakeups == 0 || p.Frames == 0 {
+		t.Errorf("poller: %d sleeps, %d wake-ups, %d frames; want the poller to have slept while idle and woken on kicks", p.Sleeps, p.Wakeups, p.Frames)
 	}
 }

@@ -18,16 +18,15 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
-)
 
-const debugfsKVM = "/sys/kernel/debug/kvm"
+	"github.com/colibrivm/colibri/internal/kvmdebugfs"
+)
 
 // counters are the KVM stats shown in the table.
 var counters = []string{"exits", "io_exits", "mmio_exits", "halt_exits", "irq_exits", "irq_injections", "insn_emulation"}
@@ -36,7 +35,7 @@ type result struct {
 	name         string
 	banner, done time.Duration
 	ok           bool
-	exits        map[string]uint64
+	exits        kvmdebugfs.Counters
 	note         string
 }
 
@@ -89,8 +88,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bootbench: no VMM to run")
 		os.Exit(2)
 	}
-	if _, err := os.Stat(debugfsKVM); err != nil {
-		fmt.Fprintf(os.Stderr, "bootbench: %s missing: mount debugfs (mount -t debugfs none /sys/kernel/debug) to count exits\n", debugfsKVM)
+	if err := kvmdebugfs.Available(); err != nil {
+		fmt.Fprintf(os.Stderr, "bootbench: no exit counts: %v\n", err)
 	}
 	var results []result
 	for r := 0; r < *runs; r++ {
@@ -106,7 +105,7 @@ func main() {
 
 // boot runs one VMM until it exits or prints end, following its KVM stats.
 func boot(name string, argv []string, banner, end string, timeout time.Duration) result {
-	res := result{name: name, exits: map[string]uint64{}}
+	res := result{name: name, exits: kvmdebugfs.Counters{}}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -132,7 +131,7 @@ func boot(name string, argv []string, banner, end string, timeout time.Duration)
 		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if s := kvmStats(cmd.Process.Pid); len(s) > 0 {
+			if s := kvmdebugfs.Process(cmd.Process.Pid, counters); len(s) > 0 {
 				mu.Lock()
 				res.exits = s
 				mu.Unlock()
@@ -174,36 +173,6 @@ func boot(name string, argv []string, banner, end string, timeout time.Duration)
 		res.note = "(" + err.Error() + ")"
 	}
 	return res
-}
-
-// kvmStats sums the debugfs KVM counters of every VM the process owns.
-// KVM names a VM's directory after the thread that created it
-// ("<tid>-<fd>"), so a directory belongs to pid when that tid is one of its
-// threads.
-func kvmStats(pid int) map[string]uint64 {
-	all, _ := filepath.Glob(filepath.Join(debugfsKVM, "*-*"))
-	var dirs []string
-	for _, d := range all {
-		tid, _, _ := strings.Cut(filepath.Base(d), "-")
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d/task/%s", pid, tid)); err == nil {
-			dirs = append(dirs, d)
-		}
-	}
-	if len(dirs) == 0 {
-		return nil
-	}
-	out := map[string]uint64{}
-	for _, d := range dirs {
-		for _, c := range counters {
-			b, err := os.ReadFile(filepath.Join(d, c))
-			if err != nil {
-				continue
-			}
-			n, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-			out[c] += n
-		}
-	}
-	return out
 }
 
 func printTable(w io.Writer, rs []result, cpus, mem int) {
