@@ -3,10 +3,19 @@
 // L2 learning switch between them, and counters for all of it. It never
 // hands guest-to-guest traffic to the host kernel's network stack.
 //
+// Frames may carry offload requests (a checksum to fill in, a TCP segment
+// to cut; see internal/vnet) from the guest's or the host's side. They
+// travel through the switch as they are to an endpoint that takes them
+// (OffloadEndpoint: a guest that negotiated the offloads, a TAP) and are
+// finished in software by the poller for any other (an AF_XDP socket, a
+// guest without them).
+//
 // netstack does not import the VMM: a guest NIC's queue pairs and every
 // uplink are Endpoints, an interface the virtio-net device satisfies
 // structurally. cmd/colibri wires the two together.
 package netstack
+
+import "github.com/colibrivm/colibri/internal/vnet"
 
 // Endpoint is one queue pair of a switch port: the transmit side a poller
 // drains and the receive side the switch fills. A virtio-net queue pair, a
@@ -18,11 +27,13 @@ package netstack
 // concurrently for one endpoint: the port serialises them.
 type Endpoint interface {
 	// Transmit hands up to max frames the endpoint has sent to fn, in
-	// order, and returns how many it handed over. A frame aliases the
-	// endpoint's memory and is valid only during the call to fn.
-	Transmit(max int, fn func(frame []byte)) int
-	// Deliver copies frame into the endpoint's receive side. It returns
-	// false, and the frame is dropped, when there is no room.
+	// order, with the offloads the sender left pending (the zero Offload
+	// for a complete frame), and returns how many it handed over. A frame
+	// aliases the endpoint's memory and is valid only during the call to
+	// fn.
+	Transmit(max int, fn func(frame []byte, off vnet.Offload)) int
+	// Deliver copies a complete frame into the endpoint's receive side.
+	// It returns false, and the frame is dropped, when there is no room.
 	Deliver(frame []byte) bool
 	// Flush publishes the frames delivered since the last Flush and
 	// interrupts the receiver if it asked for that. Pollers call it once
@@ -39,4 +50,15 @@ type Endpoint interface {
 	// Disarm suppresses notifications (guest kicks) while the poller
 	// polls.
 	Disarm()
+}
+
+// OffloadEndpoint is an Endpoint that can take frames with offloads still
+// pending, saving the switch the work (and, for TSO, the frames).
+type OffloadEndpoint interface {
+	Endpoint
+	// AcceptsOffload reports whether DeliverOffload takes a frame with
+	// off pending now (what a guest negotiated changes as it resets).
+	AcceptsOffload(off vnet.Offload) bool
+	// DeliverOffload is Deliver for a frame with off pending.
+	DeliverOffload(frame []byte, off vnet.Offload) bool
 }

@@ -16,7 +16,7 @@ type SyncPoller struct {
 func NewSyncPoller(batch int) *SyncPoller {
 	st := &Stack{cfg: Config{Batch: batch}, log: zap.NewNop()}
 	p := &poller{st: st, batch: batch, dirty: make([]dirtyDest, 0, 64)}
-	p.fn = p.handle
+	p.initSwitching()
 	return &SyncPoller{p: p}
 }
 

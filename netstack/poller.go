@@ -9,6 +9,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/colibrivm/colibri/internal/vnet"
 )
 
 // poller is one polling thread. Fields after "thread-only" are touched
@@ -30,8 +32,13 @@ type poller struct {
 	cnt    pollerCounters
 
 	// thread-only
-	batch   int
-	fn      func([]byte)
+	batch int
+	fn    func([]byte, vnet.Offload)
+	// fin finishes pending offloads for endpoints that cannot take them;
+	// finSlot is where finSeg delivers the resulting frames.
+	fin     *vnet.Finisher
+	finSlot *epSlot
+	finSeg  func([]byte)
 	events  []unix.EpollEvent
 	cur     *epSlot
 	now     int64
@@ -62,7 +69,7 @@ func newPoller(st *Stack, index, core int) (*poller, error) {
 	p := &poller{st: st, index: index, core: core, epfd: -1, ctlfd: -1,
 		batch: st.cfg.Batch, events: make([]unix.EpollEvent, 64),
 		dirty: make([]dirtyDest, 0, 64)}
-	p.fn = p.handle
+	p.initSwitching()
 	p.owned.Store(new([]*epSlot))
 	var err error
 	if p.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
@@ -224,6 +231,13 @@ func (p *poller) loop() {
 	}
 }
 
+// initSwitching sets up the callbacks and buffers the switching code uses.
+func (p *poller) initSwitching() {
+	p.fn = p.handle
+	p.fin = vnet.NewFinisher(vnet.MaxFrame)
+	p.finSeg = p.deliverFinished
+}
+
 // pass drains each owned endpoint once, up to a batch each, and returns
 // how many frames it switched.
 func (p *poller) pass(list []*epSlot) uint64 {
@@ -351,8 +365,8 @@ func (p *poller) sleep() {
 	p.seq.Add(1)
 }
 
-// handle switches one frame transmitted by p.cur.
-func (p *poller) handle(frame []byte) {
+// handle switches one frame transmitted by p.cur, with off pending.
+func (p *poller) handle(frame []byte, off vnet.Offload) {
 	src := p.cur.port
 	p.rxPkts++
 	p.rxBytes += uint64(len(frame))
@@ -362,6 +376,10 @@ func (p *poller) handle(frame []byte) {
 	}
 	if frame[6]&1 != 0 { // multicast source address
 		src.cnt.badSource.Add(1)
+		return
+	}
+	if off.Pending() && off.Check(len(frame)) != nil {
+		src.cnt.badOffload.Add(1)
 		return
 	}
 	sw := src.sw
@@ -378,19 +396,21 @@ func (p *poller) handle(frame []byte) {
 				src.cnt.filtered.Add(1)
 				return
 			}
-			p.deliver(dst, frame)
+			p.deliver(dst, frame, off)
 			return
 		}
 	}
 	for _, dst := range *sw.ports.Load() {
 		if dst != src {
-			p.deliver(dst, frame)
+			p.deliver(dst, frame, off)
 		}
 	}
 }
 
-// deliver hands frame to one of dst's endpoints, chosen by flow hash.
-func (p *poller) deliver(dst *Port, frame []byte) {
+// deliver hands frame to one of dst's endpoints, chosen by flow hash: as
+// it is when nothing is pending or the endpoint takes the offloads,
+// finished in software otherwise.
+func (p *poller) deliver(dst *Port, frame []byte, off vnet.Offload) {
 	slots := dst.eps.Load().slots
 	var s *epSlot
 	switch len(slots) {
@@ -407,22 +427,57 @@ func (p *poller) deliver(dst *Port, frame []byte) {
 		s = slots[p.hash%uint32(len(slots))]
 	}
 	p.lock(s)
-	if !s.ep.Deliver(frame) {
-		dst.cnt.noRoom.Add(1)
+	switch {
+	case !off.Pending():
+		if !s.ep.Deliver(frame) {
+			dst.cnt.noRoom.Add(1)
+			return
+		}
+	case s.oep != nil && s.oep.AcceptsOffload(off):
+		if !s.oep.DeliverOffload(frame, off) {
+			dst.cnt.noRoom.Add(1)
+			return
+		}
+	default:
+		p.finSlot = s
+		if _, err := p.fin.Finish(frame, off, p.finSeg); err != nil {
+			p.cur.port.cnt.badOffload.Add(1)
+		} else {
+			dst.cnt.softOffload.Add(1)
+		}
 		return
 	}
-	n := len(p.dirty)
-	if n > 0 && p.dirty[n-1].s == s {
-		p.dirty[n-1].pkts++
-		p.dirty[n-1].nbytes += uint64(len(frame))
+	p.delivered(s, len(frame))
+}
+
+// deliverFinished delivers one frame the finisher made to p.finSlot.
+func (p *poller) deliverFinished(frame []byte) {
+	s := p.finSlot
+	if !s.ep.Deliver(frame) {
+		s.port.cnt.noRoom.Add(1)
 		return
+	}
+	p.delivered(s, len(frame))
+}
+
+// delivered notes a frame of n bytes delivered to s, for Flush and the
+// port's counters.
+func (p *poller) delivered(s *epSlot, n int) {
+	d := p.dirtyFor(s)
+	d.pkts++
+	d.nbytes += uint64(n)
+}
+
+// dirtyFor returns s's entry in p.dirty, adding one if need be.
+func (p *poller) dirtyFor(s *epSlot) *dirtyDest {
+	if k := len(p.dirty); k > 0 && p.dirty[k-1].s == s {
+		return &p.dirty[k-1]
 	}
 	for i := range p.dirty {
 		if p.dirty[i].s == s {
-			p.dirty[i].pkts++
-			p.dirty[i].nbytes += uint64(len(frame))
-			return
+			return &p.dirty[i]
 		}
 	}
-	p.dirty = append(p.dirty, dirtyDest{s: s, pkts: 1, nbytes: uint64(len(frame))})
+	p.dirty = append(p.dirty, dirtyDest{s: s})
+	return &p.dirty[len(p.dirty)-1]
 }

@@ -26,6 +26,7 @@ type epSet struct {
 // across pollers.
 type epSlot struct {
 	ep    Endpoint
+	oep   OffloadEndpoint // ep, if it can take pending offloads; else nil
 	port  *Port
 	mu    sync.Mutex
 	owner *poller // the poller that calls Transmit; guarded by Stack.mu
@@ -43,6 +44,8 @@ type portCounters struct {
 	runt               atomic.Uint64
 	badSource          atomic.Uint64
 	filtered           atomic.Uint64
+	badOffload         atomic.Uint64
+	softOffload        atomic.Uint64
 }
 
 // Name returns the port's name.
@@ -71,7 +74,8 @@ func (p *Port) SetEndpoints(eps []Endpoint) error {
 	}
 	set := &epSet{slots: make([]*epSlot, len(eps))}
 	for i, ep := range eps {
-		set.slots[i] = &epSlot{ep: ep, port: p, fd: -1}
+		oep, _ := ep.(OffloadEndpoint)
+		set.slots[i] = &epSlot{ep: ep, oep: oep, port: p, fd: -1}
 	}
 	old := p.eps.Swap(set)
 	st := sw.stack
@@ -85,19 +89,21 @@ func (p *Port) SetEndpoints(eps []Endpoint) error {
 func (p *Port) Stats() PortStats {
 	c := &p.cnt
 	return PortStats{
-		Switch:    p.sw.name,
-		Name:      p.name,
-		Queues:    p.Queues(),
-		RxPackets: c.rxPackets.Load(),
-		RxBytes:   c.rxBytes.Load(),
-		TxPackets: c.txPackets.Load(),
-		TxBytes:   c.txBytes.Load(),
+		Switch:      p.sw.name,
+		Name:        p.name,
+		Queues:      p.Queues(),
+		RxPackets:   c.rxPackets.Load(),
+		RxBytes:     c.rxBytes.Load(),
+		TxPackets:   c.txPackets.Load(),
+		TxBytes:     c.txBytes.Load(),
+		SoftOffload: c.softOffload.Load(),
 		Drops: DropStats{
-			NoRoom:    c.noRoom.Load(),
-			PortDown:  c.portDown.Load(),
-			Runt:      c.runt.Load(),
-			BadSource: c.badSource.Load(),
-			Filtered:  c.filtered.Load(),
+			NoRoom:     c.noRoom.Load(),
+			PortDown:   c.portDown.Load(),
+			Runt:       c.runt.Load(),
+			BadSource:  c.badSource.Load(),
+			Filtered:   c.filtered.Load(),
+			BadOffload: c.badOffload.Load(),
 		},
 	}
 }

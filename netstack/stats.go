@@ -53,14 +53,18 @@ type SwitchStats struct {
 // PortStats are one port's counters. Rx is what the switch received from
 // the port (what the guest or host sent), Tx what it delivered to it.
 type PortStats struct {
-	Switch    string    `json:"switch"`
-	Name      string    `json:"name"`
-	Queues    int       `json:"queues"`
-	RxPackets uint64    `json:"rx_packets"`
-	RxBytes   uint64    `json:"rx_bytes"`
-	TxPackets uint64    `json:"tx_packets"`
-	TxBytes   uint64    `json:"tx_bytes"`
-	Drops     DropStats `json:"drops"`
+	Switch    string `json:"switch"`
+	Name      string `json:"name"`
+	Queues    int    `json:"queues"`
+	RxPackets uint64 `json:"rx_packets"`
+	RxBytes   uint64 `json:"rx_bytes"`
+	TxPackets uint64 `json:"tx_packets"`
+	TxBytes   uint64 `json:"tx_bytes"`
+	// SoftOffload counts the frames with offloads pending that the port
+	// could not take and the switch finished in software before delivery
+	// (one per original frame, however many segments it became).
+	SoftOffload uint64    `json:"soft_offload"`
+	Drops       DropStats `json:"drops"`
 }
 
 // DropStats count dropped frames by cause.
@@ -76,11 +80,14 @@ type DropStats struct {
 	// Filtered: a frame's destination was learned on the port it came
 	// from (no hairpin).
 	Filtered uint64 `json:"filtered"`
+	// BadOffload: a frame from the port asked for an offload its headers
+	// do not allow (a checksum outside it, TSO on a non-TCP frame).
+	BadOffload uint64 `json:"bad_offload"`
 }
 
 // Total returns the sum of all drops.
 func (d DropStats) Total() uint64 {
-	return d.NoRoom + d.PortDown + d.Runt + d.BadSource + d.Filtered
+	return d.NoRoom + d.PortDown + d.Runt + d.BadSource + d.Filtered + d.BadOffload
 }
 
 // Stats returns a snapshot of the switch's counters.
@@ -142,12 +149,12 @@ func (s Stats) WriteText(w io.Writer) error {
 			time.Duration(p.SleepNanos).Round(time.Microsecond))
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "port\tqueues\trx-pkts\trx-bytes\ttx-pkts\ttx-bytes\tno-room\tport-down\trunt\tbad-src\tfiltered\t")
+	fmt.Fprintln(tw, "port\tqueues\trx-pkts\trx-bytes\ttx-pkts\ttx-bytes\tsoft-offload\tno-room\tport-down\trunt\tbad-src\tfiltered\tbad-offload\t")
 	for _, sw := range s.Switches {
 		for _, p := range sw.Ports {
 			d := p.Drops
-			fmt.Fprintf(tw, "%s/%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", sw.Name, p.Name, p.Queues,
-				p.RxPackets, p.RxBytes, p.TxPackets, p.TxBytes, d.NoRoom, d.PortDown, d.Runt, d.BadSource, d.Filtered)
+			fmt.Fprintf(tw, "%s/%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", sw.Name, p.Name, p.Queues,
+				p.RxPackets, p.RxBytes, p.TxPackets, p.TxBytes, p.SoftOffload, d.NoRoom, d.PortDown, d.Runt, d.BadSource, d.Filtered, d.BadOffload)
 		}
 	}
 	if err := tw.Flush(); err != nil {

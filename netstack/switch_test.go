@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/colibrivm/colibri/internal/vnet"
 	"github.com/colibrivm/colibri/netstack"
 	"github.com/colibrivm/colibri/netstack/netstacktest"
 )
@@ -368,5 +369,67 @@ func TestZeroAllocsPerFrame(t *testing.T) {
 	}
 	if sink.Delivered() < 200*32 {
 		t.Errorf("sink got %d frames", sink.Delivered())
+	}
+}
+
+// tcpGSOFrame is a TCP/IPv4 frame from src to dst with payload bytes of
+// data, as a sender with TSO leaves it, and the offload describing it.
+func tcpGSOFrame(dst, src [6]byte, payload, mss int) ([]byte, vnet.Offload) {
+	f := make([]byte, 14+20+20+payload)
+	copy(f[0:6], dst[:])
+	copy(f[6:12], src[:])
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := f[14:]
+	ip[0], ip[8], ip[9] = 0x45, 64, 6
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+20+payload))
+	copy(ip[12:], []byte{10, 0, 0, 1, 10, 0, 0, 2})
+	tcp := ip[20:]
+	tcp[12], tcp[13] = 5<<4, 0x18
+	return f, vnet.Offload{NeedsCsum: true, CsumStart: 34, CsumOffset: 16, GSOType: vnet.GSOTCPv4, GSOSize: uint16(mss), HdrLen: 54}
+}
+
+// TestSwitchOffloads: a TSO frame reaches a port that takes offloads as
+// one frame with its offload, and a port that does not as complete
+// MSS-sized segments (counted as finished in software); a request that
+// does not fit its frame is dropped and counted on the sender's port.
+func TestSwitchOffloads(t *testing.T) {
+	r := newRig(t, "a", "b", "c")
+	r.qs["b"].SetAcceptOffload(true)
+	f, off := tcpGSOFrame(bcast, macA, 4000, 1448)
+	r.qs["a"].InjectOffload(f, off)
+	if n := r.sp.Poll(r.order...); n != 1 {
+		t.Fatalf("switched %d frames, want 1", n)
+	}
+	got := r.qs["b"].TakeFrames()
+	if len(got) != 1 || !bytes.Equal(got[0].Data, f) || got[0].Off != off {
+		t.Fatalf("port b (takes offloads) got %d frames, want the TSO frame with its offload", len(got))
+	}
+	segs := r.qs["c"].TakeFrames()
+	if len(segs) != 3 {
+		t.Fatalf("port c (no offloads) got %d frames, want 3 segments", len(segs))
+	}
+	total := 0
+	for _, s := range segs {
+		if s.Off.Pending() || len(s.Data) > 14+40+1448 {
+			t.Errorf("segment of %d bytes with offload %+v: want complete frames of at most one MSS", len(s.Data), s.Off)
+		}
+		total += len(s.Data) - 54
+	}
+	if total != 4000 {
+		t.Errorf("segments carry %d payload bytes, want 4000", total)
+	}
+	if st := r.ports["c"].Stats(); st.SoftOffload != 1 || st.TxPackets != 3 {
+		t.Errorf("port c: soft_offload %d, tx_packets %d; want 1 and 3", st.SoftOffload, st.TxPackets)
+	}
+
+	bad := off
+	bad.CsumStart = uint16(len(f))
+	r.qs["a"].InjectOffload(f, bad)
+	r.sp.Poll(r.order...)
+	if st := r.ports["a"].Stats(); st.Drops.BadOffload != 1 {
+		t.Errorf("port a: bad_offload %d, want 1", st.Drops.BadOffload)
+	}
+	if n := len(r.qs["b"].Take()) + len(r.qs["c"].Take()); n != 0 {
+		t.Errorf("a frame with a bad offload request reached %d ports", n)
 	}
 }

@@ -7,20 +7,26 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/colibrivm/colibri/internal/vnet"
 )
 
 // vnetHdrLen is the size of struct virtio_net_hdr_v1 the TAP device
-// prepends to every frame (TUNSETVNETHDRSZ). With offloads off it is
-// always zero on read and written as zeros.
-const vnetHdrLen = 12
+// prepends to every frame (TUNSETVNETHDRSZ).
+const vnetHdrLen = vnet.HeaderLen
 
 // maxTAPFrame is the largest frame a TAP endpoint reads or writes.
-const maxTAPFrame = 65535
+const maxTAPFrame = vnet.MaxFrame
 
-// TAP is a host TAP device opened with IFF_VNET_HDR and no offloads, used
-// as a switch uplink: it is an Endpoint whose transmit side is the frames
-// the host sends into the device and whose receive side writes frames to
-// the host.
+// tapOffloads are what the TAP asks the kernel to leave undone in the
+// frames it reads (TUNSETOFFLOAD): checksums and TCP segmentation, which
+// the switch passes on or finishes. ECN and UDP segmentation stay off.
+const tapOffloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
+
+// TAP is a host TAP device opened with IFF_VNET_HDR and checksum and TSO
+// offloads, used as a switch uplink: an OffloadEndpoint whose transmit
+// side is the frames the host sends into the device and whose receive
+// side writes frames to the host (which takes any offload it describes).
 type TAP struct {
 	name    string
 	fd      int
@@ -32,12 +38,13 @@ type TAP struct {
 	readErrors  atomic.Uint64
 	writeErrors atomic.Uint64
 	shortReads  atomic.Uint64
+	badHeaders  atomic.Uint64
 }
 
 // OpenTAP opens the TAP device name, creating it if absent, with
-// IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, a 12-byte virtio-net header, every
-// offload off (so the kernel never hands over GSO or partially
-// checksummed frames) and a non-blocking fd, and sets the link up. Close
+// IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, a 12-byte virtio-net header, checksum
+// and TSO offloads on (tapOffloads) and a non-blocking fd, and sets the
+// link up. Close
 // removes the device only if OpenTAP created it.
 func OpenTAP(name string) (*TAP, error) {
 	if name == "" || len(name) >= unix.IFNAMSIZ {
@@ -76,8 +83,8 @@ func (t *TAP) setup() error {
 	if err := unix.IoctlSetPointerInt(t.fd, unix.TUNSETVNETHDRSZ, vnetHdrLen); err != nil {
 		return fmt.Errorf("TUNSETVNETHDRSZ %d: %w", vnetHdrLen, err)
 	}
-	if err := unix.IoctlSetInt(t.fd, unix.TUNSETOFFLOAD, 0); err != nil {
-		return fmt.Errorf("TUNSETOFFLOAD 0: %w", err)
+	if err := unix.IoctlSetInt(t.fd, unix.TUNSETOFFLOAD, tapOffloads); err != nil {
+		return fmt.Errorf("TUNSETOFFLOAD %#x: %w", tapOffloads, err)
 	}
 	if err := setLinkUp(t.name); err != nil {
 		return err
@@ -134,33 +141,44 @@ func (t *TAP) read() int {
 }
 
 // Transmit implements Endpoint: it hands over frames the host sent into
-// the device, without their virtio-net header.
-func (t *TAP) Transmit(max int, fn func(frame []byte)) int {
+// the device, with the offloads their virtio-net header leaves pending.
+func (t *TAP) Transmit(max int, fn func(frame []byte, off vnet.Offload)) int {
 	n := 0
-	if t.pending > 0 && max > 0 {
+	for n < max {
 		l := t.pending
 		t.pending = 0
-		fn(t.rbuf[vnetHdrLen : vnetHdrLen+l])
-		n++
-	}
-	for ; n < max; n++ {
-		l := t.read()
 		if l == 0 {
-			break
+			if l = t.read(); l == 0 {
+				break
+			}
 		}
-		fn(t.rbuf[vnetHdrLen : vnetHdrLen+l])
+		off, err := vnet.ParseHeader(t.rbuf[:vnetHdrLen], true, true)
+		if err != nil {
+			t.badHeaders.Add(1)
+			continue
+		}
+		fn(t.rbuf[vnetHdrLen:vnetHdrLen+l], off)
+		n++
 	}
 	return n
 }
 
-// Deliver implements Endpoint: it writes frame to the host behind a zero
-// virtio-net header. It returns false if the write fails.
-func (t *TAP) Deliver(frame []byte) bool {
+// Deliver implements Endpoint: it writes a complete frame to the host. It
+// returns false if the write fails.
+func (t *TAP) Deliver(frame []byte) bool { return t.DeliverOffload(frame, vnet.Offload{}) }
+
+// AcceptsOffload implements OffloadEndpoint: the host's kernel finishes
+// any checksum or TCP segmentation a written frame asks for.
+func (t *TAP) AcceptsOffload(vnet.Offload) bool { return true }
+
+// DeliverOffload implements OffloadEndpoint: it writes frame to the host
+// behind a virtio-net header describing off.
+func (t *TAP) DeliverOffload(frame []byte, off vnet.Offload) bool {
 	if len(frame) > maxTAPFrame {
 		t.writeErrors.Add(1)
 		return false
 	}
-	clear(t.wbuf[:vnetHdrLen])
+	vnet.PutHeader(t.wbuf[:vnetHdrLen], off)
 	n := copy(t.wbuf[vnetHdrLen:], frame)
 	for {
 		_, err := unix.Write(t.fd, t.wbuf[:vnetHdrLen+n])
@@ -199,12 +217,13 @@ type TAPStats struct {
 	ReadErrors  uint64 `json:"read_errors"`
 	WriteErrors uint64 `json:"write_errors"`
 	ShortReads  uint64 `json:"short_reads"`
+	BadHeaders  uint64 `json:"bad_headers"`
 }
 
 // Stats returns the TAP's error counters.
 func (t *TAP) Stats() TAPStats {
 	return TAPStats{ReadErrors: t.readErrors.Load(), WriteErrors: t.writeErrors.Load(),
-		ShortReads: t.shortReads.Load()}
+		ShortReads: t.shortReads.Load(), BadHeaders: t.badHeaders.Load()}
 }
 
 // Close closes the device's fd. A device OpenTAP created is removed (it

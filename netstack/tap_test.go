@@ -14,6 +14,8 @@ import (
 
 	"github.com/colibrivm/colibri/netstack"
 	"golang.org/x/sys/unix"
+
+	"github.com/colibrivm/colibri/internal/vnet"
 )
 
 // testEtherType is IEEE 802 local experimental ethertype 1: nothing else
@@ -115,7 +117,7 @@ func tapRecv(t *testing.T, tap *netstack.TAP) []byte {
 	var got []byte
 	deadline := time.Now().Add(3 * time.Second)
 	for got == nil && time.Now().Before(deadline) {
-		tap.Transmit(8, func(f []byte) {
+		tap.Transmit(8, func(f []byte, _ vnet.Offload) {
 			if len(f) >= 14 && binary.BigEndian.Uint16(f[12:14]) == testEtherType {
 				got = append([]byte(nil), f...)
 			}

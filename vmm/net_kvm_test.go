@@ -11,6 +11,8 @@ import (
 	"github.com/colibrivm/colibri/internal/testenv"
 	"github.com/colibrivm/colibri/vmm"
 	"github.com/colibrivm/colibri/vmm/virtio/netdev"
+
+	"github.com/colibrivm/colibri/internal/vnet"
 )
 
 // pairPump stands in for netstack: it drives whatever queue pairs the
@@ -35,7 +37,7 @@ func (p *pairPump) round(frame []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, q := range p.pairs {
-		q.Transmit(64, func(f []byte) {
+		q.Transmit(64, func(f []byte, _ vnet.Offload) {
 			if len(f) >= 14 && binary.BigEndian.Uint16(f[12:]) == 0x0806 {
 				p.arps++
 			}

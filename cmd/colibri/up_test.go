@@ -1,21 +1,31 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/colibrivm/colibri/internal/testenv"
 )
@@ -366,7 +376,11 @@ func TestKVMBootNetTAP(t *testing.T) {
 
 // TestKVMUpXDP: a guest reaches a peer in a network namespace through a
 // switch whose uplink is an AF_XDP socket on one end of a veth pair (the
-// other end is in the namespace): the guest pings the peer.
+// other end is in the namespace): the guest pings the peer, and the peer
+// fetches 4 MiB from the guest's httpd. The guest sends that as TSO
+// frames, which the AF_XDP port cannot take: the switch must cut them into
+// MTU-sized segments with correct checksums (the peer's kernel drops any
+// that are not), and the SHA-256 on both sides must agree.
 func TestKVMUpXDP(t *testing.T) {
 	testenv.RequireKVM(t)
 	bin := testenv.Binary(t)
@@ -381,23 +395,71 @@ func TestKVMUpXDP(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 	ip("link", "add", veth, "type", "veth", "peer", "name", peer)
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", veth).Run() })
+	// A veth hands its peer's TCP frames over with the checksum left to
+	// the receiver (CHECKSUM_PARTIAL), and AF_XDP's copy keeps them that
+	// way: the peer must send complete frames, as a real NIC's wire does.
+	disableTxChecksum(t, peer)
 	ip("link", "set", peer, "netns", ns)
 	ip("-n", ns, "addr", "add", "10.0.2.1/24", "dev", peer)
 	ip("-n", ns, "link", "set", peer, "up")
 	ip("link", "set", veth, "up")
 
-	guest := "ip link set eth0 up && ip addr add 10.0.2.2/24 dev eth0; ping -c 3 -w 60 10.0.2.1 | tail -n 2"
+	const size = 4 << 20
+	guest := "ip link set eth0 up && ip addr add 10.0.2.2/24 dev eth0; ping -c 3 -w 60 10.0.2.1 | tail -n 2; " +
+		"mkdir /www; dd if=/dev/urandom of=/www/data bs=1M count=4 2>/dev/null; echo sha=$(sha256sum < /www/data); httpd -p 80 -h /www; " +
+		"i=0; while [ $(cat /sys/class/net/eth0/statistics/tx_bytes) -lt " + strconv.Itoa(size) + " ] && [ $i -lt 600 ]; do sleep 0.5; i=$((i+1)); done; sleep 3"
 	file := filepath.Join(t.TempDir(), "up.yaml")
 	yaml := "switches: [{name: sw0, uplinks: [{xdp: " + veth + "}]}]\n" +
 		"vms:\n  - {name: g, nics: [{switch: sw0}], append: 'colibri.run=\"" + guest + "\"'}\n"
 	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The peer fetches the file as soon as the guest's httpd answers.
+	fetchDone := make(chan fetchResult, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { fetchDone <- fetchInNetns(ns, "10.0.2.2:80", "/data", stop) }()
 	out, raw := runUpFile(t, bin, file)
-	if !slices.Contains(guestLines(out, "g"), "3 packets transmitted, 3 packets received, 0% packet loss") {
+	lines := guestLines(out, "g")
+	if !slices.Contains(lines, "3 packets transmitted, 3 packets received, 0% packet loss") {
 		t.Error("the guest's pings to the namespace peer through the AF_XDP uplink did not all come back")
 	}
-	if !strings.Contains(string(raw), `"xdp:`+veth+`"`) {
+	res := <-fetchDone
+	if res.err != nil {
+		t.Fatalf("the peer could not fetch the guest's file through the AF_XDP uplink: %v", res.err)
+	}
+	data := res.body
+	sum := sha256.Sum256(data)
+	if want := "sha=" + hex.EncodeToString(sum[:]) + " -"; len(data) != size || !slices.Contains(lines, want) {
+		t.Errorf("the peer got %d bytes with %s; the guest served %d bytes and printed %q", len(data), want, size, lines)
+	}
+	var st struct {
+		Netstack struct {
+			Switches []struct {
+				Ports []struct {
+					Name        string `json:"name"`
+					TxPackets   uint64 `json:"tx_packets"`
+					SoftOffload uint64 `json:"soft_offload"`
+				} `json:"ports"`
+			} `json:"switches"`
+		} `json:"netstack"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatalf("--stats-json: %v", err)
+	}
+	found := false
+	for _, sw := range st.Netstack.Switches {
+		for _, p := range sw.Ports {
+			if p.Name == "xdp:"+veth {
+				found = true
+				t.Logf("AF_XDP port: %d frames delivered, %d of the guest's frames finished in software", p.TxPackets, p.SoftOffload)
+				if p.SoftOffload == 0 {
+					t.Error("no frame was finished in software for the AF_XDP port: the guest's TSO did not reach it")
+				}
+			}
+		}
+	}
+	if !found {
 		t.Errorf("--stats-json has no counters of the AF_XDP uplink:\n%s", raw)
 	}
 }
@@ -474,4 +536,83 @@ func TestKVMUpResetUnderTraffic(t *testing.T) {
 	if p.Sleeps == 0 || p.Wakeups == 0 || p.Frames == 0 {
 		t.Errorf("poller: %d sleeps, %d wake-ups, %d frames; want the poller to have slept while idle and woken on kicks", p.Sleeps, p.Wakeups, p.Frames)
 	}
+}
+
+type fetchResult struct {
+	body []byte
+	err  error
+}
+
+// fetchInNetns GETs path from the HTTP server at addr (host:port) from
+// inside network namespace ns, retrying every second (for up to five
+// minutes, or until stop closes) while the server is not up yet. The
+// goroutine's thread enters ns and is never used again (it exits with the
+// goroutine, which stays locked to it); the connection is dialled on it,
+// since a socket belongs to the namespace of the thread that creates it.
+func fetchInNetns(ns, addr, path string, stop <-chan struct{}) fetchResult {
+	runtime.LockOSThread()
+	fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fetchResult{err: fmt.Errorf("open netns %s: %w", ns, err)}
+	}
+	defer unix.Close(fd)
+	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+		return fetchResult{err: fmt.Errorf("setns %s: %w", ns, err)}
+	}
+	get := func() ([]byte, error) {
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(2 * time.Minute))
+		if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr); err != nil {
+			return nil, err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
+		}
+		return io.ReadAll(resp.Body)
+	}
+	for i := 0; ; i++ {
+		body, err := get()
+		var op *net.OpError
+		if err == nil || !errors.As(err, &op) || op.Op != "dial" || i == 300 {
+			return fetchResult{body: body, err: err}
+		}
+		select {
+		case <-stop:
+			return fetchResult{err: err}
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// disableTxChecksum turns transmit checksum offload (and with it TSO) off
+// on interface name, as 'ethtool -K name tx off' does.
+func disableTxChecksum(t *testing.T, name string) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	const ethtoolSTxCsum = 0x17 // ETHTOOL_STXCSUM
+	value := struct{ cmd, data uint32 }{cmd: ethtoolSTxCsum}
+	var ifr struct {
+		name [unix.IFNAMSIZ]byte
+		data unsafe.Pointer
+		_    [16]byte
+	}
+	copy(ifr.name[:], name)
+	ifr.data = unsafe.Pointer(&value)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); errno != 0 {
+		t.Fatalf("ETHTOOL_STXCSUM off on %s: %v", name, errno)
+	}
+	runtime.KeepAlive(&value)
 }

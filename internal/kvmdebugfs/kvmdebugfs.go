@@ -52,8 +52,9 @@ func Available() error {
 
 // Process sums the named counters over every VM that process pid owns. KVM
 // names a VM's directory "<tid>-<fd>" after the thread that created the VM,
-// so a directory belongs to pid when that tid is one of pid's threads. It
-// returns nil when pid owns no VM (yet, or any more).
+// so a directory belongs to pid when that tid is one of pid's threads. With
+// names nil it reads every counter of the VM directory. It returns nil when
+// pid owns no VM (yet, or any more).
 func Process(pid int, names []string) Counters {
 	all, _ := filepath.Glob(filepath.Join(Dir, "*-*"))
 	var out Counters
@@ -65,7 +66,11 @@ func Process(pid int, names []string) Counters {
 		if out == nil {
 			out = Counters{}
 		}
-		for _, name := range names {
+		list := names
+		if list == nil {
+			list = counterFiles(d)
+		}
+		for _, name := range list {
 			b, err := os.ReadFile(filepath.Join(d, name))
 			if err != nil {
 				continue
@@ -77,4 +82,19 @@ func Process(pid int, names []string) Counters {
 		}
 	}
 	return out
+}
+
+// counterFiles lists the counters (regular files) of a VM directory.
+func counterFiles(dir string) []string {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			names = append(names, e.Name())
+		}
+	}
+	return names
 }

@@ -31,6 +31,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/colibrivm/colibri/netstack"
+
+	"github.com/colibrivm/colibri/internal/vnet"
 )
 
 var _ netstack.Endpoint = (*Socket)(nil)
@@ -345,7 +347,7 @@ func (s *Socket) FD() int { return s.sock.fd }
 // Transmit hands up to max frames received from the wire to fn, in order,
 // then returns their frames to the fill ring. It returns how many frames
 // fn saw; invalid descriptors are counted and skipped.
-func (s *Socket) Transmit(max int, fn func(frame []byte)) int {
+func (s *Socket) Transmit(max int, fn func(frame []byte, off vnet.Offload)) int {
 	if max <= 0 {
 		return 0
 	}
@@ -362,7 +364,7 @@ func (s *Socket) Transmit(max int, fn func(frame []byte)) int {
 			s.stats.rxInvalid.Add(1)
 			continue
 		}
-		fn(frame)
+		fn(frame, vnet.Offload{})
 		handed++
 		bytes += uint64(len(frame))
 	}

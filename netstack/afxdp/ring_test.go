@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/colibrivm/colibri/internal/vnet"
 )
 
 // These tests run the datapath over rings in ordinary memory, with the
@@ -103,7 +105,7 @@ func (k *fakeKernel) complete(addrs ...uint64) {
 
 func collect(s *Socket, max int) [][]byte {
 	var got [][]byte
-	s.Transmit(max, func(f []byte) { got = append(got, bytes.Clone(f)) })
+	s.Transmit(max, func(f []byte, _ vnet.Offload) { got = append(got, bytes.Clone(f)) })
 	return got
 }
 
@@ -217,7 +219,7 @@ func TestFakeRingsHostileRX(t *testing.T) {
 
 	// An impossible producer index is counted and clamped.
 	atomic.StoreUint32(s.rx.producer, k.rxProd+1000)
-	s.Transmit(1000, func([]byte) {})
+	s.Transmit(1000, func([]byte, vnet.Offload) {})
 	if s.Stats().RxBadIndex == 0 {
 		t.Fatal("impossible RX producer index not counted")
 	}
@@ -293,14 +295,14 @@ func FuzzRXDescriptors(f *testing.F) {
 			data = data[16:]
 			k.rawRX(d)
 			k.complete(d.Addr)
-			s.Transmit(4, func(frame []byte) {
+			s.Transmit(4, func(frame []byte, _ vnet.Offload) {
 				if len(frame) == 0 || len(frame) > int(s.frameSize) {
 					t.Fatalf("frame of %d bytes", len(frame))
 				}
 			})
 			s.Flush()
 		}
-		s.Transmit(64, func([]byte) {})
+		s.Transmit(64, func([]byte, vnet.Offload) {})
 		checkFillRing(t, s, k, false)
 	})
 }

@@ -17,6 +17,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/colibrivm/colibri/internal/vnet"
 )
 
 // These tests need root: they make a network namespace and a veth pair
@@ -264,7 +266,7 @@ func testRX(t *testing.T, v *vethNS, s *Socket) {
 	deadline := time.Now().Add(10 * time.Second)
 	var rxBytes uint64
 	for len(got) < n && time.Now().Before(deadline) {
-		k := s.Transmit(64, func(f []byte) {
+		k := s.Transmit(64, func(f []byte, _ vnet.Offload) {
 			p, ok := udpPayload(f, dport)
 			if !ok {
 				return // ARP, IPv6 neighbour discovery...

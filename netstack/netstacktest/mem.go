@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/colibrivm/colibri/internal/vnet"
 )
 
 // kicker is an eventfd written when frames arrive while armed, the way a
@@ -39,16 +41,18 @@ func (k *kicker) kickIfArmed() {
 
 // Queue is an in-memory Endpoint for tests: frames given to Inject are
 // transmitted in order; delivered frames are copied and become visible
-// through Received after Flush. It records any misuse the Endpoint
-// contract forbids (concurrent Deliver or Flush, any call after Close).
+// through Take after Flush. It records any misuse the Endpoint contract
+// forbids (concurrent Deliver or Flush, any call after Close). It is an
+// OffloadEndpoint that takes pending offloads once SetAcceptOffload(true).
 type Queue struct {
 	k kicker
 
-	mu      sync.Mutex
-	tx      [][]byte
-	pending [][]byte
-	rx      [][]byte
-	rxCap   int
+	mu       sync.Mutex
+	tx       []OffloadFrame
+	pending  []OffloadFrame
+	rx       []OffloadFrame
+	rxCap    int
+	offloads atomic.Bool
 
 	inRx       atomic.Int32
 	closed     atomic.Bool
@@ -67,19 +71,34 @@ func NewQueue(rxCap int) (*Queue, error) {
 	return q, nil
 }
 
-// Inject queues frames for transmission (copied) and kicks the endpoint's
-// eventfd if it is armed.
+// OffloadFrame is a frame with the offloads pending in it.
+type OffloadFrame struct {
+	Data []byte
+	Off  vnet.Offload
+}
+
+// Inject queues complete frames for transmission (copied) and kicks the
+// endpoint's eventfd if it is armed.
 func (q *Queue) Inject(frames ...[]byte) {
 	q.mu.Lock()
 	for _, f := range frames {
-		q.tx = append(q.tx, append([]byte(nil), f...))
+		q.tx = append(q.tx, OffloadFrame{Data: append([]byte(nil), f...)})
 	}
 	q.mu.Unlock()
 	q.k.kickIfArmed()
 }
 
+// InjectOffload queues one frame with off pending, as a guest with
+// checksum and TSO offloads would send it.
+func (q *Queue) InjectOffload(frame []byte, off vnet.Offload) {
+	q.mu.Lock()
+	q.tx = append(q.tx, OffloadFrame{Data: append([]byte(nil), frame...), Off: off})
+	q.mu.Unlock()
+	q.k.kickIfArmed()
+}
+
 // Transmit implements netstack.Endpoint.
-func (q *Queue) Transmit(max int, fn func([]byte)) int {
+func (q *Queue) Transmit(max int, fn func([]byte, vnet.Offload)) int {
 	q.check()
 	q.mu.Lock()
 	n := min(max, len(q.tx))
@@ -87,7 +106,7 @@ func (q *Queue) Transmit(max int, fn func([]byte)) int {
 	q.tx = q.tx[n:]
 	q.mu.Unlock()
 	for _, f := range batch {
-		fn(f)
+		fn(f.Data, f.Off)
 	}
 	return n
 }
@@ -105,8 +124,30 @@ func (q *Queue) Deliver(frame []byte) bool {
 	if q.rxCap > 0 && len(q.pending)+len(q.rx) >= q.rxCap {
 		return false
 	}
-	q.pending = append(q.pending, append([]byte(nil), frame...))
+	q.pending = append(q.pending, OffloadFrame{Data: append([]byte(nil), frame...)})
 	q.delivered.Add(1)
+	return true
+}
+
+// SetAcceptOffload sets whether the queue takes frames with offloads
+// pending (like a guest that negotiated them) or wants them complete.
+func (q *Queue) SetAcceptOffload(on bool) { q.offloads.Store(on) }
+
+// AcceptsOffload implements netstack.OffloadEndpoint.
+func (q *Queue) AcceptsOffload(vnet.Offload) bool { return q.offloads.Load() }
+
+// DeliverOffload implements netstack.OffloadEndpoint.
+func (q *Queue) DeliverOffload(frame []byte, off vnet.Offload) bool {
+	if !q.offloads.Load() {
+		q.violations.Add(1)
+		return false
+	}
+	if !q.Deliver(frame) {
+		return false
+	}
+	q.mu.Lock()
+	q.pending[len(q.pending)-1].Off = off
+	q.mu.Unlock()
 	return true
 }
 
@@ -151,6 +192,15 @@ func (q *Queue) check() {
 
 // Take returns and removes the flushed received frames.
 func (q *Queue) Take() [][]byte {
+	var out [][]byte
+	for _, f := range q.TakeFrames() {
+		out = append(out, f.Data)
+	}
+	return out
+}
+
+// TakeFrames is Take with each frame's pending offloads.
+func (q *Queue) TakeFrames() []OffloadFrame {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	rx := q.rx

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/colibrivm/colibri/internal/vnet"
 )
 
 // Generator is a synthetic source Endpoint for benchmarks: it transmits
@@ -68,14 +70,14 @@ func (g *Generator) Send(n int) {
 }
 
 // Transmit implements netstack.Endpoint.
-func (g *Generator) Transmit(max int, fn func([]byte)) int {
+func (g *Generator) Transmit(max int, fn func([]byte, vnet.Offload)) int {
 	r := g.remaining.Load()
 	if r <= 0 {
 		return 0
 	}
 	n := int(min(int64(max), r))
 	for range n {
-		fn(g.frame)
+		fn(g.frame, vnet.Offload{})
 	}
 	g.remaining.Add(-int64(n))
 	return n
@@ -125,7 +127,7 @@ func NewSink() (*Sink, error) {
 }
 
 // Transmit implements netstack.Endpoint; a Sink never transmits.
-func (s *Sink) Transmit(int, func([]byte)) int { return 0 }
+func (s *Sink) Transmit(int, func([]byte, vnet.Offload)) int { return 0 }
 
 // Deliver implements netstack.Endpoint.
 func (s *Sink) Deliver(frame []byte) bool {

@@ -46,9 +46,6 @@ import (
 	"github.com/colibrivm/colibri/internal/kvmdebugfs"
 )
 
-// exitCounters are the KVM counters summed over both VMs of a side.
-var exitCounters = []string{"exits", "halt_exits", "irq_injections"}
-
 // guest addressing, the same on both sides.
 const (
 	macA, macB = "52:54:00:00:00:0a", "52:54:00:00:00:0b"
@@ -96,6 +93,7 @@ func main() {
 	flag.IntVar(&cfg.pings, "pings", 200, "back-to-back pings from a to b")
 	flag.IntVar(&cfg.mib, "mib", 16, "MiB b serves to a over TCP")
 	runs := flag.Int("runs", 1, "runs of each side, alternating")
+	all := flag.Bool("all-counters", false, "also print every KVM counter that moved in the TCP phase")
 	flag.DurationVar(&cfg.timeout, "timeout", 10*time.Minute, "per side and run")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -149,6 +147,9 @@ func main() {
 		}
 	}
 	printTable(os.Stdout, cfg, results)
+	if *all {
+		printCounters(os.Stdout, results)
+	}
 	for _, r := range results {
 		if r.err != nil {
 			os.Exit(1)
@@ -226,7 +227,7 @@ func runColibri(ctx context.Context, c config, bin string) result {
 		return res
 	}
 	go func() { wg.Wait(); close(lines) }()
-	collect(&res, c, lines, func() kvmdebugfs.Counters { return kvmdebugfs.Process(cmd.Process.Pid, exitCounters) })
+	collect(&res, c, lines, func() kvmdebugfs.Counters { return kvmdebugfs.Process(cmd.Process.Pid, nil) })
 	if err := cmd.Wait(); err != nil {
 		res.err = fmt.Errorf("colibri up: %w (%v)", err, res.err)
 	}
@@ -315,7 +316,7 @@ func runQEMU(ctx context.Context, c config, bin string) result {
 	collect(&res, c, lines, func() kvmdebugfs.Counters {
 		sum := kvmdebugfs.Counters{}
 		for _, cmd := range cmds {
-			sum.Add(kvmdebugfs.Process(cmd.Process.Pid, exitCounters))
+			sum.Add(kvmdebugfs.Process(cmd.Process.Pid, nil))
 		}
 		return sum
 	})
@@ -500,5 +501,28 @@ func printTable(w io.Writer, c config, rs []result) {
 		if r.extraReport != "" {
 			fmt.Fprintf(w, "\n%s datapath counters (whole run): %s\n", r.name, r.extraReport)
 		}
+	}
+}
+
+// printCounters prints, per run, every KVM counter that moved during the
+// TCP phase, per 1,000 packets.
+func printCounters(w io.Writer, rs []result) {
+	for _, r := range rs {
+		ph, ok := r.phase("tcp-start", "tcp-end")
+		if !ok {
+			continue
+		}
+		names := make([]string, 0, len(ph.exits))
+		for k, v := range ph.exits {
+			if v > 0 {
+				names = append(names, k)
+			}
+		}
+		slices.Sort(names)
+		var kv []string
+		for _, k := range names {
+			kv = append(kv, k+"="+per1k(ph.exits[k], ph.packets))
+		}
+		fmt.Fprintf(w, "\n%s, TCP phase, KVM counters per 1,000 packets: %s\n", r.name, strings.Join(kv, " "))
 	}
 }

@@ -36,7 +36,7 @@ func FuzzParseTx(f *testing.F) {
 				all = append(all, buf...)
 			}
 		}
-		frame, err := netdev.ParseTx(c, scratch)
+		frame, off, err := netdev.ParseTx(c, scratch, true, true)
 		if err != nil {
 			return
 		}
@@ -45,6 +45,9 @@ func FuzzParseTx(f *testing.F) {
 		}
 		if !bytes.Equal(frame, all[netdev.HeaderLen:]) {
 			t.Fatalf("frame of %d bytes is not the chain after its header", len(frame))
+		}
+		if err := off.Check(len(frame)); err != nil {
+			t.Fatalf("accepted offload %+v that does not fit the frame: %v", off, err)
 		}
 	})
 }

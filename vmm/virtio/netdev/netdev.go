@@ -6,9 +6,11 @@
 // over through the Attach callback whenever the driver brings queues up or
 // down. The control queue is served by the transport as usual.
 //
-// No checksum or segmentation offload is offered: every frame crossing the
-// device is a complete Ethernet frame, so any port of a switch (a guest, a
-// TAP, an AF_XDP socket) can take it as it is.
+// Checksum and TCP segmentation offloads are offered both ways (unless
+// Config.NoOffloads): a frame's pending offloads travel with it (see
+// internal/vnet), the switch finishes them in software for a port that
+// cannot take them, and the device writes them into the receive header only
+// for a driver that negotiated them.
 package netdev
 
 import (
@@ -17,26 +19,32 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/colibrivm/colibri/internal/vnet"
 	"github.com/colibrivm/colibri/vmm/virtio"
 	"github.com/colibrivm/colibri/vmm/virtio/virtq"
 )
 
 // Feature bits (virtio 1.2, 5.1.3).
 const (
-	FeatureMAC      = 1 << 5
-	FeatureMrgRxBuf = 1 << 15
-	FeatureStatus   = 1 << 16
-	FeatureCtrlVQ   = 1 << 17
-	FeatureMQ       = 1 << 22
+	FeatureCsum      = 1 << 0
+	FeatureGuestCsum = 1 << 1
+	FeatureGuestTSO4 = 1 << 7
+	FeatureGuestTSO6 = 1 << 8
+	FeatureHostTSO4  = 1 << 11
+	FeatureHostTSO6  = 1 << 12
+	FeatureMAC       = 1 << 5
+	FeatureMrgRxBuf  = 1 << 15
+	FeatureStatus    = 1 << 16
+	FeatureCtrlVQ    = 1 << 17
+	FeatureMQ        = 1 << 22
 )
 
 const (
 	// HeaderLen is the size of struct virtio_net_hdr with VERSION_1.
-	HeaderLen = 12
+	HeaderLen = vnet.HeaderLen
 	// MaxFrame is the largest Ethernet frame (without the virtio header)
-	// the device passes: the 64 KiB a driver may send without offloads
-	// bounds nothing useful, so this is a jumbo frame with headroom.
-	MaxFrame = 65535
+	// the device passes: a 64 KiB TSO frame with its headers.
+	MaxFrame = vnet.MaxFrame
 	// MinFrame is the Ethernet header: shorter frames are dropped.
 	MinFrame = 14
 	// MaxPairs is the most queue pairs a device offers (the MQ limit).
@@ -62,6 +70,9 @@ type Config struct {
 	MAC [6]byte
 	// Pairs is the number of receive/transmit queue pairs (1..MaxPairs).
 	Pairs int
+	// NoOffloads withholds the checksum and TSO features, so the driver
+	// sends and expects complete MTU-sized frames.
+	NoOffloads bool
 	// Attach is called with the queue pairs the driver is using, every
 	// time that set changes: on DRIVER_OK (the first pair), when the
 	// driver asks for more pairs over the control queue, and with nil on
@@ -74,7 +85,9 @@ type Config struct {
 // Stats counts what the guest sent that the device refused.
 type Stats struct {
 	// TxMalformed counts transmit chains dropped: no header, a writable
-	// buffer, a frame shorter than MinFrame or longer than MaxFrame.
+	// buffer, a frame shorter than MinFrame or longer than MaxFrame, an
+	// offload request the device does not offer or that does not fit the
+	// frame.
 	TxMalformed atomic.Uint64
 	// RxTooBig counts frames that no receive buffer could hold (without
 	// mergeable buffers, a frame larger than the driver's buffers).
@@ -93,6 +106,7 @@ type Net struct {
 	pairs     []*QueuePair // all pairs the driver enabled, by pair index
 	active    int
 	mergeable bool
+	offloads  offloads
 	ctrl      virtq.Chain
 }
 
@@ -126,6 +140,9 @@ func (n *Net) Features() uint64 {
 	f := uint64(FeatureMAC | FeatureMrgRxBuf | FeatureStatus | FeatureCtrlVQ)
 	if n.cfg.Pairs > 1 {
 		f |= FeatureMQ
+	}
+	if !n.cfg.NoOffloads {
+		f |= FeatureCsum | FeatureGuestCsum | FeatureHostTSO4 | FeatureHostTSO6 | FeatureGuestTSO4 | FeatureGuestTSO6
 	}
 	return f
 }
@@ -170,13 +187,14 @@ func (n *Net) Activate(features uint64, queues []*virtio.Queue) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.mergeable = features&FeatureMrgRxBuf != 0
+	n.offloads = negotiatedOffloads(features)
 	n.pairs = n.pairs[:0]
 	for i := 0; i < n.cfg.Pairs; i++ {
 		rx, tx := queues[2*i], queues[2*i+1]
 		if rx == nil || tx == nil {
 			break
 		}
-		n.pairs = append(n.pairs, newQueuePair(n, i, rx, tx, n.mergeable))
+		n.pairs = append(n.pairs, newQueuePair(n, i, rx, tx, n.mergeable, n.offloads))
 	}
 	if len(n.pairs) == 0 {
 		return fmt.Errorf("virtio-net: the driver enabled no queue pair")
@@ -255,4 +273,37 @@ func gather(dst []byte, segs []virtq.Seg) int {
 		n += copy(dst[n:], s.Buf)
 	}
 	return n
+}
+
+// offloads are what the driver negotiated: what it may ask of the device
+// on transmit, and what it takes on receive.
+type offloads struct {
+	txCsum, txTSO          bool
+	rxCsum, rxTSO4, rxTSO6 bool
+}
+
+func negotiatedOffloads(f uint64) offloads {
+	o := offloads{txCsum: f&FeatureCsum != 0, rxCsum: f&FeatureGuestCsum != 0}
+	// TSO without the checksum offload it relies on is not valid (5.1.3.1).
+	o.txTSO = o.txCsum && f&(FeatureHostTSO4|FeatureHostTSO6) != 0
+	o.rxTSO4 = o.rxCsum && f&FeatureGuestTSO4 != 0
+	o.rxTSO6 = o.rxCsum && f&FeatureGuestTSO6 != 0
+	return o
+}
+
+// accepts reports whether a driver with these offloads takes a frame with
+// off pending.
+func (o offloads) accepts(off vnet.Offload) bool {
+	if off.NeedsCsum && !o.rxCsum {
+		return false
+	}
+	switch off.GSOType {
+	case vnet.GSONone:
+		return true
+	case vnet.GSOTCPv4:
+		return o.rxTSO4
+	case vnet.GSOTCPv6:
+		return o.rxTSO6
+	}
+	return false
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/colibrivm/colibri/vmm/virtio/netdev"
 	"github.com/colibrivm/colibri/vmm/virtio/netdev/netdevtest"
 	"github.com/colibrivm/colibri/vmm/virtio/virtq"
+
+	"github.com/colibrivm/colibri/internal/vnet"
 )
 
 var mac = [6]byte{0x52, 0x54, 0, 0, 0, 1}
@@ -50,7 +52,7 @@ func TestTransmitReceive(t *testing.T) {
 		t.Fatalf("queued %d frames, want 3", n)
 	}
 	var got [][]byte
-	if n := d.Pair.Transmit(64, func(f []byte) { got = append(got, bytes.Clone(f)) }); n != 3 {
+	if n := d.Pair.Transmit(64, func(f []byte, _ vnet.Offload) { got = append(got, bytes.Clone(f)) }); n != 3 {
 		t.Fatalf("Transmit handed over %d frames, want 3", n)
 	}
 	for i := range want {
@@ -134,10 +136,10 @@ func TestKickSuppression(t *testing.T) {
 		t.Fatalf("%d kicks for the first frame with notifications armed, want 1", d.Kicks.Load())
 	}
 	d.Pair.Disarm()
-	d.Pair.Transmit(64, func([]byte) {})
+	d.Pair.Transmit(64, func([]byte, vnet.Offload) {})
 	for i := 0; i < 1000; i++ {
 		d.Send(frame(60, byte(i)))
-		d.Pair.Transmit(64, func([]byte) {})
+		d.Pair.Transmit(64, func([]byte, vnet.Offload) {})
 	}
 	if d.Kicks.Load() != 1 {
 		t.Fatalf("%d kicks while the poller polls, want none after the first", d.Kicks.Load()-1)
@@ -179,18 +181,50 @@ func TestMalformedTransmit(t *testing.T) {
 		"too large":      chain(seg(12, false), seg(netdev.MaxFrame+1, false)),
 		"header and two": chain(seg(5, false), seg(7, false)), // 12 bytes, no frame
 	} {
-		if f, err := netdev.ParseTx(c, scratch); err == nil {
+		if f, _, err := netdev.ParseTx(c, scratch, true, true); err == nil {
 			t.Errorf("%s: parsed a %d-byte frame from a malformed chain", name, len(f))
 		}
 	}
-	// A header split over buffers and a frame over three.
+	// Offload requests: refused when not negotiated or not fitting.
+	withHeader := func(h [netdev.HeaderLen]byte, frameLen int) *virtq.Chain {
+		c := chain(seg(netdev.HeaderLen, false), seg(frameLen, false))
+		copy(c.Segs[0].Buf, h[:])
+		return c
+	}
+	var tso, csumOut, ufo [netdev.HeaderLen]byte
+	tso[0], tso[1], tso[4], tso[6], tso[8] = 1, vnet.GSOTCPv4, 100, 34, 16
+	csumOut[0], csumOut[6], csumOut[8] = 1, 50, 16 // 50+16+2 > 60
+	ufo[1], ufo[4] = 3, 100
+	for _, tc := range []struct {
+		name      string
+		hdr       [netdev.HeaderLen]byte
+		csum, gso bool
+	}{
+		{"TSO without HOST_TSO", tso, true, false},
+		{"checksum beyond the frame", csumOut, true, true},
+		{"UDP fragmentation", ufo, true, true},
+	} {
+		if _, _, err := netdev.ParseTx(withHeader(tc.hdr, 60), scratch, tc.csum, tc.gso); err == nil {
+			t.Errorf("%s: accepted", tc.name)
+		}
+	}
+	if _, off, err := netdev.ParseTx(withHeader(tso, 60), scratch, false, false); err != nil || off.Pending() {
+		t.Errorf("a driver without checksum offload: header flags must be ignored, got %+v, %v", off, err)
+	}
+	// A header split over buffers (offload fields included) and a frame
+	// over three.
 	c := chain(seg(5, false), seg(10, false), seg(20, false), seg(30, false))
-	for i := range c.Segs[1].Buf {
+	copy(c.Segs[0].Buf, tso[:5])
+	copy(c.Segs[1].Buf, tso[5:])
+	for i := 7; i < len(c.Segs[1].Buf); i++ {
 		c.Segs[1].Buf[i] = byte(i)
 	}
-	f, err := netdev.ParseTx(c, scratch)
+	f, off, err := netdev.ParseTx(c, scratch, true, true)
 	if err != nil || len(f) != 53 || f[0] != 7 {
 		t.Fatalf("split chain: %d bytes starting %v, err %v; want 53 starting with byte 7", len(f), f[:1], err)
+	}
+	if want := (vnet.Offload{NeedsCsum: true, CsumStart: 34, CsumOffset: 16, GSOType: vnet.GSOTCPv4, GSOSize: 100}); off != want {
+		t.Fatalf("split header: offload %+v, want %+v", off, want)
 	}
 }
 
@@ -274,5 +308,56 @@ func TestConfig(t *testing.T) {
 		if _, err := netdev.New(bad); err == nil {
 			t.Errorf("New(%+v) accepted", bad)
 		}
+	}
+}
+
+// TestOffloadNegotiation: a driver that negotiated checksum and TSO
+// offloads takes frames with them pending, and the receive header
+// describes them; a driver without them takes only complete frames.
+func TestOffloadNegotiation(t *testing.T) {
+	tso := vnet.Offload{NeedsCsum: true, CsumStart: 34, CsumOffset: 16, GSOType: vnet.GSOTCPv4, GSOSize: 1448, HdrLen: 66}
+	tso6 := tso
+	tso6.GSOType = vnet.GSOTCPv6
+	csum := vnet.Offload{NeedsCsum: true, CsumStart: 34, CsumOffset: 6}
+
+	plain := newDriver(t, 2048)
+	for _, off := range []vnet.Offload{tso, csum} {
+		if plain.Pair.AcceptsOffload(off) {
+			t.Errorf("a driver without offloads accepts %+v", off)
+		}
+	}
+	if !plain.Pair.AcceptsOffload(vnet.Offload{}) {
+		t.Error("a driver without offloads refuses a complete frame")
+	}
+
+	mem := newMemory(t, 16<<20+netdevtest.Footprint(2048))
+	d, err := netdevtest.NewWithFeatures(mem, 0x10000, 2048, mac,
+		netdevtest.DefaultFeatures|netdev.FeatureCsum|netdev.FeatureGuestCsum|netdev.FeatureGuestTSO4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	if !d.Pair.AcceptsOffload(tso) || !d.Pair.AcceptsOffload(csum) {
+		t.Fatal("a driver with GUEST_CSUM and GUEST_TSO4 refuses TSO or checksum offload")
+	}
+	if d.Pair.AcceptsOffload(tso6) {
+		t.Fatal("a driver without GUEST_TSO6 accepts an IPv6 TSO frame")
+	}
+	f := frame(20000, 3) // a TSO frame over ten merged buffers
+	if !d.Pair.DeliverOffload(f, tso) {
+		t.Fatal("DeliverOffload found no room")
+	}
+	d.Pair.Flush()
+	var hdr, got []byte
+	d.ReceiveWithHeader(func(h, b []byte) { hdr, got = bytes.Clone(h), bytes.Clone(b) })
+	if !bytes.Equal(got, f) {
+		t.Fatalf("received %d bytes, want the %d delivered", len(got), len(f))
+	}
+	back, err := vnet.ParseHeader(hdr, true, true)
+	if err != nil || back != tso {
+		t.Fatalf("receive header says %+v (%v), want %+v", back, err, tso)
+	}
+	if n := binary.LittleEndian.Uint16(hdr[10:]); n != 10 {
+		t.Errorf("num_buffers %d, want 10", n)
 	}
 }

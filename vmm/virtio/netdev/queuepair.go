@@ -5,19 +5,21 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/colibrivm/colibri/internal/vnet"
 	"github.com/colibrivm/colibri/vmm/virtio"
 	"github.com/colibrivm/colibri/vmm/virtio/virtq"
 )
 
 // QueuePair is one receiveq/transmitq pair as a poller sees it. Its
-// methods follow netstack.Endpoint: Transmit, Arm and Disarm are called by
-// the one poller that owns the pair; Deliver and Flush by any poller, one
-// at a time. Nothing on these paths allocates.
+// methods follow netstack.OffloadEndpoint: Transmit, Arm and Disarm are
+// called by the one poller that owns the pair; Deliver, DeliverOffload and
+// Flush by any poller, one at a time. Nothing on these paths allocates.
 type QueuePair struct {
 	dev       *Net
 	index     int
 	rx, tx    *virtio.Queue
 	mergeable bool
+	offloads  offloads
 
 	txChain virtq.Chain
 	rxChain virtq.Chain
@@ -29,8 +31,8 @@ type QueuePair struct {
 	txArmed bool
 }
 
-func newQueuePair(dev *Net, index int, rx, tx *virtio.Queue, mergeable bool) *QueuePair {
-	p := &QueuePair{dev: dev, index: index, rx: rx, tx: tx, mergeable: mergeable, txArmed: true,
+func newQueuePair(dev *Net, index int, rx, tx *virtio.Queue, mergeable bool, off offloads) *QueuePair {
+	p := &QueuePair{dev: dev, index: index, rx: rx, tx: tx, mergeable: mergeable, offloads: off, txArmed: true,
 		scratch: make([]byte, MaxFrame)}
 	// The device never waits for receive buffers (a frame finding none
 	// is dropped), so the driver's receive kicks would be wasted exits.
@@ -54,23 +56,44 @@ var (
 	errFrameLarge = errors.New("frame larger than the device's maximum")
 )
 
-// ParseTx returns the Ethernet frame of transmit chain c: the bytes after
-// the virtio-net header. The frame aliases guest memory when it lies in one
-// buffer and is gathered into scratch (at least MaxFrame bytes) otherwise.
-func ParseTx(c *virtq.Chain, scratch []byte) ([]byte, error) {
+// ParseTx returns the Ethernet frame of transmit chain c, the bytes after
+// the virtio-net header, and the offloads the header asks for: only those
+// the driver negotiated (csum: checksum offload, tso: TCP segmentation),
+// checked against the frame. The frame aliases guest memory when it lies
+// in one buffer and is gathered into scratch (at least MaxFrame bytes)
+// otherwise; the header is copied before it is read, once.
+func ParseTx(c *virtq.Chain, scratch []byte, csum, tso bool) ([]byte, vnet.Offload, error) {
+	frame, hdr, err := splitTx(c, scratch)
+	if err != nil {
+		return nil, vnet.Offload{}, err
+	}
+	off, err := vnet.ParseHeader(hdr[:], csum, tso)
+	if err == nil {
+		err = off.Check(len(frame))
+	}
+	if err != nil {
+		return nil, vnet.Offload{}, err
+	}
+	return frame, off, nil
+}
+
+// splitTx separates a transmit chain's header (copied) from its frame.
+func splitTx(c *virtq.Chain, scratch []byte) ([]byte, [HeaderLen]byte, error) {
+	var hdr [HeaderLen]byte
 	if c.WriteLen > 0 {
-		return nil, errWritable
+		return nil, hdr, errWritable
 	}
 	if c.ReadLen < HeaderLen {
-		return nil, errNoHeader
+		return nil, hdr, errNoHeader
 	}
 	size := c.ReadLen - HeaderLen
 	if size < MinFrame {
-		return nil, errRunt
+		return nil, hdr, errRunt
 	}
 	if size > MaxFrame || int(size) > len(scratch) {
-		return nil, errFrameLarge
+		return nil, hdr, errFrameLarge
 	}
+	gather(hdr[:], c.Segs)
 	// Skip the header, which may itself span buffers.
 	skip := uint32(HeaderLen)
 	segs := c.Segs
@@ -80,19 +103,19 @@ func ParseTx(c *virtq.Chain, scratch []byte) ([]byte, error) {
 	}
 	first := segs[0].Buf[skip:]
 	if uint32(len(first)) == size {
-		return first, nil
+		return first, hdr, nil
 	}
 	n := copy(scratch, first)
 	for _, s := range segs[1:] {
 		n += copy(scratch[n:], s.Buf)
 	}
-	return scratch[:n], nil
+	return scratch[:n], hdr, nil
 }
 
 // Transmit hands up to max frames the guest sent to fn and returns the
 // chains to the guest. A malformed chain is dropped and counted; a broken
 // ring stops the pair and asks the driver for a reset.
-func (p *QueuePair) Transmit(max int, fn func(frame []byte)) int {
+func (p *QueuePair) Transmit(max int, fn func(frame []byte, off vnet.Offload)) int {
 	q := p.tx
 	if q.Broken() != nil {
 		return 0
@@ -107,11 +130,11 @@ func (p *QueuePair) Transmit(max int, fn func(frame []byte)) int {
 		if !ok {
 			break
 		}
-		frame, err := ParseTx(&p.txChain, p.scratch)
+		frame, off, err := ParseTx(&p.txChain, p.scratch, p.offloads.txCsum, p.offloads.txTSO)
 		if err != nil {
 			p.dev.Stats.TxMalformed.Add(1)
 		} else {
-			fn(frame)
+			fn(frame, off)
 			sent++
 		}
 		q.Push(p.txChain.Head, 0)
@@ -124,10 +147,18 @@ func (p *QueuePair) Transmit(max int, fn func(frame []byte)) int {
 	return sent
 }
 
-// Deliver copies frame into the guest's receive buffers: with mergeable
-// buffers as many as it needs, otherwise one that holds it all. It returns
-// false when the guest has not posted enough buffers.
-func (p *QueuePair) Deliver(frame []byte) bool {
+// Deliver copies a complete frame into the guest's receive buffers: with
+// mergeable buffers as many as it needs, otherwise one that holds it all.
+// It returns false when the guest has not posted enough buffers.
+func (p *QueuePair) Deliver(frame []byte) bool { return p.DeliverOffload(frame, vnet.Offload{}) }
+
+// AcceptsOffload implements netstack.OffloadEndpoint: whether the driver
+// negotiated what off leaves pending.
+func (p *QueuePair) AcceptsOffload(off vnet.Offload) bool { return p.offloads.accepts(off) }
+
+// DeliverOffload is Deliver for a frame with off pending, which the
+// receive header then describes. The caller has checked AcceptsOffload.
+func (p *QueuePair) DeliverOffload(frame []byte, off vnet.Offload) bool {
 	q := p.rx
 	if q.Broken() != nil || len(frame) > MaxFrame {
 		return false
@@ -174,7 +205,7 @@ func (p *QueuePair) Deliver(frame []byte) bool {
 					p.dev.Stats.RxTooBig.Add(1)
 					return false
 				}
-				clear(b[:HeaderLen])
+				vnet.PutHeader(b[:HeaderLen], off)
 				hdr = b[:HeaderLen]
 				b = b[HeaderLen:]
 				wrote += HeaderLen

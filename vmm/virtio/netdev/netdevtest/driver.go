@@ -110,10 +110,20 @@ type Driver struct {
 	scratch []byte
 }
 
+// DefaultFeatures are what New's driver negotiates: no offloads.
+const DefaultFeatures = uint64(netdev.FeatureMAC | netdev.FeatureMrgRxBuf | virtio.FeatureEventIdx | virtio.FeatureVersion1)
+
 // New lays out a driver at base in mem with receive buffers of bufSize
 // bytes (mergeable: a frame larger than one buffer spans several), posts
-// every receive buffer and activates a device with address mac.
+// every receive buffer and activates a device with address mac,
+// negotiating DefaultFeatures.
 func New(mem *memory.Memory, base uint64, bufSize int, mac [6]byte) (*Driver, error) {
+	return NewWithFeatures(mem, base, bufSize, mac, DefaultFeatures)
+}
+
+// NewWithFeatures is New negotiating features (e.g. DefaultFeatures plus
+// offloads) instead.
+func NewWithFeatures(mem *memory.Memory, base uint64, bufSize int, mac [6]byte, features uint64) (*Driver, error) {
 	if bufSize < netdev.HeaderLen+netdev.MinFrame {
 		return nil, fmt.Errorf("netdevtest: buffers of %d bytes are too small", bufSize)
 	}
@@ -162,7 +172,6 @@ func New(mem *memory.Memory, base uint64, bufSize int, mac [6]byte) (*Driver, er
 		virtio.NewQueue(txq, 1, func() { d.TxInterrupts.Add(1) }, broken).WithKickFD(d.kickFD),
 		nil,
 	}
-	features := uint64(netdev.FeatureMAC | netdev.FeatureMrgRxBuf | virtio.FeatureEventIdx | virtio.FeatureVersion1)
 	if err := dev.Activate(features, queues); err != nil {
 		unix.Close(d.kickFD)
 		return nil, err
@@ -225,6 +234,12 @@ func (d *Driver) Send(frames ...[]byte) int {
 // during the call), reposts the buffers and returns how many frames it
 // saw.
 func (d *Driver) Receive(fn func(frame []byte)) int {
+	return d.ReceiveWithHeader(func(_, frame []byte) { fn(frame) })
+}
+
+// ReceiveWithHeader is Receive handing over each frame's virtio-net
+// header too.
+func (d *Driver) ReceiveWithHeader(fn func(hdr, frame []byte)) int {
 	r := d.rx
 	used := memory.LoadUint16(r.used[2:])
 	old := r.availIdx
@@ -251,7 +266,7 @@ func (d *Driver) Receive(fn func(frame []byte)) int {
 			r.lastUsed++
 		}
 		if len(frame) >= netdev.HeaderLen {
-			fn(frame[netdev.HeaderLen:])
+			fn(frame[:netdev.HeaderLen], frame[netdev.HeaderLen:])
 		}
 		frames++
 	}
