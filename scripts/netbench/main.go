@@ -36,6 +36,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,6 +57,10 @@ type config struct {
 	kernel, initrd, cmdline string
 	memMiB, pings, mib      int
 	timeout                 time.Duration
+	// pollerCore, if >= 0, is a CPU kept for the datapath: colibri's
+	// poller runs there and both sides' vCPUs run on the other CPUs.
+	pollerCore int
+	otherCPUs  string // taskset list of the CPUs but pollerCore
 }
 
 // line is one console line of guest vm, with when the host read it.
@@ -83,6 +88,12 @@ type result struct {
 }
 
 func main() {
+	os.Exit(run())
+}
+
+// run does the work of main and returns its exit status, after its
+// deferred restores have run.
+func run() int {
 	var cfg config
 	colibri := flag.String("colibri", "bin/colibri", "colibri binary ('' to skip its side)")
 	qemu := flag.String("qemu", "qemu-system-x86_64", "QEMU binary for the vhost-net side ('' to skip)")
@@ -94,7 +105,9 @@ func main() {
 	flag.IntVar(&cfg.mib, "mib", 16, "MiB b serves to a over TCP")
 	runs := flag.Int("runs", 1, "runs of each side, alternating")
 	all := flag.Bool("all-counters", false, "also print every KVM counter that moved in the TCP phase")
+	shmemTHP := flag.String("shmem-thp", "", "set /sys/kernel/mm/transparent_hugepage/shmem_enabled to this for the run (e.g. advise: colibri's memfd guest memory gets THP, as QEMU's anonymous memory does by default); '' leaves it")
 	flag.DurationVar(&cfg.timeout, "timeout", 10*time.Minute, "per side and run")
+	flag.IntVar(&cfg.pollerCore, "poller-core", -1, "a CPU for the datapath: colibri's poller is pinned there and every vCPU (colibri's and QEMU's) runs on the other CPUs; QEMU's vhost threads go where the kernel puts them (-1: nothing pinned)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fail(fmt.Errorf("unexpected argument %q (see -help)", flag.Arg(0)))
@@ -118,6 +131,27 @@ func main() {
 	if err := kvmdebugfs.Available(); err != nil {
 		fail(err)
 	}
+	if cfg.pollerCore >= 0 {
+		var others []string
+		for c := 0; c < runtime.NumCPU(); c++ {
+			if c != cfg.pollerCore {
+				others = append(others, strconv.Itoa(c))
+			}
+		}
+		if cfg.pollerCore >= runtime.NumCPU() || len(others) == 0 {
+			fail(fmt.Errorf("-poller-core %d: this host has %d CPUs; it needs another for the vCPUs", cfg.pollerCore, runtime.NumCPU()))
+		}
+		cfg.otherCPUs = strings.Join(others, ",")
+	}
+
+	if *shmemTHP != "" {
+		restore, err := setShmemTHP(*shmemTHP)
+		if err != nil {
+			fail(err)
+		}
+		defer restore()
+	}
+	fmt.Fprintf(os.Stderr, "netbench: transparent huge pages: anonymous %s, shared memory %s\n", thpMode("enabled"), thpMode("shmem_enabled"))
 
 	type side struct {
 		name string
@@ -147,14 +181,40 @@ func main() {
 		}
 	}
 	printTable(os.Stdout, cfg, results)
+	fmt.Fprintf(os.Stdout, "\nTransparent huge pages: anonymous memory (QEMU's guest RAM) %s, shared memory (colibri's memfd guest RAM) %s.\n", thpMode("enabled"), thpMode("shmem_enabled"))
 	if *all {
 		printCounters(os.Stdout, results)
 	}
 	for _, r := range results {
 		if r.err != nil {
-			os.Exit(1)
+			return 1
 		}
 	}
+	return 0
+}
+
+const thpDir = "/sys/kernel/mm/transparent_hugepage/"
+
+// thpMode returns the selected mode of a THP setting ("[never]" -> never).
+func thpMode(name string) string {
+	b, err := os.ReadFile(thpDir + name)
+	if err != nil {
+		return "unknown"
+	}
+	s := string(b)
+	if i, j := strings.IndexByte(s, '['), strings.IndexByte(s, ']'); i >= 0 && j > i {
+		return s[i+1 : j]
+	}
+	return strings.TrimSpace(s)
+}
+
+// setShmemTHP sets shmem_enabled to mode and returns how to restore it.
+func setShmemTHP(mode string) (func(), error) {
+	old := thpMode("shmem_enabled")
+	if err := os.WriteFile(thpDir+"shmem_enabled", []byte(mode), 0); err != nil {
+		return nil, fmt.Errorf("-shmem-thp: %w", err)
+	}
+	return func() { _ = os.WriteFile(thpDir+"shmem_enabled", []byte(old), 0) }, nil
 }
 
 func fail(err error) {
@@ -207,8 +267,14 @@ func runColibri(ctx context.Context, c config, bin string) result {
 			"kernel": c.kernel, "initrd": c.initrd, "cmdline": c.cmdline + ` colibri.run="` + script + `"`,
 			"nics": []map[string]string{{"switch": "sw0", "mac": mac}}}
 	}
+	pollers := map[string]any{}
+	if c.pollerCore >= 0 {
+		// The scheduler's managed cores (the VMs' cpuset) default to
+		// every other core.
+		pollers["cores"] = []int{c.pollerCore}
+	}
 	up := map[string]any{
-		"pollers":  map[string]any{},
+		"pollers":  pollers,
 		"switches": []map[string]string{{"name": "sw0"}},
 		"vms":      []any{vm("a", macA, a), vm("b", macB, b)},
 	}
@@ -296,12 +362,16 @@ func runQEMU(ctx context.Context, c config, bin string) result {
 	var wg sync.WaitGroup
 	var cmds []*exec.Cmd
 	for i, g := range []struct{ name, mac, script string }{{"a", macA, a}, {"b", macB, b}} {
-		cmd := command(ctx, bin, "-M", "pc", "-accel", "kvm", "-cpu", "host", "-smp", "1",
+		argv := []string{bin}
+		if c.pollerCore >= 0 {
+			argv = []string{"taskset", "-c", c.otherCPUs, bin}
+		}
+		cmd := command(ctx, argv[0], append(argv[1:], "-M", "pc", "-accel", "kvm", "-cpu", "host", "-smp", "1",
 			"-m", fmt.Sprintf("%dM", c.memMiB), "-nodefaults", "-no-user-config", "-display", "none",
 			"-monitor", "none", "-serial", "stdio", "-no-reboot",
 			"-kernel", c.kernel, "-initrd", c.initrd, "-append", c.cmdline+` colibri.run="`+g.script+`"`,
 			"-netdev", "tap,id=n0,ifname="+taps[i]+",script=no,downscript=no,vhost=on",
-			"-device", "virtio-net-pci,netdev=n0,mac="+g.mac)
+			"-device", "virtio-net-pci,netdev=n0,mac="+g.mac)...)
 		if err := startWithConsole(cmd, g.name, lines, &wg); err != nil {
 			res.err = err
 			for _, c := range cmds {
