@@ -40,6 +40,7 @@ func (v *VM) createPCIDevices() error {
 		if err := v.addVirtio(dev); err != nil {
 			return fmt.Errorf("NIC %d (%s): %w", i, netdev.FormatMAC(n.MAC), err)
 		}
+		v.nics = append(v.nics, dev)
 	}
 	if v.cfg.RNG {
 		if err := v.addVirtio(rng.New()); err != nil {

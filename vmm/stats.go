@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/colibrivm/colibri/kvm"
+	"github.com/colibrivm/colibri/vmm/virtio/netdev"
 )
 
 // Stats is what a VM measured about its own run.
@@ -33,6 +34,8 @@ type Stats struct {
 	UnhandledPIO, UnhandledMMIO uint64
 	// TopPorts are the most accessed I/O ports ("0x3f8": count).
 	TopPorts []string
+	// NICs are the virtio-net devices' counters, in NIC order.
+	NICs []netdev.StatsSnapshot
 }
 
 // Stats returns the run's measurements; call it after Run returned.
@@ -58,6 +61,9 @@ func (v *VM) Stats() Stats {
 		}
 		s.Kicks += c.kicks.Load()
 		s.Parks += c.parks.Load()
+	}
+	for _, n := range v.nics {
+		s.NICs = append(s.NICs, n.Snapshot())
 	}
 	return s
 }
@@ -103,6 +109,10 @@ func (s Stats) Format() string {
 	}
 	if s.UnhandledPIO+s.UnhandledMMIO > 0 {
 		fmt.Fprintf(&b, "unclaimed accesses:         pio %d, mmio %d\n", s.UnhandledPIO, s.UnhandledMMIO)
+	}
+	for i, n := range s.NICs {
+		fmt.Fprintf(&b, "eth%d (%s):         kicks %d, rx interrupts %d, tx interrupts %d, malformed tx %d, rx too big %d, control errors %d\n",
+			i, n.MAC, n.Kicks, n.RxInterrupts, n.TxInterrupts, n.TxMalformed, n.RxTooBig, n.CtrlErrors)
 	}
 	return b.String()
 }

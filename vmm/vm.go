@@ -110,6 +110,7 @@ type VM struct {
 	cpuid   []kvm.CPUIDEntry
 	loaded  *boot.Loaded
 	closers []io.Closer
+	nics    []*netdev.Net
 
 	start   time.Time
 	timer   bootTimer

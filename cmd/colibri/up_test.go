@@ -129,8 +129,15 @@ func TestKVMUpTwoGuests(t *testing.T) {
 
 	var st struct {
 		VMs []struct {
-			Name string `json:"name"`
-			Exit string `json:"exit"`
+			Name  string `json:"name"`
+			Exit  string `json:"exit"`
+			Stats struct {
+				NICs []struct {
+					Kicks        uint64 `json:"kicks"`
+					RxInterrupts uint64 `json:"rx_interrupts"`
+					TxMalformed  uint64 `json:"tx_malformed"`
+				}
+			} `json:"stats"`
 		} `json:"vms"`
 		Netstack struct {
 			Pollers []struct {
@@ -154,6 +161,14 @@ func TestKVMUpTwoGuests(t *testing.T) {
 	for _, v := range st.VMs {
 		if v.Exit != "power-off" {
 			t.Errorf("VM %s ended by %q, want power-off", v.Name, v.Exit)
+		}
+		// Every frame a guest received came with the interrupts its
+		// driver asked for; it kicked at least once (the poller sleeps
+		// while the guests boot); nothing it sent was malformed.
+		if n := v.Stats.NICs; len(n) != 1 || n[0].RxInterrupts == 0 || n[0].Kicks == 0 || n[0].TxMalformed != 0 {
+			t.Errorf("VM %s: NIC counters %+v, want one NIC with interrupts and kicks and no malformed frames", v.Name, n)
+		} else {
+			t.Logf("VM %s eth0: %d kicks, %d rx interrupts", v.Name, n[0].Kicks, n[0].RxInterrupts)
 		}
 	}
 	if len(st.Netstack.Switches) != 1 || len(st.Netstack.Switches[0].Ports) != 2 {

@@ -74,11 +74,13 @@ func (q *Queue) KickFD() int { return q.kickFD }
 func (q *Queue) Interrupt() { q.interrupt() }
 
 // Signal raises the queue's interrupt if the driver asked for one since the
-// last Signal.
-func (q *Queue) Signal() {
+// last Signal, and reports whether it did.
+func (q *Queue) Signal() bool {
 	if q.NeedsInterrupt() {
 		q.interrupt()
+		return true
 	}
+	return false
 }
 
 // Fail reports a malformed ring: the device marks itself DEVICE_NEEDS_RESET.

@@ -94,6 +94,31 @@ type Stats struct {
 	RxTooBig atomic.Uint64
 	// CtrlErrors counts control commands answered with an error.
 	CtrlErrors atomic.Uint64
+	// Kicks counts the driver's transmit notifications, as the poller
+	// finds them when it goes to sleep (while it polls, the driver is told
+	// not to kick).
+	Kicks atomic.Uint64
+	// RxInterrupts and TxInterrupts count the interrupts the device sent
+	// for received frames and for completed transmissions.
+	RxInterrupts, TxInterrupts atomic.Uint64
+}
+
+// StatsSnapshot is Stats read at one moment.
+type StatsSnapshot struct {
+	MAC          string `json:"mac"`
+	TxMalformed  uint64 `json:"tx_malformed"`
+	RxTooBig     uint64 `json:"rx_too_big"`
+	CtrlErrors   uint64 `json:"ctrl_errors"`
+	Kicks        uint64 `json:"kicks"`
+	RxInterrupts uint64 `json:"rx_interrupts"`
+	TxInterrupts uint64 `json:"tx_interrupts"`
+}
+
+// Snapshot reads the device's counters.
+func (n *Net) Snapshot() StatsSnapshot {
+	s := &n.Stats
+	return StatsSnapshot{MAC: FormatMAC(n.cfg.MAC), TxMalformed: s.TxMalformed.Load(), RxTooBig: s.RxTooBig.Load(),
+		CtrlErrors: s.CtrlErrors.Load(), Kicks: s.Kicks.Load(), RxInterrupts: s.RxInterrupts.Load(), TxInterrupts: s.TxInterrupts.Load()}
 }
 
 // Net is a virtio-net device.

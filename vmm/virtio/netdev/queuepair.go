@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/colibrivm/colibri/internal/vnet"
 	"github.com/colibrivm/colibri/vmm/virtio"
 	"github.com/colibrivm/colibri/vmm/virtio/virtq"
@@ -143,7 +145,9 @@ func (p *QueuePair) Transmit(max int, fn func(frame []byte, off vnet.Offload)) i
 		// Keep avail_event out of the driver's way as the ring moves.
 		q.SetNotification(false)
 	}
-	q.Signal()
+	if q.Signal() {
+		p.dev.Stats.TxInterrupts.Add(1)
+	}
 	return sent
 }
 
@@ -238,7 +242,9 @@ func (p *QueuePair) Flush() {
 	}
 	p.rxPopped = 0
 	p.rx.SetNotification(false)
-	p.rx.Signal()
+	if p.rx.Signal() {
+		p.dev.Stats.RxInterrupts.Add(1)
+	}
 }
 
 // WaitFD is the transmit queue's kick eventfd.
@@ -247,6 +253,7 @@ func (p *QueuePair) WaitFD() int { return p.tx.KickFD() }
 // Arm re-enables the guest's transmit kicks and reports whether frames
 // arrived before the guest could see that.
 func (p *QueuePair) Arm() bool {
+	p.countKicks()
 	p.txArmed = true
 	p.tx.SetNotification(true)
 	return p.tx.Pending() > 0 && p.tx.Broken() == nil
@@ -256,4 +263,17 @@ func (p *QueuePair) Arm() bool {
 func (p *QueuePair) Disarm() {
 	p.txArmed = false
 	p.tx.SetNotification(false)
+}
+
+// countKicks adds the kicks the transmit eventfd has counted since it was
+// last read (a non-blocking read takes and clears the count) to Stats.
+func (p *QueuePair) countKicks() {
+	fd := p.tx.KickFD()
+	if fd < 0 {
+		return
+	}
+	var b [8]byte
+	if n, err := unix.Read(fd, b[:]); err == nil && n == len(b) {
+		p.dev.Stats.Kicks.Add(binary.NativeEndian.Uint64(b[:]))
+	}
 }
