@@ -480,7 +480,8 @@ func TestKVMUpXDP(t *testing.T) {
 }
 
 // TestKVMUpResetUnderTraffic: guest a reloads its virtio_net driver twice
-// (device reset, port detached and re-attached) while guest b pings the
+// (device reset, port detached and re-attached) and takes its link down
+// and up while guest b pings the
 // host through the switch's TAP uplink without pause. b's pings must not
 // notice (at most the one in flight when b stops may be missing), a must
 // reach b and the host afterwards, and the poller must have slept while
@@ -501,6 +502,7 @@ func TestKVMUpResetUnderTraffic(t *testing.T) {
 	// NIC twice and checks it still reaches b and the host.
 	resetter := "i=0; until ping -c 1 -W 1 10.0.3.2 >/dev/null || [ $i -gt 120 ]; do i=$((i+1)); done; sleep 2; " +
 		"for r in 1 2; do rmmod virtio_net && modprobe virtio_net && " + strings.ReplaceAll(setup, "%d", "1") + " echo reloaded-$r; sleep 1; done; " +
+		"ip link set eth0 down && sleep 1 && ip link set eth0 up && echo relinked; " +
 		"ping -c 3 -w 60 10.0.3.2 >/dev/null && ping -c 3 -w 60 10.0.3.254 >/dev/null && echo after-reset-ok; " +
 		"echo done | timeout 10 nc 10.0.3.2 7000"
 	file := filepath.Join(t.TempDir(), "up.yaml")
@@ -515,7 +517,7 @@ func TestKVMUpResetUnderTraffic(t *testing.T) {
 	out, raw := runUpFile(t, bin, file)
 
 	a := guestLines(out, "a")
-	for _, want := range []string{"reloaded-1", "reloaded-2", "after-reset-ok"} {
+	for _, want := range []string{"reloaded-1", "reloaded-2", "relinked", "after-reset-ok"} {
 		if !slices.Contains(a, want) {
 			t.Errorf("guest a did not print %q", want)
 		}
