@@ -19,6 +19,9 @@ const (
 	i8042DataPort    = 0x60
 	i8042CommandPort = 0x64
 	i8042ResetCmd    = 0xfe
+	// resetVectorAddr is where a PC's BIOS has its reset vector
+	// (F000:FFF0), in the reserved area below 1 MiB.
+	resetVectorAddr = 0xffff0
 	// BootTimerAddr is the MMIO address the guest's init writes
 	// BootTimerMagic to when it starts (as in Firecracker).
 	BootTimerAddr  = 0xd000_0000
@@ -87,6 +90,19 @@ func (k i8042) PIOWrite(port uint16, data []byte) {
 	if port == i8042CommandPort && len(data) > 0 && data[0] == i8042ResetCmd {
 		k.vm.stop(ExitReset, nil)
 	}
+}
+
+// resetVectorCode stands in for the BIOS at the reset vector: real-mode
+// code that sends the i8042 its reset command, which ends the VM as
+// rebooted. Linux jumps there (machine_real_restart) when it reboots a
+// machine with hardware-reduced ACPI and no EFI, as colibri's, unless
+// reboot= says otherwise: without it such a reboot ran into zeroed memory
+// and never ended.
+var resetVectorCode = []byte{
+	0xb0, i8042ResetCmd, // mov al, 0xfe
+	0xe6, i8042CommandPort, // out 0x64, al
+	0xf4,       // hlt
+	0xeb, 0xfd, // jmp back to hlt
 }
 
 // bootTimer records when the guest's init wrote the magic byte.

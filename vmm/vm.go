@@ -246,6 +246,9 @@ func New(cfg Config) (_ *VM, err error) {
 	if err := v.mem.Write(boot.ACPIAddr, tables); err != nil {
 		return nil, fmt.Errorf("writing ACPI tables: %w", err)
 	}
+	if err := v.mem.Write(resetVectorAddr, resetVectorCode); err != nil {
+		return nil, fmt.Errorf("writing the reset vector: %w", err)
+	}
 	ecam := []boot.E820Entry{{Addr: ecamBase, Size: pci.ECAMSize, Type: boot.E820Reserved}}
 	if v.loaded, err = boot.Load(v.mem, boot.Params{Kernel: kernel, Initrd: initrd, Cmdline: cfg.Cmdline, RSDPAddr: rsdp, Reserved: ecam}); err != nil {
 		return nil, err

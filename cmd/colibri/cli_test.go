@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/colibrivm/colibri/internal/testenv"
 )
@@ -14,7 +16,11 @@ import (
 // run runs the colibri binary and returns its exit code, stdout and stderr.
 func run(t *testing.T, bin string, args ...string) (int, string, string) {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	// A hung guest fails the test after five minutes, not the whole binary.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.WaitDelay = 10 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -160,6 +166,25 @@ func TestKVMCLIBootStats(t *testing.T) {
 	for _, want := range []string{"VM ended: power-off", "time to first guest output", "time to guest init", "exits to userspace", "VMM RSS"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("--stats output lacks %q", want)
+		}
+	}
+}
+
+// TestKVMCLIBootReboot: a guest that reboots ends the VM, and colibri boot
+// exits 0 saying so: through the kernel's default reboot method (ACPI
+// reset register, then the keyboard controller) and with reboot=k (the
+// i8042 reset command alone).
+func TestKVMCLIBootReboot(t *testing.T) {
+	testenv.RequireKVM(t)
+	bin := testenv.Binary(t)
+	for _, extra := range []string{"", "reboot=k"} {
+		cmdline := `console=ttyS0 quiet panic=-1 ` + extra + ` colibri.run="echo rebooting; reboot -f"`
+		code, out, stderr := run(t, bin, "boot", "--mem", "256M", "--stats", "--cmdline", cmdline)
+		if code != 0 || !strings.Contains(out, "rebooting") || !strings.Contains(stderr, "VM ended: reset") {
+			t.Errorf("cmdline %q: exit %d, want 0 with the guest's line and 'VM ended: reset'\nstdout:\n%s\nstderr:\n%s", extra, code, out, stderr)
+		}
+		if strings.Contains(out, "powering off") {
+			t.Errorf("cmdline %q: the guest powered off instead of rebooting", extra)
 		}
 	}
 }
