@@ -18,7 +18,8 @@
 // bytes in far fewer, larger packets).
 //
 //	go run ./scripts/netbench [-colibri bin/colibri] [-qemu qemu-system-x86_64] \
-//	    [-kernel K] [-initrd I] [-pings N] [-mib M] [-runs R]
+//	    [-kernel K] [-initrd I] [-pings N] [-mib M] [-runs R] \
+//	    [-shmem-thp advise] [-poller-core C] [-all-counters]
 //
 // It needs root and a working /dev/kvm (inside scripts/kvm-sandbox here:
 // 'make netbench').
