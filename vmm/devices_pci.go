@@ -33,7 +33,7 @@ func (v *VM) createPCIDevices() error {
 		if pairs == 0 {
 			pairs = min(v.cfg.CPUs, netdev.MaxPairs)
 		}
-		dev, err := netdev.New(netdev.Config{MAC: n.MAC, Pairs: pairs, Attach: n.Attach})
+		dev, err := netdev.New(netdev.Config{MAC: n.MAC, Pairs: pairs, NoOffloads: n.NoOffloads, Attach: n.Attach})
 		if err != nil {
 			return fmt.Errorf("NIC %d: %w", i, err)
 		}

@@ -37,6 +37,8 @@ type NIC struct {
 	MAC [6]byte
 	// Pairs is the number of queue pairs; 0 gives one per vCPU.
 	Pairs int
+	// NoOffloads withholds checksum and TSO offloads from the guest.
+	NoOffloads bool
 	// Attach receives the queue pairs the guest's driver is using each
 	// time that set changes (nil on reset); see netdev.Config.Attach.
 	Attach func(pairs []*netdev.QueuePair)

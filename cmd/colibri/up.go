@@ -65,7 +65,7 @@ FILE (YAML; JSON with the same names works too):
       mem: 256M
       class: lc                         # lc | batch
       disks: [{path: a.img, readonly: false}]
-      nics: [{switch: sw0, mac: "52:54:00:00:00:0a"}]`,
+      nics: [{switch: sw0, mac: "52:54:00:00:00:0a"}]  # also: offloads (true: checksum/TSO)`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return runUp(cmd, args[0], f) },
 	}
@@ -267,6 +267,7 @@ func (r *upRun) addVM(v upfile.VM, consoles io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("nics[%d]: %w", i, err)
 		}
+		nic.NoOffloads = n.NoOffloads
 		cfg.NICs = append(cfg.NICs, nic)
 	}
 	u := &upVM{name: v.Name, class: sched.Batch}

@@ -42,6 +42,7 @@ func TestUpBadFile(t *testing.T) {
 		{"duplicate name", "vms: [{name: a}, {name: a}]\n", "duplicate"},
 		{"no such switch", "vms: [{name: a, nics: [{switch: sw9}]}]\n", "sw9"},
 		{"unavailable core", "pollers: {cores: [1000]}\nvms: [{name: a}]\n", "CPU 1000 is not available"},
+		{"bad offloads", "switches: [{name: s}]\nvms: [{name: a, nics: [{switch: s, offloads: maybe}]}]\n", "vms[0].nics[0].offloads"},
 		{"duplicate mac", "switches: [{name: s}]\nvms:\n- {name: a, nics: [{switch: s, mac: '52:54:00:00:00:01'}]}\n- {name: b, nics: [{switch: s, mac: '52:54:00:00:00:01'}]}\n", "52:54:00:00:00:01"},
 	} {
 		path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml")

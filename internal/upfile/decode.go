@@ -67,8 +67,9 @@ type rawDisk struct {
 }
 
 type rawNIC struct {
-	Switch string `yaml:"switch" json:"switch"`
-	MAC    string `yaml:"mac" json:"mac"`
+	Switch   string `yaml:"switch" json:"switch"`
+	MAC      string `yaml:"mac" json:"mac"`
+	Offloads *bool  `yaml:"offloads" json:"offloads"`
 }
 
 // scalar is a string or number kept as text (sizes, durations). Null means

@@ -20,7 +20,7 @@
 //	    mem: 256M
 //	    class: lc                         # lc | batch
 //	    disks: [{path: a.img, readonly: false}]
-//	    nics: [{switch: sw0, mac: "52:54:00:00:00:0a"}]
+//	    nics: [{switch: sw0, mac: "52:54:00:00:00:0a"}]  # also: offloads (true)
 //	    console: a.log                    # empty: stdout, lines prefixed "a| "
 //
 // [Parse] decodes strictly (an unknown or misspelt key, a duplicate key, a
@@ -189,6 +189,9 @@ type NIC struct {
 	Switch string
 	// MAC is the NIC's unicast address. Default: assigned by Normalize.
 	MAC net.HardwareAddr
+	// NoOffloads withholds checksum and TSO offloads from the guest
+	// ("offloads: false"; default: offered).
+	NoOffloads bool
 }
 
 // Format is a file's syntax.

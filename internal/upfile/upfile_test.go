@@ -60,7 +60,7 @@ func TestGoodYAMLAndJSONAgree(t *testing.T) {
 			Mem:   1 << 30,
 			Class: "batch",
 			Disks: []Disk{{Path: filepath.Join(dir, "shared.img"), ReadOnly: true}},
-			NICs:  []NIC{{Switch: "sw0", MAC: mac("52:54:00:00:02:00")}},
+			NICs:  []NIC{{Switch: "sw0", MAC: mac("52:54:00:00:02:00"), NoOffloads: true}},
 		}, {
 			Name:  "c",
 			CPUs:  1,
@@ -341,7 +341,8 @@ func toRaw(f *File) *rawFile {
 			rv.Disks = append(rv.Disks, rawDisk(d))
 		}
 		for _, n := range vm.NICs {
-			rv.NICs = append(rv.NICs, rawNIC{Switch: n.Switch, MAC: n.MAC.String()})
+			offloads := !n.NoOffloads
+			rv.NICs = append(rv.NICs, rawNIC{Switch: n.Switch, MAC: n.MAC.String(), Offloads: &offloads})
 		}
 		r.VMs = append(r.VMs, rv)
 	}

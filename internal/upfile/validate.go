@@ -87,7 +87,7 @@ func (r *rawFile) convert(baseDir string) (*File, *Error) {
 			vm.Disks = append(vm.Disks, Disk{Path: resolve(baseDir, d.Path), ReadOnly: d.ReadOnly})
 		}
 		for j, n := range v.NICs {
-			nic := NIC{Switch: n.Switch}
+			nic := NIC{Switch: n.Switch, NoOffloads: n.Offloads != nil && !*n.Offloads}
 			if n.MAC != "" {
 				mac, err := net.ParseMAC(strings.TrimSpace(n.MAC))
 				if err != nil || len(mac) != 6 {
