@@ -449,35 +449,7 @@ func TestKVMUpXDP(t *testing.T) {
 	if want := "sha=" + hex.EncodeToString(sum[:]) + " -"; len(data) != size || !slices.Contains(lines, want) {
 		t.Errorf("the peer got %d bytes with %s; the guest served %d bytes and printed %q", len(data), want, size, lines)
 	}
-	var st struct {
-		Netstack struct {
-			Switches []struct {
-				Ports []struct {
-					Name        string `json:"name"`
-					TxPackets   uint64 `json:"tx_packets"`
-					SoftOffload uint64 `json:"soft_offload"`
-				} `json:"ports"`
-			} `json:"switches"`
-		} `json:"netstack"`
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		t.Fatalf("--stats-json: %v", err)
-	}
-	found := false
-	for _, sw := range st.Netstack.Switches {
-		for _, p := range sw.Ports {
-			if p.Name == "xdp:"+veth {
-				found = true
-				t.Logf("AF_XDP port: %d frames delivered, %d of the guest's frames finished in software", p.TxPackets, p.SoftOffload)
-				if p.SoftOffload == 0 {
-					t.Error("no frame was finished in software for the AF_XDP port: the guest's TSO did not reach it")
-				}
-			}
-		}
-	}
-	if !found {
-		t.Errorf("--stats-json has no counters of the AF_XDP uplink:\n%s", raw)
-	}
+	checkSoftOffload(t, raw, "xdp:"+veth)
 }
 
 // TestKVMUpResetUnderTraffic: guest a reloads its virtio_net driver twice
@@ -633,4 +605,71 @@ func disableTxChecksum(t *testing.T, name string) {
 		t.Fatalf("ETHTOOL_STXCSUM off on %s: %v", name, errno)
 	}
 	runtime.KeepAlive(&value)
+}
+
+// TestKVMUpMixedOffloads: guest a's NIC has offloads: false, guest b's has
+// them. b serves 8 MiB to a: b's TSO frames must reach a as complete
+// MTU-sized segments that the switch cut in software (a's driver would
+// drop anything else), with equal SHA-256 on both sides.
+func TestKVMUpMixedOffloads(t *testing.T) {
+	testenv.RequireKVM(t)
+	bin := testenv.Binary(t)
+	const size = 8 << 20
+	client := "ip link set eth0 up && ip addr add 10.0.0.1/24 dev eth0; " +
+		"i=0; until wget -q -O /tmp/d http://10.0.0.2/d || [ $i -gt 60 ]; do sleep 1; i=$((i+1)); done; echo sha=$(sha256sum < /tmp/d)"
+	server := "ip link set eth0 up && ip addr add 10.0.0.2/24 dev eth0; mkdir /www; dd if=/dev/urandom of=/www/d bs=1M count=8 2>/dev/null; " +
+		"echo sha=$(sha256sum < /www/d); httpd -p 80 -h /www; " +
+		"i=0; while [ $(cat /sys/class/net/eth0/statistics/tx_bytes) -lt " + strconv.Itoa(size) + " ] && [ $i -lt 600 ]; do sleep 0.5; i=$((i+1)); done; sleep 3"
+	file := filepath.Join(t.TempDir(), "up.yaml")
+	yaml := "pollers: {}\nswitches: [{name: sw0}]\nvms:\n" +
+		"  - {name: a, nics: [{switch: sw0, offloads: false}], append: 'colibri.run=\"" + client + "\"'}\n" +
+		"  - {name: b, nics: [{switch: sw0}], append: 'colibri.run=\"" + server + "\"'}\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, raw := runUpFile(t, bin, file)
+	sha := map[string]string{}
+	for _, name := range []string{"a", "b"} {
+		for _, l := range guestLines(out, name) {
+			if v, ok := strings.CutPrefix(l, "sha="); ok {
+				sha[name] = strings.Fields(v)[0]
+			}
+		}
+	}
+	if !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(sha["b"]) || sha["a"] != sha["b"] {
+		t.Errorf("transfer: a received sha256 %q, b served %q", sha["a"], sha["b"])
+	}
+	checkSoftOffload(t, raw, "a/eth0")
+}
+
+// checkSoftOffload fails the test unless port (in --stats-json output raw)
+// got frames the switch finished in software.
+func checkSoftOffload(t *testing.T, raw []byte, port string) {
+	t.Helper()
+	var st struct {
+		Netstack struct {
+			Switches []struct {
+				Ports []struct {
+					Name        string `json:"name"`
+					TxPackets   uint64 `json:"tx_packets"`
+					SoftOffload uint64 `json:"soft_offload"`
+				} `json:"ports"`
+			} `json:"switches"`
+		} `json:"netstack"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatalf("--stats-json: %v", err)
+	}
+	for _, sw := range st.Netstack.Switches {
+		for _, p := range sw.Ports {
+			if p.Name == port {
+				t.Logf("port %s: %d frames delivered, %d frames finished in software for it", port, p.TxPackets, p.SoftOffload)
+				if p.SoftOffload == 0 {
+					t.Errorf("port %s: no frame was finished in software for it (its peer's TSO did not reach it)", port)
+				}
+				return
+			}
+		}
+	}
+	t.Errorf("--stats-json has no counters of port %s:\n%s", port, raw)
 }
