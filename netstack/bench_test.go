@@ -13,7 +13,6 @@ import (
 
 	"github.com/colibrivm/colibri/netstack"
 	"github.com/colibrivm/colibri/netstack/netstacktest"
-	"github.com/colibrivm/colibri/vmm/memory"
 	"github.com/colibrivm/colibri/vmm/virtio/netdev/netdevtest"
 )
 
@@ -223,41 +222,8 @@ func statsOf(st *netstack.Stack) string {
 func BenchmarkPollerVirtio(b *testing.B) {
 	for _, size := range benchSizes {
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
-			const bufSize = 2048
-			fp := netdevtest.Footprint(bufSize)
-			mem, err := memory.New(max(16<<20, 2*fp+1<<20), memory.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer mem.Close()
-			src, err := netdevtest.New(mem, 0, bufSize, macA)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer src.Close()
-			dst, err := netdevtest.New(mem, fp, bufSize, macB)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer dst.Close()
-			sw := netstack.NewSwitch("bench")
-			pa, err := sw.AddPort("a")
-			if err != nil {
-				b.Fatal(err)
-			}
-			pb, err := sw.AddPort("b")
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := pa.SetEndpoints([]netstack.Endpoint{src.Pair}); err != nil {
-				b.Fatal(err)
-			}
-			if err := pb.SetEndpoints([]netstack.Endpoint{dst.Pair}); err != nil {
-				b.Fatal(err)
-			}
-			if err := sw.Learn(macB[:], pb); err != nil {
-				b.Fatal(err)
-			}
+			src, dst := netdevtest.NewPair(b, 2048, macA, macB)
+			_, pa := netstacktest.TwoPortSwitch(b, src.Pair, dst.Pair, macB[:])
 			sp := netstack.NewSyncPoller(64)
 			frame := netstacktest.Frame(macB, macA, size)
 			batch := make([][]byte, 128)

@@ -44,8 +44,7 @@ type TAP struct {
 // OpenTAP opens the TAP device name, creating it if absent, with
 // IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, a 12-byte virtio-net header, checksum
 // and TSO offloads on (tapOffloads) and a non-blocking fd, and sets the
-// link up. Close
-// removes the device only if OpenTAP created it.
+// link up. Close removes the device only if OpenTAP created it.
 func OpenTAP(name string) (*TAP, error) {
 	if name == "" || len(name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("open tap %q: bad interface name", name)

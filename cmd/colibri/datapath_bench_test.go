@@ -12,7 +12,6 @@ import (
 
 	"github.com/colibrivm/colibri/netstack"
 	"github.com/colibrivm/colibri/netstack/netstacktest"
-	"github.com/colibrivm/colibri/vmm/memory"
 	"github.com/colibrivm/colibri/vmm/virtio/netdev/netdevtest"
 )
 
@@ -35,24 +34,7 @@ func BenchmarkDatapathVirtio(b *testing.B) {
 func benchDatapathVirtio(b *testing.B, size int) {
 	macA := [6]byte{0x52, 0x54, 0, 0, 0, 0x0a}
 	macB := [6]byte{0x52, 0x54, 0, 0, 0, 0x0b}
-	const bufSize = 2048
-	fp := netdevtest.Footprint(bufSize)
-	mem, err := memory.New(max(16<<20, 2*fp+1<<20), memory.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer mem.Close()
-	a, err := netdevtest.New(mem, 0, bufSize, macA)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer a.Close()
-	dst, err := netdevtest.New(mem, fp, bufSize, macB)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer dst.Close()
-
+	a, dst := netdevtest.NewPair(b, 2048, macA, macB)
 	cfg := netstack.Config{}
 	if runtime.NumCPU() > 1 {
 		cfg.PollerCores = []int{1}
@@ -62,24 +44,7 @@ func benchDatapathVirtio(b *testing.B, size int) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	sw := netstack.NewSwitch("bench")
-	pa, err := sw.AddPort("a")
-	if err != nil {
-		b.Fatal(err)
-	}
-	pb, err := sw.AddPort("b")
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := pa.SetEndpoints([]netstack.Endpoint{a.Pair}); err != nil {
-		b.Fatal(err)
-	}
-	if err := pb.SetEndpoints([]netstack.Endpoint{dst.Pair}); err != nil {
-		b.Fatal(err)
-	}
-	if err := sw.Learn(macB[:], pb); err != nil {
-		b.Fatal(err)
-	}
+	sw, _ := netstacktest.TwoPortSwitch(b, a.Pair, dst.Pair, macB[:])
 	if err := st.AddSwitch(sw); err != nil {
 		b.Fatal(err)
 	}

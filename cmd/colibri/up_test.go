@@ -454,11 +454,11 @@ func TestKVMUpXDP(t *testing.T) {
 
 // TestKVMUpResetUnderTraffic: guest a reloads its virtio_net driver twice
 // (device reset, port detached and re-attached) and takes its link down
-// and up while guest b pings the
-// host through the switch's TAP uplink without pause. b's pings must not
-// notice (at most the one in flight when b stops may be missing), a must
-// reach b and the host afterwards, and the poller must have slept while
-// nothing moved and woken on a kick (the adaptive idle path on real KVM).
+// and up while guest b pings the host through the switch's TAP uplink
+// without pause. b's pings must not notice (at most the one in flight when
+// b stops may be missing), a must reach b and the host afterwards, and the
+// poller must have slept while nothing moved and woken on a kick (the
+// adaptive idle path on real KVM).
 func TestKVMUpResetUnderTraffic(t *testing.T) {
 	testenv.RequireKVM(t)
 	bin := testenv.Binary(t)

@@ -52,31 +52,12 @@ func WaitDelivered(c Counter, want uint64, stall time.Duration) error {
 // and reports Mpps; it returns the stack's counters.
 func Throughput(b *testing.B, cfg netstack.Config, src Source, dst Counter, dstMAC []byte) netstack.Stats {
 	b.Helper()
-	sw := netstack.NewSwitch("bench")
 	st, err := netstack.New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	pa, err := sw.AddPort("src")
-	if err != nil {
-		b.Fatal(err)
-	}
-	pb, err := sw.AddPort("dst")
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := pa.SetEndpoints([]netstack.Endpoint{src}); err != nil {
-		b.Fatal(err)
-	}
-	if err := pb.SetEndpoints([]netstack.Endpoint{dst}); err != nil {
-		b.Fatal(err)
-	}
-	if dstMAC != nil {
-		if err := sw.Learn(dstMAC, pb); err != nil {
-			b.Fatal(err)
-		}
-	}
+	sw, _ := TwoPortSwitch(b, src, dst, dstMAC)
 	if err := st.AddSwitch(sw); err != nil {
 		b.Fatal(err)
 	}
@@ -108,4 +89,32 @@ func statsText(st *netstack.Stack) string {
 	var buf bytes.Buffer
 	_ = st.Stats().WriteText(&buf)
 	return buf.String()
+}
+
+// TwoPortSwitch returns a switch named "bench" with a port "src" served by
+// src and a port "dst" served by dst, with dstMAC (if not nil) learned on
+// dst, and the src port (which a synchronous poller drains).
+func TwoPortSwitch(tb testing.TB, src, dst netstack.Endpoint, dstMAC []byte) (*netstack.Switch, *netstack.Port) {
+	tb.Helper()
+	sw := netstack.NewSwitch("bench")
+	pa, err := sw.AddPort("src")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pb, err := sw.AddPort("dst")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := pa.SetEndpoints([]netstack.Endpoint{src}); err != nil {
+		tb.Fatal(err)
+	}
+	if err := pb.SetEndpoints([]netstack.Endpoint{dst}); err != nil {
+		tb.Fatal(err)
+	}
+	if dstMAC != nil {
+		if err := sw.Learn(dstMAC, pb); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return sw, pa
 }

@@ -112,7 +112,10 @@ func (q *Queue) Transmit(max int, fn func([]byte, vnet.Offload)) int {
 }
 
 // Deliver implements netstack.Endpoint.
-func (q *Queue) Deliver(frame []byte) bool {
+func (q *Queue) Deliver(frame []byte) bool { return q.deliver(frame, vnet.Offload{}) }
+
+// deliver queues a copy of frame with off pending for the next Flush.
+func (q *Queue) deliver(frame []byte, off vnet.Offload) bool {
 	q.check()
 	if !q.inRx.CompareAndSwap(0, 1) {
 		q.violations.Add(1)
@@ -124,7 +127,7 @@ func (q *Queue) Deliver(frame []byte) bool {
 	if q.rxCap > 0 && len(q.pending)+len(q.rx) >= q.rxCap {
 		return false
 	}
-	q.pending = append(q.pending, OffloadFrame{Data: append([]byte(nil), frame...)})
+	q.pending = append(q.pending, OffloadFrame{Data: append([]byte(nil), frame...), Off: off})
 	q.delivered.Add(1)
 	return true
 }
@@ -142,13 +145,7 @@ func (q *Queue) DeliverOffload(frame []byte, off vnet.Offload) bool {
 		q.violations.Add(1)
 		return false
 	}
-	if !q.Deliver(frame) {
-		return false
-	}
-	q.mu.Lock()
-	q.pending[len(q.pending)-1].Off = off
-	q.mu.Unlock()
-	return true
+	return q.deliver(frame, off)
 }
 
 // Flush implements netstack.Endpoint.

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync/atomic"
+	"testing"
 
 	"golang.org/x/sys/unix"
 
@@ -108,6 +109,28 @@ type Driver struct {
 	rx, tx  *ring
 	kickFD  int
 	scratch []byte
+}
+
+// NewPair makes guest memory holding two drivers (DefaultFeatures,
+// addresses macA and macB, receive buffers of bufSize bytes), all released
+// when tb ends.
+func NewPair(tb testing.TB, bufSize int, macA, macB [6]byte) (a, b *Driver) {
+	tb.Helper()
+	fp := Footprint(bufSize)
+	mem, err := memory.New(max(16<<20, 2*fp+1<<20), memory.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { mem.Close() })
+	if a, err = New(mem, 0, bufSize, macA); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { a.Close() })
+	if b, err = New(mem, fp, bufSize, macB); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { b.Close() })
+	return a, b
 }
 
 // DefaultFeatures are what New's driver negotiates: no offloads.
