@@ -11,7 +11,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/colibrivm/colibri/internal/upfile"
+	"github.com/colibrivm/colibri/host/spec"
 	"github.com/colibrivm/colibri/kvm"
 	"github.com/colibrivm/colibri/vmm"
 	"github.com/spf13/cobra"
@@ -102,9 +102,9 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 		}
 		cfg.Disks = append(cfg.Disks, disk)
 	}
-	var spec netSpec
+	var ns netSpec
 	if f.net != "" {
-		if spec, err = parseNet(f.net); err != nil {
+		if ns, err = parseNet(f.net); err != nil {
 			return err
 		}
 	}
@@ -120,10 +120,10 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 			return err
 		}
 		defer dp.close()
-		if err := dp.addSwitch("boot", []upfile.Uplink{{TAP: spec.tap}}); err != nil {
+		if err := dp.addSwitch("boot", []spec.Uplink{{TAP: ns.tap}}); err != nil {
 			return fmt.Errorf("--net: %w", err)
 		}
-		nic, err := dp.guestNIC("boot", "guest", 0, spec.mac)
+		nic, err := dp.guestNIC("boot", "guest", 0, ns.mac)
 		if err != nil {
 			return fmt.Errorf("--net: %w", err)
 		}

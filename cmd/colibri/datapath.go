@@ -9,7 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/colibrivm/colibri/internal/upfile"
+	"github.com/colibrivm/colibri/host/spec"
 	"github.com/colibrivm/colibri/netstack"
 	"github.com/colibrivm/colibri/netstack/afxdp"
 	"github.com/colibrivm/colibri/vmm"
@@ -40,7 +40,7 @@ func newDatapath(cores []int, log *zap.Logger) (*datapath, error) {
 }
 
 // addSwitch creates a switch with its uplinks.
-func (d *datapath) addSwitch(name string, uplinks []upfile.Uplink) error {
+func (d *datapath) addSwitch(name string, uplinks []spec.Uplink) error {
 	sw := netstack.NewSwitch(name)
 	if err := d.stack.AddSwitch(sw); err != nil {
 		return fmt.Errorf("switch %s: %w", name, err)

@@ -17,7 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/colibrivm/colibri/internal/upfile"
+	"github.com/colibrivm/colibri/host/spec"
 	"github.com/colibrivm/colibri/kvm"
 	"github.com/colibrivm/colibri/netstack"
 	"github.com/colibrivm/colibri/sched"
@@ -135,7 +135,7 @@ func (r *upRun) close() {
 }
 
 func runUp(cmd *cobra.Command, path string, f upFlags) error {
-	file, err := upfile.Load(path)
+	file, err := spec.Load(path)
 	if err != nil {
 		return err
 	}
@@ -229,7 +229,7 @@ func runUp(cmd *cobra.Command, path string, f upFlags) error {
 }
 
 // setupNet creates the netstack, its switches and their uplinks.
-func (r *upRun) setupNet(file *upfile.File) error {
+func (r *upRun) setupNet(file *spec.File) error {
 	d, err := newDatapath(file.Pollers.Cores, r.log)
 	if err != nil {
 		return err
@@ -245,7 +245,7 @@ func (r *upRun) setupNet(file *upfile.File) error {
 }
 
 // addVM creates one VM (not yet running).
-func (r *upRun) addVM(v upfile.VM, consoles io.Writer) error {
+func (r *upRun) addVM(v spec.VM, consoles io.Writer) error {
 	cfg := vmm.Config{
 		Kernel: v.Kernel, Initrd: v.Initrd, Cmdline: v.Cmdline,
 		CPUs: v.CPUs, MemSize: v.Mem, RNG: true, Logger: r.log.With(zap.String("vm", v.Name)),
@@ -301,9 +301,9 @@ func (r *upRun) addVM(v upfile.VM, consoles io.Writer) error {
 
 // setupSched creates the scheduler (and the VMs' cgroups) unless the
 // policy is linux on unspecified cores, which is no scheduler at all.
-func (r *upRun) setupSched(file *upfile.File) error {
+func (r *upRun) setupSched(file *spec.File) error {
 	sc := file.Sched
-	if sc.Policy == upfile.PolicyLinux && len(sc.Cores) == 0 {
+	if sc.Policy == spec.PolicyLinux && len(sc.Cores) == 0 {
 		return nil
 	}
 	cores := sc.Cores
@@ -329,7 +329,7 @@ func (r *upRun) setupSched(file *upfile.File) error {
 		return fmt.Errorf("sched: %w", err)
 	}
 	cfg := sched.Config{Cores: cores, SchedCPU: -1, Policy: policy, Sleep: true, Period: sc.Period}
-	if sc.Policy == upfile.PolicyCentral {
+	if sc.Policy == spec.PolicyCentral {
 		obs, err := observer.New(observer.Options{ManagedCPUs: cores})
 		if err != nil {
 			return fmt.Errorf("sched: the central policy needs the eBPF observer: %w", err)
@@ -369,7 +369,7 @@ func availableCores() ([]int, error) {
 
 // checkCoresAvailable refuses pollers.cores or sched.cores that name a CPU
 // this process cannot run on (offline, or outside its affinity).
-func checkCoresAvailable(file *upfile.File) error {
+func checkCoresAvailable(file *spec.File) error {
 	avail, err := availableCores()
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package upfile
+package spec
 
 import (
 	"bytes"
@@ -48,17 +48,19 @@ type rawUplink struct {
 }
 
 type rawVM struct {
-	Name    string    `yaml:"name" json:"name"`
-	Kernel  string    `yaml:"kernel" json:"kernel"`
-	Initrd  string    `yaml:"initrd" json:"initrd"`
-	Cmdline string    `yaml:"cmdline" json:"cmdline"`
-	Append  string    `yaml:"append" json:"append"`
-	CPUs    *int      `yaml:"cpus" json:"cpus"`
-	Mem     scalar    `yaml:"mem" json:"mem"`
-	Class   string    `yaml:"class" json:"class"`
-	Disks   []rawDisk `yaml:"disks" json:"disks"`
-	NICs    []rawNIC  `yaml:"nics" json:"nics"`
-	Console string    `yaml:"console" json:"console"`
+	Name     string    `yaml:"name" json:"name"`
+	Kernel   string    `yaml:"kernel" json:"kernel"`
+	Initrd   string    `yaml:"initrd" json:"initrd"`
+	Cmdline  string    `yaml:"cmdline" json:"cmdline"`
+	Append   string    `yaml:"append" json:"append"`
+	CPUs     *int      `yaml:"cpus" json:"cpus"`
+	Mem      scalar    `yaml:"mem" json:"mem"`
+	Class    string    `yaml:"class" json:"class"`
+	Disks    []rawDisk `yaml:"disks" json:"disks"`
+	NICs     []rawNIC  `yaml:"nics" json:"nics"`
+	Console  string    `yaml:"console" json:"console"`
+	OnReboot string    `yaml:"on_reboot" json:"on_reboot"`
+	OnCrash  string    `yaml:"on_crash" json:"on_crash"`
 }
 
 type rawDisk struct {
@@ -143,13 +145,13 @@ func yamlError(err error) *Error {
 }
 
 // decodeYAML decodes one YAML document into raw, returning where each field
-// path is.
-func decodeYAML(data []byte, raw *rawFile) (map[string]int, *Error) {
+// path is; empty is the message for a document with nothing in it.
+func decodeYAML[T any](data []byte, raw *T, empty string) (map[string]int, *Error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if err == io.EOF {
-			return nil, &Error{Msg: "empty file (declare at least vms)"}
+			return nil, &Error{Msg: empty}
 		}
 		return nil, yamlError(err)
 	}
@@ -162,7 +164,7 @@ func decodeYAML(data []byte, raw *rawFile) (map[string]int, *Error) {
 	}
 	w := walker{lines: map[string]int{}}
 	if len(doc.Content) > 0 {
-		w.walk(doc.Content[0], reflect.TypeFor[rawFile](), "")
+		w.walk(doc.Content[0], reflect.TypeFor[T](), "")
 	}
 	if w.err != nil {
 		return nil, w.err
@@ -180,10 +182,10 @@ func decodeYAML(data []byte, raw *rawFile) (map[string]int, *Error) {
 func jsonValid(data []byte) bool { return json.Valid(data) }
 
 // decodeJSON decodes one JSON object into raw, returning where each field
-// path is.
-func decodeJSON(data []byte, raw *rawFile) (map[string]int, *Error) {
+// path is; empty is the message for no input at all.
+func decodeJSON[T any](data []byte, raw *T, empty string) (map[string]int, *Error) {
 	if len(bytes.TrimSpace(data)) == 0 {
-		return nil, &Error{Msg: "empty file (declare at least vms)"}
+		return nil, &Error{Msg: empty}
 	}
 	// Syntax and trailing data first, with encoding/json's own verdict.
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -199,7 +201,7 @@ func decodeJSON(data []byte, raw *rawFile) (map[string]int, *Error) {
 	var doc yaml.Node
 	w := walker{json: true, lines: map[string]int{}}
 	if yaml.Unmarshal(data, &doc) == nil && len(doc.Content) > 0 {
-		w.walk(doc.Content[0], reflect.TypeFor[rawFile](), "")
+		w.walk(doc.Content[0], reflect.TypeFor[T](), "")
 		if w.err != nil {
 			return nil, w.err
 		}

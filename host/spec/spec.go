@@ -1,6 +1,8 @@
-// Package upfile reads and checks the file `colibri up FILE` runs: the host
-// cores given to the datapath's pollers and to the scheduler, the L2
-// switches and their uplinks, and the VMs with their disks and NICs.
+// Package spec is the declarative description of a colibri host and its
+// VMs: the schema, parser and checks of the file `colibri up FILE` runs and
+// the agent reads (the host cores given to the datapath's pollers and to
+// the scheduler, the L2 switches and their uplinks, and the VMs with their
+// disks and NICs), and of one VM as the agent's API creates it.
 //
 // The file is YAML or JSON with the same schema:
 //
@@ -22,6 +24,8 @@
 //	    disks: [{path: a.img, readonly: false}]
 //	    nics: [{switch: sw0, mac: "52:54:00:00:00:0a"}]  # also: offloads (true)
 //	    console: a.log                    # empty: stdout, lines prefixed "a| "
+//	    on_reboot: stop                   # stop | restart, when the guest reboots
+//	    on_crash: stop                    # stop | restart, when it triple-faults
 //
 // [Parse] decodes strictly (an unknown or misspelt key, a duplicate key, a
 // value of the wrong kind, a second document or trailing data is an error),
@@ -30,14 +34,18 @@
 // error is one [*Error] naming the field path (vms[1].mem) and, where the
 // file says, its line.
 //
-// Defaults: cpus 1, mem 256M, class batch, sched.policy linux (also when
+// [ParseVM] decodes one VM the same way; [File.Add] checks it against a
+// host's switches and VMs.
+//
+// Defaults: cpus 1, mem 256M, class batch, on_reboot and on_crash stop,
+// sched.policy linux (also when
 // there is no sched section), a NIC without a switch joins the only switch
 // when exactly one is declared, and a NIC without a MAC gets a locally
 // administered 52:54:00:xx:xx:xx derived from its VM's and its own index,
 // never one the file names explicitly. Empty kernel, initrd, cmdline and
 // console mean the VMM's defaults; empty pollers.cores and sched.cores leave
 // the choice of cores to the VMM.
-package upfile
+package spec
 
 import (
 	"bytes"
@@ -60,6 +68,10 @@ const (
 	DefaultClass = ClassBatch
 	// DefaultPolicy is the scheduling policy when the file gives none.
 	DefaultPolicy = PolicyLinux
+	// DefaultOnReboot and DefaultOnCrash are what happens to a VM whose
+	// guest reboots or crashes when the file does not say.
+	DefaultOnReboot = ActionStop
+	DefaultOnCrash  = ActionStop
 
 	// MaxCPUs is the most vCPUs a VM may declare (the VMM may allow fewer).
 	MaxCPUs = 255
@@ -80,6 +92,14 @@ const (
 	ClassLC = "lc"
 	// ClassBatch is a throughput VM that may be preempted for LC VMs.
 	ClassBatch = "batch"
+)
+
+// What to do when a guest reboots or crashes (on_reboot, on_crash).
+const (
+	// ActionStop ends the VM.
+	ActionStop = "stop"
+	// ActionRestart boots it again from its kernel.
+	ActionRestart = "restart"
 )
 
 // Scheduling policies (the names the sched package knows).
@@ -171,6 +191,12 @@ type VM struct {
 	// Console is a file the serial console goes to; empty means stdout,
 	// each line prefixed with "name| ".
 	Console string
+	// OnReboot is what happens when the guest reboots (a reset it asked
+	// for): stop or restart. Default stop.
+	OnReboot string
+	// OnCrash is what happens when the guest crashes (a triple fault):
+	// stop or restart. Default stop. A crash is a failure either way.
+	OnCrash string
 }
 
 // Disk is a virtio-blk disk backed by a file.
@@ -254,7 +280,13 @@ func (e *Error) Error() string {
 // extension (.json; .yaml or .yml), else from its content; relative paths
 // in it are resolved against its directory. Errors other than I/O ones are
 // [*Error]s with File set to path.
-func Load(path string) (*File, error) {
+func Load(path string) (*File, error) { return load(path, true) }
+
+// LoadHost is Load for a file of host settings (pollers, sched, switches)
+// that may declare no VM at all, as the agent reads it.
+func LoadHost(path string) (*File, error) { return load(path, false) }
+
+func load(path string, needVMs bool) (*File, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -266,7 +298,7 @@ func Load(path string) (*File, error) {
 	case ".yaml", ".yml":
 		format = YAML
 	}
-	f, err := Parse(data, format, filepath.Dir(path))
+	f, err := parse(data, format, filepath.Dir(path), needVMs)
 	if e, ok := err.(*Error); ok {
 		e.File = path
 	}
@@ -277,42 +309,86 @@ func Load(path string) (*File, error) {
 // (made absolute; empty leaves them as they are), applies the defaults and
 // validates it. Errors are [*Error]s.
 func Parse(data []byte, format Format, baseDir string) (*File, error) {
-	if baseDir != "" {
-		abs, err := filepath.Abs(baseDir)
-		if err != nil {
-			return nil, &Error{Msg: fmt.Sprintf("base directory %q: %v", baseDir, err)}
-		}
-		baseDir = abs
+	return parse(data, format, baseDir, true)
+}
+
+// ParseHost is Parse for host settings that may declare no VM.
+func ParseHost(data []byte, format Format, baseDir string) (*File, error) {
+	return parse(data, format, baseDir, false)
+}
+
+func parse(data []byte, format Format, baseDir string, needVMs bool) (*File, error) {
+	baseDir, format, err := prepare(data, format, baseDir)
+	if err != nil {
+		return nil, err
 	}
-	if format == Auto {
-		format = sniff(data)
-	}
-	var (
-		raw   rawFile
-		lines map[string]int
-		err   *Error
-	)
-	switch format {
-	case YAML:
-		lines, err = decodeYAML(data, &raw)
-	case JSON:
-		lines, err = decodeJSON(data, &raw)
-	default:
-		return nil, &Error{Msg: fmt.Sprintf("unknown format %v", format)}
-	}
+	var raw rawFile
+	lines, err := decode(data, format, &raw, "empty file (declare at least vms)")
 	if err != nil {
 		return nil, err
 	}
 	f, err := raw.convert(baseDir)
 	if err == nil {
 		f.Normalize()
-		err = f.validate()
+		err = f.validate(needVMs)
 	}
 	if err != nil {
 		err.Line = lineOf(lines, err.Path)
 		return nil, err
 	}
 	return f, nil
+}
+
+// ParseVM decodes one VM as a VM entry of an up file describes it (the
+// agent's create body), resolving its relative paths against baseDir. It
+// checks the VM on its own: [File.Add] checks it against a host's
+// switches and other VMs and fills in the defaults that depend on them.
+// Errors are [*Error]s whose paths start at the VM (mem, nics[0].mac).
+func ParseVM(data []byte, format Format, baseDir string) (*VM, error) {
+	baseDir, format, err := prepare(data, format, baseDir)
+	if err != nil {
+		return nil, err
+	}
+	var raw rawVM
+	lines, err := decode(data, format, &raw, "empty VM description (give at least its name)")
+	if err != nil {
+		return nil, err
+	}
+	vm, err := raw.convert(baseDir, "")
+	if err == nil {
+		err = vm.validateAlone("")
+	}
+	if err != nil {
+		err.Line = lineOf(lines, err.Path)
+		return nil, err
+	}
+	return &vm, nil
+}
+
+// prepare makes baseDir absolute and resolves Auto.
+func prepare(data []byte, format Format, baseDir string) (string, Format, *Error) {
+	if baseDir != "" {
+		abs, err := filepath.Abs(baseDir)
+		if err != nil {
+			return "", format, &Error{Msg: fmt.Sprintf("base directory %q: %v", baseDir, err)}
+		}
+		baseDir = abs
+	}
+	if format == Auto {
+		format = sniff(data)
+	}
+	return baseDir, format, nil
+}
+
+// decode decodes data in format into raw, returning each field path's line.
+func decode[T any](data []byte, format Format, raw *T, empty string) (map[string]int, *Error) {
+	switch format {
+	case YAML:
+		return decodeYAML(data, raw, empty)
+	case JSON:
+		return decodeJSON(data, raw, empty)
+	}
+	return nil, &Error{Msg: fmt.Sprintf("unknown format %v", format)}
 }
 
 // sniff tells JSON from YAML by content.

@@ -1,4 +1,4 @@
-package upfile
+package spec
 
 import (
 	"fmt"
@@ -54,52 +54,71 @@ func (r *rawFile) convert(baseDir string) (*File, *Error) {
 		f.Switches = append(f.Switches, sw)
 	}
 	for i, v := range r.VMs {
-		p := fmt.Sprintf("vms[%d]", i)
-		vm := VM{
-			Name:    v.Name,
-			Kernel:  resolve(baseDir, v.Kernel),
-			Initrd:  resolve(baseDir, v.Initrd),
-			Cmdline: v.Cmdline,
-			Append:  v.Append,
-			Class:   v.Class,
-			Console: resolve(baseDir, v.Console),
-		}
-		if v.CPUs != nil {
-			vm.CPUs = *v.CPUs
-			if msg := checkCPUs(vm.CPUs); msg != "" {
-				return nil, &Error{Path: p + ".cpus", Msg: msg}
-			}
-		}
-		if v.Mem.Set {
-			n, err := ParseSize(v.Mem.Text)
-			if err != nil {
-				return nil, &Error{Path: p + ".mem", Msg: err.Error()}
-			}
-			if msg := checkMem(n); msg != "" {
-				if isDigits(strings.TrimSpace(v.Mem.Text)) && n > 0 && n < MinMem && checkMem(n<<20) == "" {
-					msg += fmt.Sprintf("; a plain number is bytes: did you mean %dM?", n)
-				}
-				return nil, &Error{Path: p + ".mem", Msg: msg}
-			}
-			vm.Mem = n
-		}
-		for _, d := range v.Disks {
-			vm.Disks = append(vm.Disks, Disk{Path: resolve(baseDir, d.Path), ReadOnly: d.ReadOnly})
-		}
-		for j, n := range v.NICs {
-			nic := NIC{Switch: n.Switch, NoOffloads: n.Offloads != nil && !*n.Offloads}
-			if n.MAC != "" {
-				mac, err := net.ParseMAC(strings.TrimSpace(n.MAC))
-				if err != nil || len(mac) != 6 {
-					return nil, &Error{Path: fmt.Sprintf("%s.nics[%d].mac", p, j), Msg: fmt.Sprintf("%q: not a MAC address (use e.g. 52:54:00:12:34:56)", n.MAC)}
-				}
-				nic.MAC = mac
-			}
-			vm.NICs = append(vm.NICs, nic)
+		vm, err := v.convert(baseDir, fmt.Sprintf("vms[%d]", i))
+		if err != nil {
+			return nil, err
 		}
 		f.VMs = append(f.VMs, vm)
 	}
 	return f, nil
+}
+
+// convert turns one decoded VM into a VM; p is its path in the document
+// ("" when the VM is the whole document).
+func (v *rawVM) convert(baseDir, p string) (VM, *Error) {
+	vm := VM{
+		Name:     v.Name,
+		Kernel:   resolve(baseDir, v.Kernel),
+		Initrd:   resolve(baseDir, v.Initrd),
+		Cmdline:  v.Cmdline,
+		Append:   v.Append,
+		Class:    v.Class,
+		Console:  resolve(baseDir, v.Console),
+		OnReboot: v.OnReboot,
+		OnCrash:  v.OnCrash,
+	}
+	if v.CPUs != nil {
+		vm.CPUs = *v.CPUs
+		if msg := checkCPUs(vm.CPUs); msg != "" {
+			return vm, &Error{Path: join(p, "cpus"), Msg: msg}
+		}
+	}
+	if v.Mem.Set {
+		n, err := ParseSize(v.Mem.Text)
+		if err != nil {
+			return vm, &Error{Path: join(p, "mem"), Msg: err.Error()}
+		}
+		if msg := checkMem(n); msg != "" {
+			if isDigits(strings.TrimSpace(v.Mem.Text)) && n > 0 && n < MinMem && checkMem(n<<20) == "" {
+				msg += fmt.Sprintf("; a plain number is bytes: did you mean %dM?", n)
+			}
+			return vm, &Error{Path: join(p, "mem"), Msg: msg}
+		}
+		vm.Mem = n
+	}
+	for _, d := range v.Disks {
+		vm.Disks = append(vm.Disks, Disk{Path: resolve(baseDir, d.Path), ReadOnly: d.ReadOnly})
+	}
+	for j, n := range v.NICs {
+		nic := NIC{Switch: n.Switch, NoOffloads: n.Offloads != nil && !*n.Offloads}
+		if n.MAC != "" {
+			mac, err := net.ParseMAC(strings.TrimSpace(n.MAC))
+			if err != nil || len(mac) != 6 {
+				return vm, &Error{Path: join(p, fmt.Sprintf("nics[%d].mac", j)), Msg: fmt.Sprintf("%q: not a MAC address (use e.g. 52:54:00:12:34:56)", n.MAC)}
+			}
+			nic.MAC = mac
+		}
+		vm.NICs = append(vm.NICs, nic)
+	}
+	return vm, nil
+}
+
+// join appends field to path p ("" is the top).
+func join(p, field string) string {
+	if p == "" {
+		return field
+	}
+	return p + "." + field
 }
 
 func resolve(baseDir, p string) string {
@@ -130,15 +149,7 @@ func (f *File) Normalize() {
 	}
 	for i := range f.VMs {
 		vm := &f.VMs[i]
-		if vm.CPUs == 0 {
-			vm.CPUs = DefaultCPUs
-		}
-		if vm.Mem == 0 {
-			vm.Mem = DefaultMem
-		}
-		if vm.Class == "" {
-			vm.Class = DefaultClass
-		}
+		vm.normalizeAlone()
 		for j := range vm.NICs {
 			n := &vm.NICs[j]
 			if n.Switch == "" && len(f.Switches) == 1 {
@@ -160,6 +171,25 @@ func (f *File) Normalize() {
 	}
 }
 
+// normalizeAlone applies the defaults that do not depend on other VMs.
+func (vm *VM) normalizeAlone() {
+	if vm.CPUs == 0 {
+		vm.CPUs = DefaultCPUs
+	}
+	if vm.Mem == 0 {
+		vm.Mem = DefaultMem
+	}
+	if vm.Class == "" {
+		vm.Class = DefaultClass
+	}
+	if vm.OnReboot == "" {
+		vm.OnReboot = DefaultOnReboot
+	}
+	if vm.OnCrash == "" {
+		vm.OnCrash = DefaultOnCrash
+	}
+}
+
 func macKey(m net.HardwareAddr) uint64 {
 	var k uint64
 	for _, b := range m {
@@ -171,13 +201,21 @@ func macKey(m net.HardwareAddr) uint64 {
 // Validate checks a normalized File: the same checks Parse makes, for a
 // File built in Go. Its error is an [*Error] without a line.
 func (f *File) Validate() error {
-	if err := f.validate(); err != nil {
+	if err := f.validate(true); err != nil {
 		return err
 	}
 	return nil
 }
 
-func (f *File) validate() *Error {
+// ValidateHost is Validate for host settings that may declare no VM.
+func (f *File) ValidateHost() error {
+	if err := f.validate(false); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (f *File) validate(needVMs bool) *Error {
 	cores := map[int]string{}
 	if err := checkCores("pollers.cores", f.Pollers.Cores, cores); err != nil {
 		return err
@@ -236,92 +274,213 @@ func (f *File) validate() *Error {
 		}
 	}
 
-	if len(f.VMs) == 0 {
+	if needVMs && len(f.VMs) == 0 {
 		return &Error{Path: "vms", Msg: "no VMs (declare at least one)"}
 	}
-	names := map[string]string{}
-	macs := map[uint64]string{}
-	type diskUse struct {
-		path     string
-		readOnly bool
+	set := newVMSet(f)
+	for i, vm := range f.VMs {
+		if err := set.add(fmt.Sprintf("vms[%d]", i), vm); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Add checks vm against f — its switches and the VMs it has — applies the
+// defaults (those that depend on the others too: a NIC's switch and MAC)
+// and appends the result to f.VMs, which it also returns. f must be valid
+// (normalized and validated). A refused VM leaves f as it was; the error
+// is an [*Error] whose path starts at the VM (mem, nics[0].mac).
+func (f *File) Add(vm VM) (VM, error) {
+	cand := *f
+	cand.VMs = append(slices.Clip(f.VMs), vm)
+	cand.Normalize()
+	set := newVMSet(&cand)
+	n := len(f.VMs)
+	for _, old := range cand.VMs[:n] {
+		if err := set.add("", old); err != nil {
+			return VM{}, fmt.Errorf("spec: the host's own VMs do not validate: %w", err)
+		}
+	}
+	if err := set.add("", cand.VMs[n]); err != nil {
+		return VM{}, err
+	}
+	f.VMs = cand.VMs
+	return cand.VMs[n], nil
+}
+
+// Remove takes the VM named name out of f.VMs and reports whether there
+// was one.
+func (f *File) Remove(name string) bool {
+	i := slices.IndexFunc(f.VMs, func(vm VM) bool { return vm.Name == name })
+	if i < 0 {
+		return false
+	}
+	f.VMs = slices.Delete(slices.Clone(f.VMs), i, i+1)
+	return true
+}
+
+// vmSet checks VMs one after another against a host's switches and the
+// VMs checked before them: unique names, MACs and consoles, and disks that
+// are shared only read-only.
+type vmSet struct {
+	file     *File
+	switches map[string]bool
+	names    map[string]string
+	macs     map[uint64]string
+	disks    map[string]diskUse
+	consoles map[string]string
+}
+
+type diskUse struct {
+	path     string
+	readOnly bool
+}
+
+func newVMSet(f *File) *vmSet {
+	s := &vmSet{file: f, switches: map[string]bool{}, names: map[string]string{}, macs: map[uint64]string{},
+		disks: map[string]diskUse{}, consoles: map[string]string{}}
+	for _, sw := range f.Switches {
+		s.switches[sw.Name] = true
+	}
+	return s
+}
+
+// where names a VM at path p in messages about a conflict with it.
+func where(p, name string) string {
+	if p == "" {
+		return "VM " + name
+	}
+	return p
+}
+
+// add checks vm, at path p, and records what it uses.
+func (s *vmSet) add(p string, vm VM) *Error {
+	if err := vm.validateAlone(p); err != nil {
+		return err
+	}
+	if prev, ok := s.names[vm.Name]; ok {
+		return &Error{Path: join(p, "name"), Msg: fmt.Sprintf("duplicate %q (also %s)", vm.Name, prev)}
+	}
+	if vm.Console != "" {
+		c := filepath.Clean(vm.Console)
+		if prev, ok := s.consoles[c]; ok {
+			return &Error{Path: join(p, "console"), Msg: fmt.Sprintf("%q is also %s's console", vm.Console, prev)}
+		}
 	}
 	disks := map[string]diskUse{}
-	consoles := map[string]string{}
-	for i, vm := range f.VMs {
-		p := fmt.Sprintf("vms[%d]", i)
-		if vm.Name == "" {
-			return &Error{Path: p, Msg: "missing name"}
+	for j, d := range vm.Disks {
+		dp := join(p, fmt.Sprintf("disks[%d]", j))
+		c := filepath.Clean(d.Path)
+		prev, ok := s.disks[c]
+		if !ok {
+			prev, ok = disks[c]
 		}
-		if msg := checkName(vm.Name); msg != "" {
-			return &Error{Path: p + ".name", Msg: msg}
+		if ok && !(prev.readOnly && d.ReadOnly) {
+			return &Error{Path: dp + ".path", Msg: fmt.Sprintf("%q is also %s; a shared disk must be readonly everywhere", d.Path, prev.path)}
 		}
-		if prev, ok := names[vm.Name]; ok {
-			return &Error{Path: p + ".name", Msg: fmt.Sprintf("duplicate %q (also %s)", vm.Name, prev)}
-		}
-		names[vm.Name] = p
-		for _, t := range []struct{ field, v string }{
-			{"kernel", vm.Kernel}, {"initrd", vm.Initrd}, {"cmdline", vm.Cmdline},
-			{"append", vm.Append}, {"console", vm.Console},
-		} {
-			if strings.IndexByte(t.v, 0) >= 0 {
-				return &Error{Path: p + "." + t.field, Msg: "contains a NUL byte"}
+		disks[c] = diskUse{join(where(p, vm.Name), fmt.Sprintf("disks[%d]", j)), d.ReadOnly}
+	}
+	macs := map[uint64]string{}
+	for j, n := range vm.NICs {
+		np := join(p, fmt.Sprintf("nics[%d]", j))
+		sws := s.file.Switches
+		if n.Switch == "" {
+			if len(sws) == 0 {
+				return &Error{Path: np, Msg: "missing switch (declare one under switches)"}
 			}
+			return &Error{Path: np, Msg: fmt.Sprintf("missing switch (one of %s)", switchList(sws))}
 		}
+		if !s.switches[n.Switch] {
+			if len(sws) == 0 {
+				return &Error{Path: np + ".switch", Msg: fmt.Sprintf("no switch named %q (no switches are declared)", n.Switch)}
+			}
+			return &Error{Path: np + ".switch", Msg: fmt.Sprintf("no switch named %q (have %s)", n.Switch, switchList(sws))}
+		}
+		if len(n.MAC) == 0 {
+			continue // assigned by Normalize
+		}
+		k := macKey(n.MAC)
+		prev, ok := s.macs[k]
+		if !ok {
+			prev, ok = macs[k]
+		}
+		if ok {
+			return &Error{Path: np + ".mac", Msg: fmt.Sprintf("duplicate %s (also %s)", n.MAC, prev)}
+		}
+		macs[k] = np
+	}
+	// Recorded only once the whole VM is accepted.
+	s.names[vm.Name] = where(p, vm.Name)
+	if vm.Console != "" {
+		s.consoles[filepath.Clean(vm.Console)] = where(p, vm.Name)
+	}
+	for c, u := range disks {
+		s.disks[c] = u
+	}
+	for k, np := range macs {
+		if p == "" {
+			np = "VM " + vm.Name + " " + np
+		}
+		s.macs[k] = np
+	}
+	return nil
+}
+
+// validateAlone checks what a VM at path p must be whatever else the host
+// has: its name, sizes, class, policies and the form of its paths and MACs.
+func (vm *VM) validateAlone(p string) *Error {
+	if vm.Name == "" {
+		if p == "" {
+			return &Error{Path: "name", Msg: "missing name"}
+		}
+		return &Error{Path: p, Msg: "missing name"}
+	}
+	if msg := checkName(vm.Name); msg != "" {
+		return &Error{Path: join(p, "name"), Msg: msg}
+	}
+	for _, t := range []struct{ field, v string }{
+		{"kernel", vm.Kernel}, {"initrd", vm.Initrd}, {"cmdline", vm.Cmdline},
+		{"append", vm.Append}, {"console", vm.Console},
+	} {
+		if strings.IndexByte(t.v, 0) >= 0 {
+			return &Error{Path: join(p, t.field), Msg: "contains a NUL byte"}
+		}
+	}
+	// Zero values are the defaults Normalize fills in.
+	if vm.CPUs != 0 {
 		if msg := checkCPUs(vm.CPUs); msg != "" {
-			return &Error{Path: p + ".cpus", Msg: msg}
+			return &Error{Path: join(p, "cpus"), Msg: msg}
 		}
+	}
+	if vm.Mem != 0 {
 		if msg := checkMem(vm.Mem); msg != "" {
-			return &Error{Path: p + ".mem", Msg: msg}
+			return &Error{Path: join(p, "mem"), Msg: msg}
 		}
-		if vm.Class != ClassLC && vm.Class != ClassBatch {
-			return &Error{Path: p + ".class", Msg: fmt.Sprintf("%q: not a class (use lc or batch)", vm.Class)}
+	}
+	if vm.Class != "" && vm.Class != ClassLC && vm.Class != ClassBatch {
+		return &Error{Path: join(p, "class"), Msg: fmt.Sprintf("%q: not a class (use lc or batch)", vm.Class)}
+	}
+	for _, t := range []struct{ field, v string }{{"on_reboot", vm.OnReboot}, {"on_crash", vm.OnCrash}} {
+		if t.v != "" && t.v != ActionStop && t.v != ActionRestart {
+			return &Error{Path: join(p, t.field), Msg: fmt.Sprintf("%q: use stop or restart", t.v)}
 		}
-		if vm.Console != "" {
-			c := filepath.Clean(vm.Console)
-			if prev, ok := consoles[c]; ok {
-				return &Error{Path: p + ".console", Msg: fmt.Sprintf("%q is also %s's console", vm.Console, prev)}
-			}
-			consoles[c] = p
+	}
+	for j, d := range vm.Disks {
+		dp := join(p, fmt.Sprintf("disks[%d]", j))
+		if d.Path == "" {
+			return &Error{Path: dp, Msg: "missing path"}
 		}
-		for j, d := range vm.Disks {
-			dp := fmt.Sprintf("%s.disks[%d]", p, j)
-			if d.Path == "" {
-				return &Error{Path: dp, Msg: "missing path"}
-			}
-			if strings.IndexByte(d.Path, 0) >= 0 {
-				return &Error{Path: dp + ".path", Msg: "contains a NUL byte"}
-			}
-			c := filepath.Clean(d.Path)
-			if prev, ok := disks[c]; ok && !(prev.readOnly && d.ReadOnly) {
-				return &Error{Path: dp + ".path", Msg: fmt.Sprintf("%q is also %s; a shared disk must be readonly everywhere", d.Path, prev.path)}
-			}
-			disks[c] = diskUse{dp, d.ReadOnly}
+		if strings.IndexByte(d.Path, 0) >= 0 {
+			return &Error{Path: dp + ".path", Msg: "contains a NUL byte"}
 		}
-		for j, n := range vm.NICs {
-			np := fmt.Sprintf("%s.nics[%d]", p, j)
-			if n.Switch == "" {
-				if len(f.Switches) == 0 {
-					return &Error{Path: np, Msg: "missing switch (declare one under switches)"}
-				}
-				return &Error{Path: np, Msg: fmt.Sprintf("missing switch (one of %s)", switchList(f.Switches))}
-			}
-			if _, ok := switches[n.Switch]; !ok {
-				if len(f.Switches) == 0 {
-					return &Error{Path: np + ".switch", Msg: fmt.Sprintf("no switch named %q (no switches are declared)", n.Switch)}
-				}
-				return &Error{Path: np + ".switch", Msg: fmt.Sprintf("no switch named %q (have %s)", n.Switch, switchList(f.Switches))}
-			}
-			if len(n.MAC) == 0 {
-				continue // assigned by Normalize
-			}
-			if msg := checkMAC(n.MAC); msg != "" {
-				return &Error{Path: np + ".mac", Msg: msg}
-			}
-			k := macKey(n.MAC)
-			if prev, ok := macs[k]; ok {
-				return &Error{Path: np + ".mac", Msg: fmt.Sprintf("duplicate %s (also %s)", n.MAC, prev)}
-			}
-			macs[k] = np
+	}
+	for j, n := range vm.NICs {
+		if len(n.MAC) == 0 {
+			continue
+		}
+		if msg := checkMAC(n.MAC); msg != "" {
+			return &Error{Path: join(p, fmt.Sprintf("nics[%d].mac", j)), Msg: msg}
 		}
 	}
 	return nil

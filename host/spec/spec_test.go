@@ -1,4 +1,4 @@
-package upfile
+package spec
 
 import (
 	"encoding/json"
@@ -43,29 +43,32 @@ func TestGoodYAMLAndJSONAgree(t *testing.T) {
 			{Name: "sw1"},
 		},
 		VMs: []VM{{
-			Name:    "a",
-			Kernel:  filepath.Join(dir, "images/bzImage"),
-			Initrd:  "/abs/initrd",
-			Cmdline: "console=ttyS0 quiet rdinit=/init",
-			Append:  "loglevel=4",
-			CPUs:    2,
-			Mem:     512 << 20,
-			Class:   "lc",
-			Disks:   []Disk{{Path: filepath.Join(dir, "a.img")}, {Path: filepath.Join(dir, "shared.img"), ReadOnly: true}},
-			NICs:    []NIC{{Switch: "sw0", MAC: mac("52:54:00:00:00:0a")}, {Switch: "sw1", MAC: mac("52:54:00:00:01:01")}},
-			Console: filepath.Join(dir, "logs/a.log"),
+			Name:     "a",
+			Kernel:   filepath.Join(dir, "images/bzImage"),
+			Initrd:   "/abs/initrd",
+			Cmdline:  "console=ttyS0 quiet rdinit=/init",
+			Append:   "loglevel=4",
+			CPUs:     2,
+			Mem:      512 << 20,
+			Class:    "lc",
+			Disks:    []Disk{{Path: filepath.Join(dir, "a.img")}, {Path: filepath.Join(dir, "shared.img"), ReadOnly: true}},
+			NICs:     []NIC{{Switch: "sw0", MAC: mac("52:54:00:00:00:0a")}, {Switch: "sw1", MAC: mac("52:54:00:00:01:01")}},
+			Console:  filepath.Join(dir, "logs/a.log"),
+			OnReboot: "restart", OnCrash: "stop",
 		}, {
-			Name:  "b-2",
-			CPUs:  1,
-			Mem:   1 << 30,
-			Class: "batch",
-			Disks: []Disk{{Path: filepath.Join(dir, "shared.img"), ReadOnly: true}},
-			NICs:  []NIC{{Switch: "sw0", MAC: mac("52:54:00:00:02:00"), NoOffloads: true}},
+			Name:     "b-2",
+			CPUs:     1,
+			Mem:      1 << 30,
+			Class:    "batch",
+			Disks:    []Disk{{Path: filepath.Join(dir, "shared.img"), ReadOnly: true}},
+			NICs:     []NIC{{Switch: "sw0", MAC: mac("52:54:00:00:02:00"), NoOffloads: true}},
+			OnReboot: "stop", OnCrash: "restart",
 		}, {
-			Name:  "c",
-			CPUs:  1,
-			Mem:   256 << 20,
-			Class: "batch",
+			Name:     "c",
+			CPUs:     1,
+			Mem:      256 << 20,
+			Class:    "batch",
+			OnReboot: "stop", OnCrash: "stop",
 		}},
 	}
 	if !reflect.DeepEqual(y, want) {
@@ -336,6 +339,7 @@ func toRaw(f *File) *rawFile {
 		rv := rawVM{
 			Name: vm.Name, Kernel: vm.Kernel, Initrd: vm.Initrd, Cmdline: vm.Cmdline, Append: vm.Append,
 			CPUs: &cpus, Mem: scalar{Text: FormatSize(vm.Mem), Set: true}, Class: vm.Class, Console: vm.Console,
+			OnReboot: vm.OnReboot, OnCrash: vm.OnCrash,
 		}
 		for _, d := range vm.Disks {
 			rv.Disks = append(rv.Disks, rawDisk(d))
@@ -404,5 +408,103 @@ func TestExamples(t *testing.T) {
 		if _, err := Load(p); err != nil {
 			t.Errorf("%s: %v", p, err)
 		}
+	}
+}
+
+func TestParseHostAllowsNoVMs(t *testing.T) {
+	f, err := ParseHost([]byte("switches: [{name: sw0}]\nsched: {policy: central}\n"), YAML, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.VMs) != 0 || f.Sched.Policy != "central" || len(f.Switches) != 1 {
+		t.Fatalf("got %+v", f)
+	}
+	if _, err := Parse([]byte("switches: [{name: sw0}]\n"), YAML, ""); err == nil || !strings.Contains(err.Error(), "no VMs") {
+		t.Fatalf("Parse without VMs: %v", err)
+	}
+	if _, err := ParseHost([]byte("sched: {policy: fifo}\n"), YAML, ""); err == nil || !strings.Contains(err.Error(), "sched.policy") {
+		t.Fatalf("bad policy: %v", err)
+	}
+}
+
+func TestParseVM(t *testing.T) {
+	vm, err := ParseVM([]byte(`{"name": "a", "mem": "512M", "disks": [{"path": "d.img"}], "nics": [{"switch": "sw0"}], "on_reboot": "restart"}`), JSON, "/base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm.Name != "a" || vm.Mem != 512<<20 || vm.Disks[0].Path != "/base/d.img" || vm.OnReboot != "restart" || vm.CPUs != 0 {
+		t.Fatalf("got %+v", vm)
+	}
+	for _, tc := range []struct{ body, want string }{
+		{``, "empty VM description"},
+		{`{"name": "a", "cpu": 2}`, `cpu: unknown key "cpu"`},
+		{`{"name": "a", "mem": "12Q"}`, "mem: "},
+		{`{"name": "a", "cpus": 0}`, "cpus: 0: must be from 1 to 255"},
+		{`{"name": "A"}`, "name: "},
+		{`{"mem": "1G"}`, "name: missing name"},
+		{`{"name": "a", "nics": [{"mac": "01:00:00:00:00:01"}]}`, "nics[0].mac: 01:00:00:00:00:01 is a multicast address"},
+		{`{"name": "a", "on_crash": "reboot"}`, `on_crash: "reboot": use stop or restart`},
+		{`{"name": "a"} {"name": "b"}`, "trailing data"},
+		{"name: a\n---\nname: b\n", "a second YAML document"},
+		{`[1]`, "want a mapping"},
+	} {
+		format := Auto
+		if strings.HasPrefix(tc.body, "{") {
+			format = JSON
+		}
+		_, err := ParseVM([]byte(tc.body), format, "")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseVM(%s): got %v, want an error with %q", tc.body, err, tc.want)
+		}
+		var e *Error
+		if err != nil && !errors.As(err, &e) {
+			t.Errorf("ParseVM(%s): %T is not an *Error", tc.body, err)
+		}
+	}
+}
+
+func TestAddAndRemove(t *testing.T) {
+	f, err := ParseHost([]byte("switches: [{name: sw0}]\n"), YAML, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := f.Add(VM{Name: "a", NICs: []NIC{{}}, Disks: []Disk{{Path: "/d.img"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.CPUs != DefaultCPUs || a.Mem != DefaultMem || a.Class != DefaultClass || a.OnReboot != "stop" ||
+		a.NICs[0].Switch != "sw0" || len(a.NICs[0].MAC) != 6 {
+		t.Fatalf("defaults not applied: %+v", a)
+	}
+	for _, tc := range []struct {
+		vm   VM
+		want string
+	}{
+		{VM{Name: "a"}, `name: duplicate "a" (also VM a)`},
+		{VM{Name: "b", NICs: []NIC{{Switch: "sw9"}}}, `nics[0].switch: no switch named "sw9" (have sw0)`},
+		{VM{Name: "b", NICs: []NIC{{MAC: a.NICs[0].MAC}}}, "nics[0].mac: duplicate " + a.NICs[0].MAC.String() + " (also VM a nics[0])"},
+		{VM{Name: "b", Disks: []Disk{{Path: "/d.img", ReadOnly: true}}}, "disks[0].path: \"/d.img\" is also VM a.disks[0]; a shared disk must be readonly everywhere"},
+		{VM{Name: "b", Disks: []Disk{{Path: "/e.img"}, {Path: "/e.img"}}}, "disks[1].path: \"/e.img\" is also VM b.disks[0]; a shared disk must be readonly everywhere"},
+		{VM{Name: "b", CPUs: 999}, "cpus: 999: must be from 1 to 255"},
+	} {
+		if _, err := f.Add(tc.vm); err == nil || err.Error() != tc.want {
+			t.Errorf("Add(%+v): got %v, want %q", tc.vm, err, tc.want)
+		}
+	}
+	if len(f.VMs) != 1 {
+		t.Fatalf("a refused Add changed the file: %d VMs", len(f.VMs))
+	}
+	b, err := f.Add(VM{Name: "b", NICs: []NIC{{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.NICs[0].MAC.String() == a.NICs[0].MAC.String() {
+		t.Fatalf("b got a's MAC %s", b.NICs[0].MAC)
+	}
+	if !f.Remove("a") || f.Remove("a") || len(f.VMs) != 1 || f.VMs[0].Name != "b" {
+		t.Fatalf("Remove: %+v", f.VMs)
+	}
+	if _, err := f.Add(VM{Name: "a", Disks: []Disk{{Path: "/d.img"}}}); err != nil {
+		t.Fatalf("re-adding a after Remove: %v", err)
 	}
 }
