@@ -44,6 +44,7 @@ var (
 	ioSetTSCKHz          = gokvm.IIO(0xa2)
 	ioGetTSCKHz          = gokvm.IIO(0xa3)
 	ioEnableCap          = gokvm.IIOW(0xa3, unsafe.Sizeof(enableCap{}))
+	ioKVMClockCtrl       = gokvm.IIO(0xad)
 	ioGetStatsFD         = gokvm.IIO(0xce)
 )
 

@@ -347,6 +347,16 @@ func (c *VCPU) TSCKHz() (uint32, error) {
 	return uint32(r), err
 }
 
+// KVMClockCtrl tells the guest, through its kvmclock page, that the host
+// stopped this vCPU (KVM_KVMCLOCK_CTRL): the guest's soft-lockup and RCU
+// stall detectors then do not count the time it was paused. It fails with
+// EINVAL when the guest has not enabled kvmclock, which callers may
+// ignore.
+func (c *VCPU) KVMClockCtrl() error {
+	_, err := ioctl("KVM_KVMCLOCK_CTRL", c.fd, ioKVMClockCtrl, 0)
+	return err
+}
+
 // StatsFD returns a new binary stats file descriptor for the vCPU.
 func (c *VCPU) StatsFD() (int, error) {
 	fd, err := ioctl("KVM_GET_STATS_FD(vcpu)", c.fd, ioGetStatsFD, 0)

@@ -56,6 +56,9 @@ func (v *VM) addVirtio(dev virtio.Device) error {
 		return err
 	}
 	v.closers = append(v.closers, p)
+	if d, ok := any(p).(pausable); ok {
+		v.pausable = append(v.pausable, d)
+	}
 	slot, err := v.pci.Add(p)
 	if err == nil {
 		v.log.Debug("virtio device added", zap.Uint16("type", dev.Type()), zap.Int("slot", slot), zap.Uint64("bar0", p.Config().Mapped(0)))

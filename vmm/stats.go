@@ -30,6 +30,9 @@ type Stats struct {
 	KVMExits map[string]uint64
 	// Kicks and Parks count scheduler interventions.
 	Kicks, Parks uint64
+	// Pauses counts the times the VM was paused; ClockCtrls the vCPUs
+	// that then told the guest's kvmclock they had been stopped.
+	Pauses, ClockCtrls uint64
 	// UnhandledPIO and UnhandledMMIO count accesses no device claimed.
 	UnhandledPIO, UnhandledMMIO uint64
 	// TopPorts are the most accessed I/O ports ("0x3f8": count).
@@ -38,33 +41,36 @@ type Stats struct {
 	NICs []netdev.StatsSnapshot
 }
 
-// Stats returns the run's measurements; call it after Run returned.
+// Stats returns the run's measurements so far; it may be called at any
+// time, also while the VM runs.
 func (v *VM) Stats() Stats {
 	s := Stats{
 		FirstOutput:   v.console.elapsed(),
 		GuestInit:     v.timer.elapsed(),
-		Exit:          v.exitAt,
+		Exit:          time.Duration(v.exitAt.Load()),
 		UserExits:     map[string]uint64{},
 		KVMExits:      map[string]uint64{},
 		UnhandledPIO:  v.pio.unhandled.Load(),
-		UnhandledMMIO: v.mmioUnhandled,
+		UnhandledMMIO: v.mmioUnhandled.Load(),
 	}
 	for _, pc := range v.pio.top(6) {
 		s.TopPorts = append(s.TopPorts, fmt.Sprintf("%#x %d", pc.port, pc.count))
 	}
-	for _, c := range v.cpus {
+	for _, c := range v.VCPUs() {
 		for r, n := range c.Exits() {
 			s.UserExits[r.String()] += n
 		}
-		for k, n := range c.kstats {
+		for k, n := range c.KVMStats() {
 			s.KVMExits[k] += n
 		}
 		s.Kicks += c.kicks.Load()
 		s.Parks += c.parks.Load()
+		s.ClockCtrls += c.clockCtrls.Load()
 	}
 	for _, n := range v.nics {
 		s.NICs = append(s.NICs, n.Snapshot())
 	}
+	s.Pauses = v.pauses.Load()
 	return s
 }
 
@@ -76,8 +82,9 @@ var kvmExitCounters = []string{
 	"fpu_reload", "directed_yield_successful",
 }
 
-func readKVMStats(cpu *kvm.VCPU) map[string]uint64 {
-	all, err := cpu.ReadStats()
+// pickKVMCounters reads st and keeps the counters worth reporting.
+func pickKVMCounters(st *kvm.Stats) map[string]uint64 {
+	all, err := st.Read()
 	if err != nil {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -13,15 +14,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Control word bits a vCPU thread checks whenever KVM_RUN returns.
+// ctlStop is the control-word bit that ends a vCPU thread's loop.
+const ctlStop uint32 = 1
+
+// Reasons a vCPU thread is held out of guest mode: bits of VCPU.hold, the
+// word the parked thread sleeps on.
 const (
-	ctlStop uint32 = 1 << iota
-	ctlPark
+	// holdSched: the scheduler parked it (Park, until Unpark).
+	holdSched uint32 = 1 << iota
+	// holdPause: its VM is paused (until the VM resumes).
+	holdPause
 )
+
+// errVCPUExited is Kick's error once the vCPU thread has left KVM_RUN for
+// good (or before it started).
+var errVCPUExited = errors.New("vCPU thread not running")
 
 // VCPU is one virtual CPU and the OS thread that runs it. Its control
 // methods (Kick, Park, Unpark, SetAffinity, TID) are what a scheduler uses,
-// and are safe from any goroutine.
+// and are safe from any goroutine at any time, also after the VM ended.
 type VCPU struct {
 	id  int
 	vm  *VM
@@ -29,18 +40,31 @@ type VCPU struct {
 
 	tid     atomic.Int32
 	control atomic.Uint32
-	// parked is the futex word the thread sleeps on while parked: 1 while
-	// a park is requested and not yet released.
-	parked uint32
+	// hold is the futex word the thread sleeps on while held out of
+	// guest mode: a set of hold* bits. The thread runs when it is 0.
+	hold uint32
 	// running is 1 while the thread is in KVM_RUN or about to enter it,
-	// 0 while parked or stopped.
+	// 0 while held or stopped.
 	running atomic.Uint32
+	// live is true from the moment cpu is usable until the thread is
+	// about to release it; kickers counts Kick calls in flight, which the
+	// thread waits out before it unmaps kvm_run.
+	live    atomic.Bool
+	kickers atomic.Int32
 
 	exits [kvm.NumExitReasons]atomic.Uint64
-	// kstats are KVM's counters, read when the vCPU stops.
-	kstats map[string]uint64
-	kicks  atomic.Uint64
-	parks  atomic.Uint64
+	// kstats reads KVM's counters of this vCPU; opened on the vCPU's
+	// thread before it first runs, read from any goroutine.
+	statsMu sync.Mutex
+	kstats  *kvm.Stats
+	// final are KVM's counters as the vCPU ended.
+	final map[string]uint64
+
+	kicks      atomic.Uint64
+	parks      atomic.Uint64
+	clockCtrls atomic.Uint64
+	// lastExit is touched only by the vCPU thread.
+	lastExit exitRecord
 
 	ready chan error
 	done  chan struct{}
@@ -55,34 +79,51 @@ func (c *VCPU) TID() int { return int(c.tid.Load()) }
 
 // Kick makes the vCPU leave KVM_RUN as soon as possible: it sets
 // immediate_exit, so a KVM_RUN about to start returns at once, and signals
-// the thread, so one in progress returns with EINTR.
+// the thread, so one in progress returns with EINTR. Once the thread has
+// ended it does nothing and returns an error.
 func (c *VCPU) Kick() error {
-	tid := c.TID()
-	if tid == 0 || c.cpu == nil {
-		return errors.New("vCPU not running")
+	c.kickers.Add(1)
+	defer c.kickers.Add(-1)
+	if !c.live.Load() {
+		return errVCPUExited
 	}
 	c.kicks.Add(1)
 	c.cpu.SetImmediateExit(true)
-	if err := unix.Tgkill(unix.Getpid(), tid, kvm.KickSignal); err != nil && err != unix.ESRCH {
-		return fmt.Errorf("kicking vCPU %d (tid %d): %w", c.id, tid, err)
+	if err := unix.Tgkill(unix.Getpid(), c.TID(), kvm.KickSignal); err != nil && err != unix.ESRCH {
+		return fmt.Errorf("kicking vCPU %d (tid %d): %w", c.id, c.TID(), err)
 	}
 	return nil
 }
 
 // Park asks the vCPU to leave guest mode and wait until Unpark. It returns
-// once the request is made; the thread parks within one kick.
+// once the request is made; the thread parks within one kick. Parking a
+// vCPU whose thread has ended does nothing.
 func (c *VCPU) Park() error {
-	atomic.StoreUint32(&c.parked, 1)
-	c.control.Or(ctlPark)
-	return c.Kick()
+	atomic.OrUint32(&c.hold, holdSched)
+	if err := c.Kick(); err != nil && err != errVCPUExited {
+		return err
+	}
+	return nil
 }
 
-// Unpark lets a parked vCPU run again.
+// Unpark lets a vCPU the scheduler parked run again (it stays held while
+// its VM is paused).
 func (c *VCPU) Unpark() error {
-	c.control.And(^ctlPark)
-	atomic.StoreUint32(&c.parked, 0)
-	futexWake(&c.parked)
+	atomic.AndUint32(&c.hold, ^holdSched)
+	futexWake(&c.hold)
 	return nil
+}
+
+// pause holds the vCPU out of guest mode until resume.
+func (c *VCPU) pause() {
+	atomic.OrUint32(&c.hold, holdPause)
+	_ = c.Kick()
+}
+
+// resume releases a pause.
+func (c *VCPU) resume() {
+	atomic.AndUint32(&c.hold, ^holdPause)
+	futexWake(&c.hold)
 }
 
 // Running reports whether the vCPU thread is in (or entering) guest mode.
@@ -91,8 +132,8 @@ func (c *VCPU) Running() bool { return c.running.Load() == 1 }
 // SetAffinity pins the vCPU thread to the given host CPUs.
 func (c *VCPU) SetAffinity(cpus []int) error {
 	tid := c.TID()
-	if tid == 0 {
-		return errors.New("vCPU not running")
+	if tid == 0 || !c.live.Load() {
+		return errVCPUExited
 	}
 	var set unix.CPUSet
 	for _, cpu := range cpus {
@@ -115,10 +156,21 @@ func (c *VCPU) Exits() map[kvm.ExitReason]uint64 {
 	return out
 }
 
+// KVMStats returns KVM's own counters of this vCPU (the exits it handled
+// in the kernel among them), live while it runs and as it ended after.
+func (c *VCPU) KVMStats() map[string]uint64 {
+	c.statsMu.Lock()
+	defer c.statsMu.Unlock()
+	if c.kstats == nil {
+		return c.final
+	}
+	return pickKVMCounters(c.kstats)
+}
+
 func (c *VCPU) stop() {
 	c.control.Or(ctlStop)
-	c.Unpark()
-	c.Kick()
+	futexWake(&c.hold)
+	_ = c.Kick()
 }
 
 // run is the vCPU thread: it creates the vCPU on its own locked OS thread,
@@ -141,15 +193,43 @@ func (c *VCPU) run(setup func(*kvm.VCPU) error) {
 		return
 	}
 	c.cpu = cpu
+	if fd, err := cpu.StatsFD(); err == nil {
+		if st, err := kvm.OpenStats(fd); err == nil {
+			c.kstats = st
+		}
+	}
+	c.live.Store(true)
 	c.ready <- nil
-	c.err = c.loop()
-	c.kstats = readKVMStats(cpu)
-	cpu.Close()
+	// A stop that came before live was set found nothing to kick.
+	if c.control.Load()&ctlStop == 0 {
+		c.err = c.loop()
+	}
+	c.release()
+}
+
+// release waits out Kicks in flight and frees the vCPU: after it, Kick,
+// Park and SetAffinity are no-ops.
+func (c *VCPU) release() {
+	c.live.Store(false)
+	for c.kickers.Load() != 0 {
+		runtime.Gosched()
+	}
+	c.statsMu.Lock()
+	if c.kstats != nil {
+		c.final = pickKVMCounters(c.kstats)
+		c.kstats.Close()
+		c.kstats = nil
+	}
+	c.statsMu.Unlock()
+	c.cpu.Close()
 }
 
 func (c *VCPU) loop() error {
 	c.running.Store(1)
-	defer c.running.Store(0)
+	defer func() {
+		c.running.Store(0)
+		c.vm.parked.wake()
+	}()
 	for {
 		reason, err := c.cpu.Run()
 		if err != nil {
@@ -159,6 +239,9 @@ func (c *VCPU) loop() error {
 		if int(reason) < len(c.exits) {
 			c.exits[reason].Add(1)
 		}
+		if reason != kvm.ExitShutdown && reason != kvm.ExitSystemEvent {
+			c.lastExit = exitRecord{reason: reason}
+		}
 		switch reason {
 		case kvm.ExitIO:
 			io, err := c.cpu.IO()
@@ -166,6 +249,7 @@ func (c *VCPU) loop() error {
 				c.vm.stop(ExitError, err)
 				return err
 			}
+			c.lastExit.addr, c.lastExit.write = uint64(io.Port), io.Out
 			for i := 0; i < io.Count; i++ {
 				d := io.Data[i*io.Size : (i+1)*io.Size]
 				if io.Out {
@@ -176,6 +260,7 @@ func (c *VCPU) loop() error {
 			}
 		case kvm.ExitMMIO:
 			m := c.cpu.MMIO()
+			c.lastExit.addr, c.lastExit.write = m.Addr, m.Write
 			if m.Write {
 				c.vm.mmioWrite(m.Addr, m.Data)
 			} else {
@@ -186,13 +271,14 @@ func (c *VCPU) loop() error {
 		case kvm.ExitHLT:
 			// Only without an in-kernel LAPIC; nothing to do but go on.
 		case kvm.ExitShutdown:
-			c.vm.stop(ExitReset, nil)
+			// A triple fault: the guest did not ask for a reset.
+			c.vm.stop(ExitCrash, c.crash("triple fault"))
 		case kvm.ExitSystemEvent:
 			switch c.cpu.SystemEvent() {
 			case kvm.SystemEventReset:
 				c.vm.stop(ExitReset, nil)
 			case kvm.SystemEventCrash:
-				c.vm.stop(ExitError, fmt.Errorf("vCPU %d: guest crash event", c.id))
+				c.vm.stop(ExitCrash, c.crash("guest crash event"))
 			default:
 				c.vm.stop(ExitPowerOff, nil)
 			}
@@ -209,25 +295,116 @@ func (c *VCPU) loop() error {
 			c.vm.stop(ExitError, err)
 			return err
 		}
-		if ctl := c.control.Load(); ctl != 0 {
-			if ctl&ctlStop != 0 {
+		if c.control.Load()&ctlStop != 0 {
+			return nil
+		}
+		if atomic.LoadUint32(&c.hold) != 0 {
+			c.park()
+			if c.control.Load()&ctlStop != 0 {
 				return nil
-			}
-			if ctl&ctlPark != 0 {
-				c.park()
 			}
 		}
 	}
 }
 
-// park blocks the thread until Unpark (or stop).
+// park blocks the thread while it is held (or until stop). After a pause
+// it tells the guest, through kvmclock, that it was stopped.
 func (c *VCPU) park() {
-	c.parks.Add(1)
 	c.running.Store(0)
-	for atomic.LoadUint32(&c.parked) == 1 && c.control.Load()&ctlStop == 0 {
-		futexWait(&c.parked, 1)
+	c.vm.parked.wake()
+	paused, counted := false, false
+	for c.control.Load()&ctlStop == 0 {
+		h := atomic.LoadUint32(&c.hold)
+		if h == 0 {
+			break
+		}
+		if h&holdPause != 0 {
+			paused = true
+		}
+		if h&holdSched != 0 && !counted {
+			c.parks.Add(1)
+			counted = true
+		}
+		futexWait(&c.hold, h)
+	}
+	if paused {
+		// EINVAL: the guest does not use kvmclock; nothing to tell it.
+		if c.cpu.KVMClockCtrl() == nil {
+			c.clockCtrls.Add(1)
+		}
 	}
 	c.running.Store(1)
+}
+
+// crash records a guest crash on this vCPU with its last state.
+func (c *VCPU) crash(what string) error {
+	e := &CrashError{VCPU: c.id, What: what}
+	if r, err := c.cpu.Regs(); err == nil {
+		e.RIP, e.RSP, e.RFlags = r.RIP, r.RSP, r.RFLAGS
+	}
+	if s, err := c.cpu.Sregs(); err == nil {
+		e.CR0, e.CR2, e.CR3, e.CR4, e.EFER = s.CR0, s.CR2, s.CR3, s.CR4, s.EFER
+	}
+	// AMD's SVM reinitialises a vCPU on a shutdown intercept: what is left
+	// is the reset state (CS:IP at the reset vector, real mode).
+	e.StateLost = e.RIP == 0xfff0 && e.CR0&1 == 0
+	for i := range c.exits {
+		e.Exits += c.exits[i].Load()
+	}
+	e.LastExit = c.lastExit.String()
+	return e
+}
+
+// CrashError describes a guest that crashed (a triple fault, or a crash
+// it reported through KVM), with the crashing vCPU's last state.
+type CrashError struct {
+	// VCPU is the vCPU that saw the crash; What says what it was.
+	VCPU int
+	What string
+	// The vCPU's registers when it crashed.
+	RIP, RSP, RFlags         uint64
+	CR0, CR2, CR3, CR4, EFER uint64
+	// StateLost is true when KVM had already reset the vCPU (AMD SVM does
+	// on a triple fault), so the registers above are its reset state, not
+	// where the guest crashed.
+	StateLost bool
+	// Exits is the vCPU's number of exits to userspace until then, and
+	// LastExit the one before the crash.
+	Exits    uint64
+	LastExit string
+}
+
+func (e *CrashError) Error() string {
+	if e.StateLost {
+		return fmt.Sprintf("guest crashed: %s on vCPU %d after %d exits to the VMM (the last: %s); KVM reset the vCPU at the crash, so its registers are lost",
+			e.What, e.VCPU, e.Exits, e.LastExit)
+	}
+	return fmt.Sprintf("guest crashed: %s on vCPU %d at rip %#x (rsp %#x, rflags %#x, cr0 %#x, cr2 %#x, cr3 %#x, cr4 %#x, efer %#x) after %d exits to the VMM (the last: %s)",
+		e.What, e.VCPU, e.RIP, e.RSP, e.RFlags, e.CR0, e.CR2, e.CR3, e.CR4, e.EFER, e.Exits, e.LastExit)
+}
+
+// exitRecord is a vCPU's latest exit to userspace, kept by its thread for
+// crash reports at the cost of a few stores per exit.
+type exitRecord struct {
+	reason kvm.ExitReason
+	addr   uint64 // port or MMIO address
+	write  bool
+}
+
+func (r exitRecord) String() string {
+	dir := "read"
+	if r.write {
+		dir = "write"
+	}
+	switch r.reason {
+	case kvm.ExitIO:
+		return fmt.Sprintf("port %#x %s", r.addr, dir)
+	case kvm.ExitMMIO:
+		return fmt.Sprintf("MMIO %#x %s", r.addr, dir)
+	case kvm.ExitUnknown:
+		return "none"
+	}
+	return r.reason.String()
 }
 
 func (c *VCPU) where() string {

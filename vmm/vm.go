@@ -85,17 +85,30 @@ const (
 	ExitRunning ExitKind = iota
 	// ExitPowerOff: the guest powered off (ACPI S5).
 	ExitPowerOff
-	// ExitReset: the guest rebooted (reset register, i8042, triple fault).
+	// ExitReset: the guest asked for a reboot (the ACPI reset register,
+	// the i8042 reset line, the BIOS reset vector).
 	ExitReset
 	// ExitStopped: the host stopped it (context cancelled, Stop).
 	ExitStopped
 	// ExitError: the VMM hit an error running it.
 	ExitError
+	// ExitCrash: the guest crashed: a triple fault (KVM_EXIT_SHUTDOWN) or
+	// a crash it reported; Run's error is a *CrashError.
+	ExitCrash
 )
 
 func (k ExitKind) String() string {
-	return [...]string{"running", "power-off", "reset", "stopped", "error"}[k]
+	if k < 0 || int(k) >= len(exitKindNames) {
+		return fmt.Sprintf("exit(%d)", int(k))
+	}
+	return exitKindNames[k]
 }
+
+var exitKindNames = [...]string{"running", "power-off", "reset", "stopped", "error", "crash"}
+
+// Failed reports whether k is a failure (an error or a crash) rather than
+// an end the guest or the host asked for.
+func (k ExitKind) Failed() bool { return k == ExitError || k == ExitCrash }
 
 // VM is one virtual machine.
 type VM struct {
@@ -123,9 +136,21 @@ type VM struct {
 	stopped  chan struct{}
 	exitKind ExitKind
 	exitErr  error
-	exitAt   time.Duration
+	exitAt   atomic.Int64 // ns from Run's start to the stop
+	// nStarted is how many of cpus have started; set before started is
+	// closed.
+	nStarted int
 
-	mmioUnhandled uint64
+	// pauseMu serialises Pause and Resume; paused is true in between.
+	pauseMu sync.Mutex
+	paused  bool
+	pauses  atomic.Uint64
+	// parked is woken whenever a vCPU thread parks or ends.
+	parked waker
+	// pausable are the devices Pause quiesces.
+	pausable []pausable
+
+	mmioUnhandled atomic.Uint64
 }
 
 // Memory layout constants of the platform.
@@ -324,7 +349,7 @@ func (v *VM) mmioRead(addr uint64, data []byte) {
 	if v.pci.MMIORead(addr, data) {
 		return
 	}
-	v.mmioUnhandled++
+	v.mmioUnhandled.Add(1)
 	for i := range data {
 		data[i] = 0xff
 	}
@@ -342,12 +367,12 @@ func (v *VM) mmioWrite(addr uint64, data []byte) {
 	if v.pci.MMIOWrite(addr, data) {
 		return
 	}
-	v.mmioUnhandled++
+	v.mmioUnhandled.Add(1)
 }
 
 // Run starts the vCPUs and blocks until the guest powers off or reboots,
 // ctx is cancelled, or a vCPU fails. It returns how the VM ended; the error
-// is non-nil only for ExitError.
+// is non-nil only for ExitError and ExitCrash (a *CrashError).
 func (v *VM) Run(ctx context.Context) (ExitKind, error) {
 	// Each vCPU thread needs a Go P whenever it returns from KVM_RUN to
 	// handle an exit; give the runtime one more P per vCPU so exits never
@@ -358,20 +383,32 @@ func (v *VM) Run(ctx context.Context) (ExitKind, error) {
 	v.start = time.Now()
 	v.timer.start = v.start
 	v.console.start = v.start
-	for i := 0; i < v.cfg.CPUs; i++ {
-		c := &VCPU{id: i, vm: v, ready: make(chan error, 1), done: make(chan struct{})}
+	// Every VCPU exists before any thread starts, so that a stop from the
+	// first vCPU reaches the ones still being created.
+	cpus := make([]*VCPU, v.cfg.CPUs)
+	for i := range cpus {
+		cpus[i] = &VCPU{id: i, vm: v, ready: make(chan error, 1), done: make(chan struct{})}
+	}
+	v.cpus = cpus
+	n := 0
+	for i, c := range cpus {
+		if v.ended() {
+			break
+		}
 		var regs *kvm.Regs
 		if i == 0 {
 			regs = &v.loaded.Regs
 		}
 		go c.run(func(cpu *kvm.VCPU) error { return v.setupVCPU(cpu, regs) })
 		if err := <-c.ready; err != nil {
+			<-c.done
 			v.stop(ExitError, err)
 			break
 		}
-		v.cpus = append(v.cpus, c)
+		n++
 		v.log.Debug("vCPU started", zap.Int("vcpu", i), zap.Int("tid", c.TID()))
 	}
+	v.nStarted = n
 	close(v.started)
 	if v.cfg.ConsoleIn != nil {
 		go v.pumpConsole(v.cfg.ConsoleIn)
@@ -381,10 +418,97 @@ func (v *VM) Run(ctx context.Context) (ExitKind, error) {
 		v.stop(ExitStopped, nil)
 	case <-v.stopped:
 	}
-	for _, c := range v.cpus {
+	for _, c := range cpus[:n] {
 		<-c.done
 	}
 	return v.exitKind, v.exitErr
+}
+
+// Pause takes every vCPU out of guest mode and holds it there, and stops
+// the virtio devices' workers, until Resume. It returns once no vCPU runs
+// guest code (or ctx ends: the vCPUs then still stop, promptly). Pausing a
+// paused VM does nothing; pausing one that has not started or has ended is
+// an error. Datapath ports are not the VM's business: whoever attached the
+// NICs' queues pauses them.
+func (v *VM) Pause(ctx context.Context) error {
+	v.pauseMu.Lock()
+	defer v.pauseMu.Unlock()
+	if err := v.checkLive("pause"); err != nil {
+		return err
+	}
+	if v.paused {
+		return nil
+	}
+	v.paused = true
+	v.pauses.Add(1)
+	cpus := v.VCPUs()
+	for _, c := range cpus {
+		c.pause()
+	}
+	for _, d := range v.pausable {
+		d.Pause()
+	}
+	return v.parked.waitFor(ctx, func() bool {
+		for _, c := range cpus {
+			if c.Running() {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// Resume lets a paused VM run again. Each vCPU, before it re-enters the
+// guest, tells the guest's kvmclock that it was stopped, so the guest's
+// watchdogs do not take the pause for a lockup.
+func (v *VM) Resume() error {
+	v.pauseMu.Lock()
+	defer v.pauseMu.Unlock()
+	if err := v.checkLive("resume"); err != nil {
+		return err
+	}
+	if !v.paused {
+		return nil
+	}
+	v.paused = false
+	for _, d := range v.pausable {
+		d.Resume()
+	}
+	for _, c := range v.VCPUs() {
+		c.resume()
+	}
+	return nil
+}
+
+// Paused reports whether the VM is paused.
+func (v *VM) Paused() bool {
+	v.pauseMu.Lock()
+	defer v.pauseMu.Unlock()
+	return v.paused
+}
+
+// ended reports whether the VM has stopped.
+func (v *VM) ended() bool {
+	select {
+	case <-v.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
+func (v *VM) checkLive(op string) error {
+	select {
+	case <-v.started:
+	default:
+		return fmt.Errorf("%s: the VM has not started", op)
+	}
+	select {
+	case <-v.stopped:
+		return fmt.Errorf("%s: the VM has ended", op)
+	default:
+	}
+	return nil
 }
 
 func (v *VM) pumpConsole(r io.Reader) {
@@ -412,23 +536,79 @@ func (v *VM) stop(kind ExitKind, err error) {
 	v.stopOnce.Do(func() {
 		v.log.Info("VM stopping", zap.Stringer("how", kind), zap.Error(err))
 		v.exitKind, v.exitErr = kind, err
-		v.exitAt = time.Since(v.start)
+		v.exitAt.Store(int64(time.Since(v.start)))
 		close(v.stopped)
+		// v.cpus is set before any vCPU thread exists and never changes.
 		for _, c := range v.cpus {
 			c.stop()
 		}
 	})
 }
 
-// Started is closed once Run has started every vCPU thread; VCPUs is
-// valid from then on.
+// pausable is a device whose workers Pause stops and Resume restarts.
+type pausable interface {
+	Pause()
+	Resume()
+}
+
+// waker lets a goroutine wait for a condition that other threads change
+// and then call wake.
+type waker struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+// wake wakes the goroutines in waitFor.
+func (w *waker) wake() {
+	w.mu.Lock()
+	if w.ch != nil {
+		close(w.ch)
+		w.ch = nil
+	}
+	w.mu.Unlock()
+}
+
+// waitFor returns once cond holds, rechecking it after every wake (and
+// every millisecond, as a backstop), or with ctx's error.
+func (w *waker) waitFor(ctx context.Context, cond func() bool) error {
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for {
+		w.mu.Lock()
+		if w.ch == nil {
+			w.ch = make(chan struct{})
+		}
+		ch := w.ch
+		w.mu.Unlock()
+		if cond() {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the vCPUs to leave guest mode: %w", ctx.Err())
+		}
+	}
+}
+
+// Started is closed once Run has started its vCPU threads; VCPUs is valid
+// from then on.
 func (v *VM) Started() <-chan struct{} { return v.started }
 
 // Done is closed when the VM has stopped.
 func (v *VM) Done() <-chan struct{} { return v.stopped }
 
-// VCPUs returns the vCPUs; call it after Started is closed.
-func (v *VM) VCPUs() []*VCPU { return v.cpus }
+// VCPUs returns the vCPUs whose threads started; before Started is closed
+// it returns none.
+func (v *VM) VCPUs() []*VCPU {
+	select {
+	case <-v.started:
+		return v.cpus[:v.nStarted]
+	default:
+		return nil
+	}
+}
 
 // Memory returns the guest memory.
 func (v *VM) Memory() *memory.Memory { return v.mem }

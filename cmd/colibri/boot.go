@@ -290,41 +290,6 @@ func parseDisk(s string) (vmm.Disk, error) {
 	return d, nil
 }
 
-// escapeReader passes terminal input to the guest and quits on Ctrl-A x;
-// Ctrl-A Ctrl-A sends one Ctrl-A.
-type escapeReader struct {
-	r       io.Reader
-	quit    func()
-	pending bool
-}
-
-func (e *escapeReader) Read(p []byte) (int, error) {
-	buf := make([]byte, len(p))
-	n, err := e.r.Read(buf)
-	out := p[:0]
-	for _, b := range buf[:n] {
-		if e.pending {
-			e.pending = false
-			switch b {
-			case 'x', 'X':
-				e.quit()
-				return len(out), io.EOF
-			case 0x01:
-				out = append(out, 0x01)
-			default:
-				out = append(out, 0x01, b)
-			}
-			continue
-		}
-		if b == 0x01 {
-			e.pending = true
-			continue
-		}
-		out = append(out, b)
-	}
-	return len(out), err
-}
-
 // crlfWriter writes to a raw-mode terminal: the guest already sends CRLF,
 // so it passes bytes through unchanged. It exists to mark the intent.
 type crlfWriter struct{ w io.Writer }

@@ -1,0 +1,234 @@
+package vmm_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/colibrivm/colibri/internal/testenv"
+	"github.com/colibrivm/colibri/vmm"
+)
+
+// Tiny 64-bit kernels, entered at 1 MiB like a vmlinux (long mode, flat
+// segments, the first 4 GiB identity-mapped, no IDT).
+var (
+	// crashCode executes ud2: with no IDT the #UD becomes a triple fault.
+	crashCode = []byte{0x0f, 0x0b}
+	// countCode increments the quadword at counterAddr forever.
+	countCode = []byte{0x48, 0xff, 0x04, 0x25, 0x00, 0x00, 0x00, 0x02, 0xeb, 0xf6}
+	// powerOffCode writes S5 to the ACPI sleep-control port 0x600.
+	powerOffCode = []byte{0x66, 0xba, 0x00, 0x06, 0xb0, 0x34, 0xee, 0xeb, 0xfe}
+)
+
+// counterAddr is where countCode counts.
+const counterAddr = 0x200_0000
+
+// tinyKernel writes code as a minimal x86-64 ELF executable loaded at
+// 1 MiB and returns its path.
+func tinyKernel(t *testing.T, code []byte) string {
+	t.Helper()
+	const base, ehsize, phsize = 0x10_0000, 64, 56
+	img := make([]byte, ehsize+phsize, ehsize+phsize+len(code))
+	copy(img, "\x7fELF\x02\x01\x01")
+	le := binary.LittleEndian
+	le.PutUint16(img[16:], 2)  // ET_EXEC
+	le.PutUint16(img[18:], 62) // EM_X86_64
+	le.PutUint32(img[20:], 1)
+	le.PutUint64(img[24:], base+ehsize+phsize) // entry
+	le.PutUint64(img[32:], ehsize)             // phoff
+	le.PutUint16(img[52:], ehsize)
+	le.PutUint16(img[54:], phsize)
+	le.PutUint16(img[56:], 1)
+	ph := img[ehsize:]
+	le.PutUint32(ph[0:], 1) // PT_LOAD
+	le.PutUint32(ph[4:], 5) // R+X
+	le.PutUint64(ph[8:], 0)
+	le.PutUint64(ph[16:], base)
+	le.PutUint64(ph[24:], base)
+	size := uint64(ehsize + phsize + len(code))
+	le.PutUint64(ph[32:], size)
+	le.PutUint64(ph[40:], size)
+	le.PutUint64(ph[48:], 0x1000)
+	img = append(img, code...)
+	path := filepath.Join(t.TempDir(), "tiny.elf")
+	if err := os.WriteFile(path, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func newTinyVM(t *testing.T, code []byte, cpus int) *vmm.VM {
+	t.Helper()
+	testenv.RequireKVM(t)
+	vm, err := vmm.New(vmm.Config{Kernel: tinyKernel(t, code), CPUs: cpus, MemSize: 64 << 20})
+	if err != nil {
+		t.Fatalf("creating VM: %v", err)
+	}
+	t.Cleanup(func() { vm.Close() })
+	return vm
+}
+
+// runAsync runs vm and returns a channel that gets how it ended.
+func runAsync(ctx context.Context, vm *vmm.VM) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		kind, err := vm.Run(ctx)
+		if err == nil {
+			err = errors.New(kind.String())
+		}
+		done <- err
+	}()
+	return done
+}
+
+// TestKVMCrashWhileCreatingVCPUs: the boot vCPU triple-faults at its first
+// instruction while the other vCPUs are still being created. Run must end
+// (the vCPUs created after the stop must stop too: they used to wait for a
+// SIPI forever) and report a crash, not a reset, with the guest's state.
+func TestKVMCrashWhileCreatingVCPUs(t *testing.T) {
+	for round := 0; round < 3; round++ {
+		vm := newTinyVM(t, crashCode, 8)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		kind, err := vm.Run(ctx)
+		timedOut := ctx.Err() != nil
+		cancel()
+		if timedOut {
+			t.Fatalf("round %d: Run did not end within a minute of the crash", round)
+		}
+		if kind != vmm.ExitCrash || !kind.Failed() {
+			t.Fatalf("round %d: VM ended as %v (%v), want crash", round, kind, err)
+		}
+		var ce *vmm.CrashError
+		if !errors.As(err, &ce) {
+			t.Fatalf("round %d: error %T %v is not a *CrashError", round, err, err)
+		}
+		// Intel keeps the crashing state; AMD resets the vCPU first.
+		if ce.VCPU != 0 || !ce.StateLost && (ce.RIP < 0x10_0000 || ce.RIP > 0x10_1000 || ce.CR0&1 == 0) {
+			t.Errorf("round %d: crash state %+v: want vCPU 0, rip in the kernel, protected mode", round, ce)
+		}
+		t.Logf("round %d: %v; %d vCPUs started", round, err, len(vm.VCPUs()))
+	}
+}
+
+// TestKVMKickAfterExit: a scheduler may park, unpark and kick a vCPU at any
+// moment, also while its VM powers off and after its thread has released
+// kvm_run (which used to crash the process: Kick wrote the unmapped page).
+func TestKVMKickAfterExit(t *testing.T) {
+	vm := newTinyVM(t, powerOffCode, 2)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var kicks atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		<-vm.Started()
+		for !stop.Load() {
+			for _, c := range vm.VCPUs() {
+				_ = c.Park()
+				_ = c.Kick()
+				_ = c.Unpark()
+				kicks.Add(1)
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kind, err := vm.Run(ctx)
+	// Keep hammering the ended vCPUs for a while.
+	time.Sleep(50 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+	if kind != vmm.ExitPowerOff {
+		t.Fatalf("VM ended as %v (%v), want power-off", kind, err)
+	}
+	for _, c := range vm.VCPUs() {
+		if err := c.Kick(); err == nil {
+			t.Errorf("Kick of vCPU %d after the VM ended succeeded", c.ID())
+		}
+		if err := c.Park(); err != nil {
+			t.Errorf("Park of vCPU %d after the VM ended: %v", c.ID(), err)
+		}
+	}
+	t.Logf("%d park/kick/unpark rounds", kicks.Load())
+}
+
+// TestKVMPauseResume: a paused VM runs no guest code (its counter stops),
+// and runs again after Resume; the scheduler's parks and the pause do not
+// release each other; Stop works while paused.
+func TestKVMPauseResume(t *testing.T) {
+	vm := newTinyVM(t, countCode, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	done := runAsync(ctx, vm)
+	<-vm.Started()
+	counter := func() uint64 {
+		var b [8]byte
+		if err := vm.Memory().Read(counterAddr, b[:]); err != nil {
+			t.Fatal(err)
+		}
+		return binary.LittleEndian.Uint64(b[:])
+	}
+	waitMoving := func(what string) {
+		t.Helper()
+		c0 := counter()
+		deadline := time.Now().Add(30 * time.Second)
+		for counter() == c0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the guest's counter did not move in 30 s", what)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitMoving("before pausing")
+	for round := 0; round < 3; round++ {
+		t0 := time.Now()
+		if err := vm.Pause(ctx); err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(t0)
+		if !vm.Paused() {
+			t.Fatal("Paused is false after Pause")
+		}
+		c0 := counter()
+		// The scheduler unparking the vCPU must not end the pause.
+		c := vm.VCPUs()[0]
+		_ = c.Park()
+		_ = c.Unpark()
+		time.Sleep(200 * time.Millisecond)
+		if c1 := counter(); c1 != c0 {
+			t.Fatalf("round %d: counter moved from %d to %d while paused", round, c0, c1)
+		}
+		if c.Running() {
+			t.Fatalf("round %d: vCPU running while paused", round)
+		}
+		if err := vm.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		waitMoving("after resume")
+		t.Logf("round %d: pause took %v (sandbox)", round, took)
+	}
+	if err := vm.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	vm.Stop()
+	select {
+	case err := <-done:
+		if err.Error() != vmm.ExitStopped.String() {
+			t.Fatalf("VM stopped while paused ended as %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Stop of a paused VM did not end it")
+	}
+	if err := vm.Pause(ctx); err == nil {
+		t.Error("Pause of an ended VM succeeded")
+	}
+	if st := vm.Stats(); st.Pauses != 4 {
+		t.Errorf("Stats.Pauses = %d, want 4", st.Pauses)
+	}
+}
