@@ -73,21 +73,30 @@ func TestObserverSeesWakeWaitRun(t *testing.T) {
 		t.Fatalf("watching again gave slot %d, want %d", again, ss)
 	}
 
-	// Sample the sleeper's state from CPU 0 for 300ms.
+	// Sample the sleeper's state from a thread pinned to CPU 0 for 300ms
+	// (on CPU 1 it would only ever see the sleeper asleep).
 	seen := map[sched.RunState]int{}
-	var st sched.ThreadState
-	deadline := time.Now().Add(300 * time.Millisecond)
-	for time.Now().Before(deadline) {
-		o.Load(ss, &st)
-		seen[st.State]++
-		if st.State == sched.Running && st.CPU != 1 {
-			t.Fatalf("sleeper pinned to CPU 1 seen running on CPU %d", st.CPU)
+	_, sampled := pinned(t, 0, func() {
+		var st sched.ThreadState
+		deadline := time.Now().Add(300 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			o.Load(ss, &st)
+			seen[st.State]++
+			if st.State == sched.Running && st.CPU != 1 {
+				t.Errorf("sleeper pinned to CPU 1 seen running on CPU %d", st.CPU)
+				return
+			}
+			if now := sched.Nanotime(); st.Since > now || now-st.Since > int64(10*time.Second) {
+				t.Errorf("since %d not on the monotonic clock (now %d)", st.Since, now)
+				return
+			}
 		}
-		if now := sched.Nanotime(); st.Since > now || now-st.Since > int64(10*time.Second) {
-			t.Fatalf("since %d not on the monotonic clock (now %d)", st.Since, now)
-		}
-	}
+	})
+	<-sampled
 	cancel()
+	if t.Failed() {
+		t.FailNow()
+	}
 	t.Logf("sleeper states seen: %v switches %d/%d", seen, o.Switches(ss), o.Switches(sp))
 	if seen[sched.Sleeping] == 0 || seen[sched.Running]+seen[sched.Runnable] == 0 {
 		t.Fatalf("sleeper states seen %v: want sleeping and running/runnable", seen)
