@@ -128,11 +128,7 @@ func (p *Central) Start(v *View, out []Action) []Action {
 			lc++
 		} else {
 			if b >= nc {
-				p.home[i] = vc.Home
-				p.push(i)
-				if !vc.Parked {
-					out = append(out, Action{Op: OpPark, VCPU: i})
-				}
+				out = p.place(vc, i, -1, out)
 				continue
 			}
 			core = b
@@ -140,13 +136,28 @@ func (p *Central) Start(v *View, out []Action) []Action {
 			p.batch[core] = i
 			p.sliceStart[core] = v.Now
 		}
-		p.home[i] = core
-		if vc.Home != core {
-			out = append(out, Action{Op: OpPin, VCPU: i, Core: core})
+		out = p.place(vc, i, core, out)
+	}
+	return out
+}
+
+// place homes vCPU i (whose view is vc) on core and lets it run there, or,
+// with core < 0, queues it parked.
+func (p *Central) place(vc *VCPUView, i, core int, out []Action) []Action {
+	if core < 0 {
+		p.home[i] = vc.Home
+		p.push(i)
+		if !vc.Parked {
+			out = append(out, Action{Op: OpPark, VCPU: i})
 		}
-		if vc.Parked {
-			out = append(out, Action{Op: OpUnpark, VCPU: i})
-		}
+		return out
+	}
+	p.home[i] = core
+	if vc.Home != core {
+		out = append(out, Action{Op: OpPin, VCPU: i, Core: core})
+	}
+	if vc.Parked {
+		out = append(out, Action{Op: OpUnpark, VCPU: i})
 	}
 	return out
 }
@@ -222,21 +233,7 @@ func (p *Central) Update(v *View, prev []int, out []Action) []Action {
 				p.sliceStart[core] = v.Now
 			}
 		}
-		if core < 0 { // a batch vCPU waits for a core
-			p.home[i] = vc.Home
-			p.push(i)
-			if !vc.Parked {
-				out = append(out, Action{Op: OpPark, VCPU: i})
-			}
-			continue
-		}
-		p.home[i] = core
-		if vc.Home != core {
-			out = append(out, Action{Op: OpPin, VCPU: i, Core: core})
-		}
-		if vc.Parked {
-			out = append(out, Action{Op: OpUnpark, VCPU: i})
-		}
+		out = p.place(vc, i, core, out) // core < 0: a batch vCPU waits
 	}
 	return out
 }

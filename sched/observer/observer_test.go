@@ -10,29 +10,19 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/colibrivm/colibri/sched"
 )
 
-// thread runs f on a new locked OS thread pinned to cpu until ctx is
-// done, and returns its tid.
+// thread runs f in a loop on a new locked OS thread pinned to cpu until
+// ctx is done, and returns its tid.
 func thread(ctx context.Context, t *testing.T, cpu int, f func()) int {
 	t.Helper()
-	tidc := make(chan int)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with us
-		var set unix.CPUSet
-		set.Set(cpu)
-		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			t.Error(err)
-		}
-		tidc <- unix.Gettid()
+	tid, _ := pinned(t, cpu, func() {
 		for ctx.Err() == nil {
 			f()
 		}
-	}()
-	return <-tidc
+	})
+	return tid
 }
 
 func TestObserverSeesWakeWaitRun(t *testing.T) {
