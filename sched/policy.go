@@ -33,9 +33,10 @@ type View struct {
 	Now int64
 	// Cores are the managed CPUs (host CPU numbers).
 	Cores []int
-	// VCPUs are the registered vCPUs; a vCPU's index is its id in
-	// actions. Indices change only when the set of vCPUs changes, and
-	// the scheduler then calls [Policy.Start] again.
+	// VCPUs are the registered vCPUs, in registration order; a vCPU's
+	// index is its id in actions. Indices change only when the set of
+	// vCPUs changes, and the scheduler then calls [Updater.Update] (or,
+	// for a policy that is no Updater, [Policy.Start]) again.
 	VCPUs []VCPUView
 }
 
@@ -104,12 +105,50 @@ func (a Action) String() string {
 type Policy interface {
 	// Name is the policy's name as the CLI spells it.
 	Name() string
-	// Start is called when the policy takes over and whenever the set of
-	// vCPUs changes; it returns the actions that establish the policy's
-	// placement from whatever the previous policy left.
+	// Start is called when the policy takes over (SetPolicy, or the
+	// first pass) and, unless the policy is an [Updater], whenever the
+	// set of vCPUs changes; it returns the actions that establish the
+	// policy's placement from whatever the previous policy left.
 	Start(v *View, out []Action) []Action
 	// Decide is called every pass.
 	Decide(v *View, out []Action) []Action
+}
+
+// Updater is an optional interface of a [Policy] that takes a change of
+// the registered vCPUs without re-placing the others: when vCPUs are
+// registered or unregistered while the policy runs, the scheduler calls
+// Update instead of Start.
+type Updater interface {
+	// Update is given the new view and, for each vCPU i in it, prev[i]:
+	// its index in the previous view, or -1 if it is new (a vCPU's
+	// VCPUView — Home, Parked — carries over). It re-indexes the
+	// policy's state, drops the removed vCPUs and returns the actions
+	// that place the new ones; it should not act on vCPUs already placed.
+	// prev is owned by the scheduler and valid only during the call.
+	Update(v *View, prev []int, out []Action) []Action
+}
+
+// Passive is an optional interface of a [Policy] that may need no
+// scheduling passes. While Passive reports true (it is asked after each
+// change), the scheduler thread makes none: it blocks until Register,
+// Unregister, SetPolicy or the end of Run, and costs no CPU. Start and
+// Update still run for every change.
+type Passive interface {
+	Passive() bool
+}
+
+// leastLoaded returns the index of the managed core with the fewest
+// vCPUs of class c placed on it (load[c][core]), then the fewest vCPUs of
+// any class, then the lowest index.
+func leastLoaded(load *[2][]int, c Class) int {
+	best := 0
+	for i := 1; i < len(load[0]); i++ {
+		bi, bb := load[c][i], load[c][best]
+		if bi < bb || bi == bb && load[0][i]+load[1][i] < load[0][best]+load[1][best] {
+			best = i
+		}
+	}
+	return best
 }
 
 // PolicyConfig holds every policy's parameters; zero fields take the

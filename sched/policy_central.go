@@ -51,6 +51,14 @@ func (c CentralConfig) withDefaults() CentralConfig {
 // vCPU that keeps waiting with no batch vCPU to preempt on its core (it
 // queues behind another LC vCPU or a foreign thread) migrates to a managed
 // core with no running LC vCPU.
+//
+// Start places LC vCPUs round-robin and gives the first batch vCPUs one
+// core each. vCPUs registered later ([Central.Update]) are placed around
+// the others, which keep their cores, slices and queue places: a new LC
+// vCPU goes to the core with the fewest LC vCPUs, a new batch vCPU to a
+// core without one if no batch vCPU is queued, else to the queue's tail.
+// A core whose batch vCPU leaves is refilled from the queue at the next
+// pass.
 type Central struct {
 	cfg CentralConfig
 
@@ -120,11 +128,7 @@ func (p *Central) Start(v *View, out []Action) []Action {
 			lc++
 		} else {
 			if b >= nc {
-				p.home[i] = vc.Home
-				p.push(i)
-				if !vc.Parked {
-					out = append(out, Action{Op: OpPark, VCPU: i})
-				}
+				out = p.place(vc, i, -1, out)
 				continue
 			}
 			core = b
@@ -132,13 +136,104 @@ func (p *Central) Start(v *View, out []Action) []Action {
 			p.batch[core] = i
 			p.sliceStart[core] = v.Now
 		}
-		p.home[i] = core
-		if vc.Home != core {
-			out = append(out, Action{Op: OpPin, VCPU: i, Core: core})
+		out = p.place(vc, i, core, out)
+	}
+	return out
+}
+
+// place homes vCPU i (whose view is vc) on core and lets it run there, or,
+// with core < 0, queues it parked.
+func (p *Central) place(vc *VCPUView, i, core int, out []Action) []Action {
+	if core < 0 {
+		p.home[i] = vc.Home
+		p.push(i)
+		if !vc.Parked {
+			out = append(out, Action{Op: OpPark, VCPU: i})
 		}
-		if vc.Parked {
-			out = append(out, Action{Op: OpUnpark, VCPU: i})
+		return out
+	}
+	p.home[i] = core
+	if vc.Home != core {
+		out = append(out, Action{Op: OpPin, VCPU: i, Core: core})
+	}
+	if vc.Parked {
+		out = append(out, Action{Op: OpUnpark, VCPU: i})
+	}
+	return out
+}
+
+// Update implements [Updater].
+func (p *Central) Update(v *View, prev []int, out []Action) []Action {
+	nc, nv := len(v.Cores), len(v.VCPUs)
+	if len(p.batch) != nc || nc == 0 {
+		return p.Start(v, out)
+	}
+	// Re-index the per-vCPU state; -1 marks a removed vCPU.
+	newIdx := make([]int, len(p.home))
+	for j := range newIdx {
+		newIdx[j] = -1
+	}
+	home := make([]int, nv)
+	actedAt := make([]int64, nv)
+	for i, j := range prev {
+		home[i] = homeUnknown
+		if j >= 0 && j < len(newIdx) {
+			newIdx[j] = i
+			home[i], actedAt[i] = p.home[j], p.actedAt[j]
 		}
+	}
+	for c, b := range p.batch {
+		if b >= 0 {
+			if p.batch[c] = newIdx[b]; p.batch[c] < 0 {
+				p.preempted[c] = false // the core is free; Decide refills it
+			}
+		}
+	}
+	queue := make([]int, nv+1)
+	size := 0
+	for k := 0; k < p.size; k++ {
+		if i := newIdx[p.queue[(p.head+k)%len(p.queue)]]; i >= 0 {
+			queue[size] = i
+			size++
+		}
+	}
+	p.home, p.actedAt, p.queue, p.head, p.size = home, actedAt, queue, 0, size
+
+	// Place the new vCPUs.
+	lcOn := make([]int, nc)
+	for i := range v.VCPUs {
+		if prev[i] >= 0 && v.VCPUs[i].Class == LatencyCritical && p.home[i] >= 0 {
+			lcOn[p.home[i]]++
+		}
+	}
+	for i := range v.VCPUs {
+		if prev[i] >= 0 {
+			continue
+		}
+		vc := &v.VCPUs[i]
+		core := -1
+		if vc.Class == LatencyCritical {
+			core = 0
+			for c := range lcOn {
+				if lcOn[c] < lcOn[core] {
+					core = c
+				}
+			}
+			lcOn[core]++
+		} else if p.size == 0 {
+			for c, b := range p.batch {
+				if b < 0 {
+					core = c
+					break
+				}
+			}
+			if core >= 0 {
+				p.batch[core] = i
+				p.preempted[core] = false
+				p.sliceStart[core] = v.Now
+			}
+		}
+		out = p.place(vc, i, core, out) // core < 0: a batch vCPU waits
 	}
 	return out
 }

@@ -23,3 +23,10 @@ func (Linux) Start(v *View, out []Action) []Action {
 
 // Decide implements [Policy]: it never acts.
 func (Linux) Decide(_ *View, out []Action) []Action { return out }
+
+// Update implements [Updater]: it floats and unparks the new vCPUs (the
+// others are floating and unparked already).
+func (l Linux) Update(v *View, _ []int, out []Action) []Action { return l.Start(v, out) }
+
+// Passive implements [Passive]: the linux policy needs no passes.
+func (Linux) Passive() bool { return true }

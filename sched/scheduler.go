@@ -10,35 +10,100 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/colibrivm/colibri/internal/gomaxprocs"
 )
 
 // homeUnknown is the home of a vCPU no policy has placed yet.
 const homeUnknown = -2
 
-// Config configures a [Scheduler].
+// Mode is how the scheduler thread waits between passes.
+type Mode uint8
+
+const (
+	// ModeBusyPoll spins on the thread's core until the next pass: the
+	// lowest reaction time, at the cost of the whole core. The default.
+	ModeBusyPoll Mode = iota
+	// ModeSleep sleeps until the next pass (clock_nanosleep, 1ns timer
+	// slack): the core is shared, each pass costs a timer wake-up.
+	ModeSleep
+	// ModeAdaptive busy-polls while some registered vCPU is active
+	// (running, runnable, or it slept less than Config.IdleAfter ago) and
+	// sleeps Config.IdlePeriod between passes once every vCPU has been
+	// idle that long.
+	ModeAdaptive
+)
+
+// String returns the mode's name as [ParseMode] reads it.
+func (m Mode) String() string {
+	switch m {
+	case ModeBusyPoll:
+		return "busy-poll"
+	case ModeSleep:
+		return "sleep"
+	case ModeAdaptive:
+		return "adaptive"
+	}
+	return fmt.Sprintf("mode(%d)", uint8(m))
+}
+
+// ParseMode parses "busy-poll", "sleep" or "adaptive".
+func ParseMode(s string) (Mode, error) {
+	for _, m := range []Mode{ModeBusyPoll, ModeSleep, ModeAdaptive} {
+		if s == m.String() {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown scheduler mode %q (known: busy-poll, sleep, adaptive)", s)
+}
+
+// Defaults of [Config]'s timing fields.
+const (
+	DefaultPeriod     = 5 * time.Microsecond
+	DefaultIdleAfter  = time.Millisecond
+	DefaultIdlePeriod = 200 * time.Microsecond
+)
+
+// Config configures a [Scheduler]. The zero value of every field but Cores
+// is a usable default, except SchedCPU, whose zero is CPU 0.
 type Config struct {
 	// Cores are the managed host CPUs the vCPUs run on. Required.
 	Cores []int
-	// SchedCPU is the CPU the scheduler thread pins itself to; -1 leaves
-	// it unpinned.
+	// SchedCPU is the CPU the scheduler thread pins itself to (it must
+	// not be a managed core); -1 leaves it unpinned.
 	SchedCPU int
 	// FIFOPriority, if > 0, runs the scheduler thread SCHED_FIFO at this
 	// priority (1–99; needs CAP_SYS_NICE). Only sensible with its own
-	// core.
+	// core. Default 0: SCHED_OTHER.
 	FIFOPriority int
-	// Period is the time between the starts of two passes. Default 5µs.
+	// Period is the time between the starts of two passes. Default
+	// [DefaultPeriod] (5µs).
 	Period time.Duration
-	// Sleep makes the thread sleep between passes (clock_nanosleep with
-	// 1ns timer slack) instead of busy-polling its core.
+	// Mode is how the thread waits between passes. Default
+	// [ModeBusyPoll].
+	Mode Mode
+	// Sleep is the older spelling of Mode: ModeSleep; it may not be
+	// combined with ModeAdaptive.
 	Sleep bool
+	// IdleAfter is how long every vCPU must have been idle before
+	// ModeAdaptive sleeps. Default [DefaultIdleAfter] (1ms).
+	IdleAfter time.Duration
+	// IdlePeriod is ModeAdaptive's time between passes while idle.
+	// Default [DefaultIdlePeriod] (200µs).
+	IdlePeriod time.Duration
 	// Observer reports the vCPU threads' run states; nil means none
-	// (states are [Unknown]; only linux and pinned are then meaningful).
+	// (states are [Unknown]; only linux and pinned are then meaningful,
+	// and ModeAdaptive never sleeps).
 	Observer Observer
 	// Clock is the time source; nil means [MonoClock].
 	Clock Clock
 	// Policy is the initial policy; nil means [Linux].
 	Policy Policy
 }
+
+// Whatever the mode, a [Passive] policy (linux) and an empty set of vCPUs
+// need no passes: the thread then blocks until Register, Unregister,
+// SetPolicy or the end of Run, and costs no CPU.
 
 // Stats are the scheduler's counters since New.
 type Stats struct {
@@ -55,8 +120,12 @@ type Stats struct {
 	// PassTime is the total time spent in passes (excluding waits).
 	PassTime time.Duration
 	// CPUTime is the scheduler thread's CPU time (user+system), updated
-	// about every 10ms while Run runs and when it returns.
+	// about every 10ms while Run runs, when it blocks and when it
+	// returns.
 	CPUTime time.Duration
+	// Blocks counts the times the thread blocked because no pass was
+	// needed (a passive policy, or no vCPUs).
+	Blocks uint64
 }
 
 type entry struct {
@@ -73,22 +142,29 @@ type Scheduler struct {
 	coreSets [][]int
 
 	// Owned by the scheduling thread.
-	entries []entry
-	view    View
-	policy  Policy
-	actions []Action
+	entries    []entry
+	view       View
+	policy     Policy
+	actions    []Action
+	prev       []int // new index → old index, for Updater
+	started    bool  // the policy has been started
+	lastActive int64 // ModeAdaptive: latest time a vCPU was seen active
 
 	// Changes handed to the scheduling thread.
-	mu         sync.Mutex
-	dirty      atomic.Bool
-	registered []entry // the registered set, as Register/Unregister left it
-	setChanged bool    // registered changed since the last pass
-	nextPolicy Policy
+	mu            sync.Mutex
+	dirty         atomic.Bool
+	wake          chan struct{} // a change is pending (capacity 1)
+	registered    []entry       // the registered set, as Register/Unregister left it
+	setChanged    bool          // registered changed since the last pass
+	policyChanged bool          // SetPolicy since the last pass
+	nextPolicy    Policy
+	gen           uint64        // changes made (under mu)
+	applied       atomic.Uint64 // changes the scheduling thread has applied
 
-	passes, parks, unparks, migrations, errs atomic.Uint64
-	passTime, cpuTime                        atomic.Int64
-	lastErr                                  atomic.Pointer[error]
-	running                                  atomic.Bool
+	passes, parks, unparks, migrations, errs, blocks atomic.Uint64
+	passTime, cpuTime                                atomic.Int64
+	lastErr                                          atomic.Pointer[error]
+	running                                          atomic.Bool
 }
 
 // New returns a scheduler for cfg.
@@ -105,12 +181,27 @@ func New(cfg Config) (*Scheduler, error) {
 		}
 	}
 	if cfg.Period <= 0 {
-		cfg.Period = 5 * time.Microsecond
+		cfg.Period = DefaultPeriod
 	}
+	if cfg.IdleAfter <= 0 {
+		cfg.IdleAfter = DefaultIdleAfter
+	}
+	if cfg.IdlePeriod <= 0 {
+		cfg.IdlePeriod = DefaultIdlePeriod
+	}
+	switch {
+	case cfg.Mode > ModeAdaptive:
+		return nil, fmt.Errorf("sched: unknown mode %d", cfg.Mode)
+	case cfg.Sleep && cfg.Mode == ModeAdaptive:
+		return nil, errors.New("sched: Sleep and ModeAdaptive both set")
+	case cfg.Sleep:
+		cfg.Mode = ModeSleep
+	}
+	cfg.Sleep = cfg.Mode == ModeSleep
 	if cfg.FIFOPriority < 0 || cfg.FIFOPriority > 99 {
 		return nil, fmt.Errorf("sched: SCHED_FIFO priority %d not in 1..99", cfg.FIFOPriority)
 	}
-	s := &Scheduler{cfg: cfg, clock: cfg.Clock}
+	s := &Scheduler{cfg: cfg, clock: cfg.Clock, wake: make(chan struct{}, 1)}
 	if s.clock == nil {
 		s.clock = MonoClock{}
 	}
@@ -127,7 +218,24 @@ func New(cfg Config) (*Scheduler, error) {
 	return s, nil
 }
 
+// Config returns the configuration with defaults filled in.
+func (s *Scheduler) Config() Config { return s.cfg }
+
+// changed marks a change for the scheduling thread and wakes it if it is
+// blocked; s.mu is held. It returns the change's generation.
+func (s *Scheduler) changed() uint64 {
+	s.gen++
+	s.dirty.Store(true)
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return s.gen
+}
+
 // Register adds v to the scheduled vCPUs; it takes effect at the next pass.
+// A policy that implements [Updater] places v without moving the vCPUs
+// already placed.
 func (s *Scheduler) Register(v VCPU) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -145,7 +253,7 @@ func (s *Scheduler) Register(v VCPU) error {
 	}
 	s.registered = append(s.registered[:len(s.registered):len(s.registered)], entry{v: v, slot: slot})
 	s.setChanged = true
-	s.dirty.Store(true)
+	s.changed()
 	return nil
 }
 
@@ -169,14 +277,14 @@ func (s *Scheduler) Unregister(v VCPU) error {
 	slot := cur[idx].slot
 	s.registered = append(cur[:idx:idx], cur[idx+1:]...)
 	s.setChanged = true
-	s.dirty.Store(true)
+	gen := s.changed()
 	s.mu.Unlock()
-	// A pass under way may still act on v: wait until one has started
-	// after the change (it applies the change first) and finished.
+	// A pass under way may still act on v: wait until the scheduling
+	// thread has applied this change (every later pass works on the new
+	// set).
 	if s.running.Load() {
-		target := s.passes.Load() + 2
 		deadline := time.Now().Add(100 * time.Millisecond)
-		for s.running.Load() && s.passes.Load() < target && time.Now().Before(deadline) {
+		for s.running.Load() && s.applied.Load() < gen && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Microsecond)
 		}
 	}
@@ -192,11 +300,13 @@ func (s *Scheduler) Unregister(v VCPU) error {
 	return errors.Join(errs...)
 }
 
-// SetPolicy switches to p at the next pass; p.Start is called then.
+// SetPolicy switches to p at the next pass; p.Start is called then (also
+// when p is the policy already running), and may re-place every vCPU.
 func (s *Scheduler) SetPolicy(p Policy) {
 	s.mu.Lock()
 	s.nextPolicy = p
-	s.dirty.Store(true)
+	s.policyChanged = true
+	s.changed()
 	s.mu.Unlock()
 }
 
@@ -217,6 +327,7 @@ func (s *Scheduler) Stats() Stats {
 		Errors:     s.errs.Load(),
 		PassTime:   time.Duration(s.passTime.Load()),
 		CPUTime:    time.Duration(s.cpuTime.Load()),
+		Blocks:     s.blocks.Load(),
 	}
 	if e := s.lastErr.Load(); e != nil {
 		st.LastError = *e
@@ -225,27 +336,36 @@ func (s *Scheduler) Stats() Stats {
 }
 
 // applyChanges installs pending registrations and policy switches; it
-// runs on the scheduling thread.
+// runs on the scheduling thread. A new policy (or the first) is started;
+// a change of the vCPU set goes to the running policy's Update if it is an
+// [Updater], else to its Start.
 func (s *Scheduler) applyChanges() {
 	s.mu.Lock()
 	newPolicy := s.nextPolicy
+	gen := s.gen
 	var set []entry
-	if s.setChanged {
+	setChanged := s.setChanged
+	if setChanged {
 		set = append([]entry{}, s.registered...)
-		s.setChanged = false
 	}
+	restart := s.policyChanged || !s.started
+	s.setChanged, s.policyChanged = false, false
 	s.dirty.Store(false)
 	s.mu.Unlock()
-	if set != nil || s.entries == nil {
+	if setChanged {
 		old := s.view.VCPUs
 		oldEntries := s.entries
 		s.entries = set
 		s.view.VCPUs = make([]VCPUView, len(set))
+		s.prev = make([]int, len(set))
 		for i, e := range set {
 			s.view.VCPUs[i] = VCPUView{Class: e.v.Class(), Home: homeUnknown, Obs: ThreadState{CPU: -1}}
+			s.prev[i] = -1
 			for j, o := range oldEntries {
 				if o.v == e.v {
 					s.view.VCPUs[i] = old[j]
+					s.prev[i] = j
+					break
 				}
 			}
 		}
@@ -253,8 +373,61 @@ func (s *Scheduler) applyChanges() {
 	s.policy = newPolicy
 	s.view.Now = s.clock.Now()
 	s.load()
-	s.actions = s.policy.Start(&s.view, s.actions[:0])
+	u, incremental := s.policy.(Updater)
+	switch {
+	case restart:
+		s.actions = s.policy.Start(&s.view, s.actions[:0])
+	case setChanged && incremental:
+		s.actions = u.Update(&s.view, s.prev, s.actions[:0])
+	case setChanged:
+		s.actions = s.policy.Start(&s.view, s.actions[:0])
+	default:
+		s.actions = s.actions[:0]
+	}
+	s.started = true
 	s.apply()
+	s.applied.Store(gen)
+}
+
+// passive reports whether the scheduling thread needs no passes: no vCPUs,
+// or a [Passive] policy.
+func (s *Scheduler) passive() bool {
+	if len(s.entries) == 0 {
+		return true
+	}
+	p, ok := s.policy.(Passive)
+	return ok && p.Passive()
+}
+
+// pace returns how long after this pass's start the next one starts and
+// whether the thread sleeps (rather than spins) until then. In
+// ModeAdaptive it sleeps IdlePeriod once no vCPU has been active for
+// IdleAfter; a vCPU is active while running or runnable (or unobserved)
+// and not parked, and a sleeping vCPU was active until it went to sleep.
+func (s *Scheduler) pace(now int64) (wait time.Duration, sleep bool) {
+	switch s.cfg.Mode {
+	case ModeSleep:
+		return s.cfg.Period, true
+	case ModeAdaptive:
+	default:
+		return s.cfg.Period, false
+	}
+	for i := range s.view.VCPUs {
+		vc := &s.view.VCPUs[i]
+		switch {
+		case vc.Parked:
+		case vc.Obs.State == Sleeping:
+			if vc.Obs.Since > s.lastActive {
+				s.lastActive = vc.Obs.Since
+			}
+		default: // Running, Runnable, Unknown
+			s.lastActive = now
+		}
+	}
+	if now-s.lastActive < int64(s.cfg.IdleAfter) {
+		return s.cfg.Period, false
+	}
+	return s.cfg.IdlePeriod, true
 }
 
 // Pass runs one scheduling pass: it reads every vCPU's state, asks the
@@ -339,17 +512,15 @@ func (s *Scheduler) fail(err error) {
 // then unparks every vCPU it parked. The thread is pinned to
 // Config.SchedCPU and made SCHED_FIFO if configured; it is never unlocked,
 // so it exits with the goroutine and its settings never leak to other
-// goroutines. Run raises GOMAXPROCS by one while it runs, since its
-// thread holds a Go P throughout. It returns an error only if the thread
-// cannot be set up.
+// goroutines. Run reserves one more GOMAXPROCS (internal/gomaxprocs) while
+// it runs, since its thread holds a Go P while it polls. It returns an
+// error only if the thread cannot be set up.
 func (s *Scheduler) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("sched: Run called twice")
 	}
 	defer s.running.Store(false)
-	// The busy-polling thread holds a Go P for its whole life: add one.
-	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
-	defer func() { runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) - 1) }()
+	defer gomaxprocs.Reserve(1)()
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with us
@@ -372,12 +543,11 @@ func (s *Scheduler) loop(ctx context.Context) error {
 			return fmt.Errorf("sched: make scheduler thread SCHED_FIFO %d (needs CAP_SYS_NICE): %w", s.cfg.FIFOPriority, err)
 		}
 	}
-	if s.cfg.Sleep {
+	if s.cfg.Mode != ModeBusyPoll {
 		_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
 	}
 	defer s.finish()
 	done := ctx.Done()
-	period := int64(s.cfg.Period)
 	next := nanotime()
 	lastCPU := next
 	for {
@@ -386,17 +556,32 @@ func (s *Scheduler) loop(ctx context.Context) error {
 			return nil
 		default:
 		}
+		if s.dirty.Load() {
+			s.applyChanges()
+		}
+		if s.passive() {
+			s.blocks.Add(1)
+			s.updateCPUTime()
+			select {
+			case <-done:
+				return nil
+			case <-s.wake:
+			}
+			next = nanotime()
+			continue
+		}
 		s.Pass()
 		now := nanotime()
 		if now-lastCPU > int64(10*time.Millisecond) {
 			s.updateCPUTime()
 			lastCPU = now
 		}
-		next += period
+		wait, sleep := s.pace(s.view.Now)
+		next += int64(wait)
 		if next < now {
 			next = now
 		}
-		if s.cfg.Sleep {
+		if sleep {
 			ts := unix.NsecToTimespec(next)
 			_ = unix.ClockNanosleep(unix.CLOCK_MONOTONIC, unix.TIMER_ABSTIME, &ts, nil)
 			continue

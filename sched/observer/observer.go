@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -35,13 +36,6 @@ type Options struct {
 	TraceAll bool
 	// ManagedCPUs are the CPUs whose foreign threads are counted.
 	ManagedCPUs []int
-}
-
-// slotRec mirrors struct slot_state.
-type slotRec struct {
-	seq, tid, state uint32
-	cpu             int32
-	since, switches uint64
 }
 
 // Observer is a loaded, attached eBPF observer; it implements
@@ -86,7 +80,7 @@ func New(opts Options) (_ *Observer, err error) {
 			o.Close()
 		}
 	}()
-	size := MaxSlots * int(unsafe.Sizeof(slotRec{}))
+	size := MaxSlots * int(unsafe.Sizeof(observerSlotState{}))
 	pg := os.Getpagesize()
 	size = (size + pg - 1) / pg * pg
 	o.mem, err = unix.Mmap(o.objs.Slots.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
@@ -145,8 +139,8 @@ func (o *Observer) SetManaged(cpus []int) error {
 	return nil
 }
 
-func (o *Observer) rec(slot int) *slotRec {
-	return (*slotRec)(unsafe.Pointer(&o.mem[slot*int(unsafe.Sizeof(slotRec{}))]))
+func (o *Observer) rec(slot int) *observerSlotState {
+	return (*observerSlotState)(unsafe.Pointer(&o.mem[slot*int(unsafe.Sizeof(observerSlotState{}))]))
 }
 
 // Watch implements [sched.Observer]: it starts observing thread tid of
@@ -242,11 +236,11 @@ func (o *Observer) Load(slot int, st *sched.ThreadState) {
 	}
 	r := o.rec(slot)
 	for try := 0; try < 4; try++ {
-		s1 := atomic.LoadUint32(&r.seq)
-		state := atomic.LoadUint32(&r.state)
-		cpu := int32(atomic.LoadUint32((*uint32)(unsafe.Pointer(&r.cpu))))
-		since := atomic.LoadUint64(&r.since)
-		if s1&1 == 0 && atomic.LoadUint32(&r.seq) == s1 {
+		s1 := atomic.LoadUint32(&r.Seq)
+		state := atomic.LoadUint32(&r.State)
+		cpu := int32(atomic.LoadUint32((*uint32)(unsafe.Pointer(&r.Cpu))))
+		since := atomic.LoadUint64(&r.Since)
+		if s1&1 == 0 && atomic.LoadUint32(&r.Seq) == s1 {
 			st.State, st.CPU, st.Since = sched.RunState(state), int(cpu), int64(since)
 			return
 		}
@@ -258,7 +252,75 @@ func (o *Observer) Switches(slot int) uint64 {
 	if slot < 0 || slot >= MaxSlots {
 		return 0
 	}
-	return atomic.LoadUint64(&o.rec(slot).switches)
+	return atomic.LoadUint64(&o.rec(slot).Switches)
+}
+
+// ThreadTotals are a watched thread's cumulative scheduling counters since
+// it was watched: what libvirt and KubeVirt export as vcpu_time and
+// vcpu_delay ("CPU ready"). Times are in nanoseconds (time.Duration) of
+// CLOCK_MONOTONIC, counts are events. They count what the observer saw
+// from Watch on; like /proc/TID/schedstat, not the thread's whole life.
+type ThreadTotals struct {
+	// State is the thread's current state and since when it is in it.
+	State sched.ThreadState
+	// WaitTime is the time the thread spent runnable on a runqueue
+	// before being switched in: woken and waiting, or preempted and
+	// waiting to run again. A current wait is included up to the read.
+	WaitTime time.Duration
+	// RunTime is the time the thread spent on a CPU. A current run is
+	// included up to the read.
+	RunTime time.Duration
+	// Switches counts the times it was switched in.
+	Switches uint64
+	// Preemptions counts involuntary switches out: the thread left its
+	// CPU still runnable (preempted, or it yielded), as the kernel's
+	// nonvoluntary_ctxt_switches counts them.
+	Preemptions uint64
+	// Wakeups counts the wakeups that made the sleeping thread runnable.
+	Wakeups uint64
+	// WakeupsOnCPU counts wakeups the kernel reported while the thread
+	// was still on its CPU (it had not blocked yet); they change nothing.
+	WakeupsOnCPU uint64
+}
+
+// Totals returns the cumulative counters of the thread in slot; the zero
+// ThreadTotals for a slot out of range. It reads the mmapped record with
+// plain loads (no system call, no allocation) and retries while a BPF
+// program is writing it; it is safe for concurrent use, also with Load.
+// A slot reused by a later Watch starts from zero again.
+func (o *Observer) Totals(slot int) ThreadTotals {
+	var t ThreadTotals
+	if slot < 0 || slot >= MaxSlots {
+		return t
+	}
+	r := o.rec(slot)
+	for try := 0; try < 16; try++ {
+		s1 := atomic.LoadUint32(&r.Seq)
+		state := atomic.LoadUint32(&r.State)
+		cpu := int32(atomic.LoadUint32((*uint32)(unsafe.Pointer(&r.Cpu))))
+		since := atomic.LoadUint64(&r.Since)
+		t = ThreadTotals{
+			State:        sched.ThreadState{State: sched.RunState(state), CPU: int(cpu), Since: int64(since)},
+			WaitTime:     time.Duration(atomic.LoadUint64(&r.WaitNs)),
+			RunTime:      time.Duration(atomic.LoadUint64(&r.RunNs)),
+			Switches:     atomic.LoadUint64(&r.Switches),
+			Preemptions:  atomic.LoadUint64(&r.Preempts),
+			Wakeups:      atomic.LoadUint64(&r.Wakeups),
+			WakeupsOnCPU: atomic.LoadUint64(&r.WakeupsOnCpu),
+		}
+		if s1&1 == 0 && atomic.LoadUint32(&r.Seq) == s1 {
+			break
+		}
+	}
+	if d := time.Duration(sched.Nanotime() - t.State.Since); d > 0 && t.State.Since > 0 {
+		switch t.State.State {
+		case sched.Running:
+			t.RunTime += d
+		case sched.Runnable:
+			t.WaitTime += d
+		}
+	}
+	return t
 }
 
 // SlotHist returns the runqueue-latency histogram of the thread in slot.

@@ -19,13 +19,19 @@ type observerHist struct {
 }
 
 type observerSlotState struct {
-	_        structs.HostLayout
-	Seq      uint32
-	Tid      uint32
-	State    uint32
-	Cpu      int32
-	Since    uint64
-	Switches uint64
+	_            structs.HostLayout
+	Seq          uint32
+	Tid          uint32
+	State        uint32
+	Cpu          int32
+	Since        uint64
+	Switches     uint64
+	WaitNs       uint64
+	RunNs        uint64
+	Preempts     uint64
+	Wakeups      uint64
+	WakeupsOnCpu uint64
+	Pad          [7]uint64
 }
 
 // Names of all BPF objects in the ELF.

@@ -10,29 +10,19 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/colibrivm/colibri/sched"
 )
 
-// thread runs f on a new locked OS thread pinned to cpu until ctx is
-// done, and returns its tid.
+// thread runs f in a loop on a new locked OS thread pinned to cpu until
+// ctx is done, and returns its tid.
 func thread(ctx context.Context, t *testing.T, cpu int, f func()) int {
 	t.Helper()
-	tidc := make(chan int)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with us
-		var set unix.CPUSet
-		set.Set(cpu)
-		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			t.Error(err)
-		}
-		tidc <- unix.Gettid()
+	tid, _ := pinned(t, cpu, func() {
 		for ctx.Err() == nil {
 			f()
 		}
-	}()
-	return <-tidc
+	})
+	return tid
 }
 
 func TestObserverSeesWakeWaitRun(t *testing.T) {
@@ -73,21 +63,30 @@ func TestObserverSeesWakeWaitRun(t *testing.T) {
 		t.Fatalf("watching again gave slot %d, want %d", again, ss)
 	}
 
-	// Sample the sleeper's state from CPU 0 for 300ms.
+	// Sample the sleeper's state from a thread pinned to CPU 0 for 300ms
+	// (on CPU 1 it would only ever see the sleeper asleep).
 	seen := map[sched.RunState]int{}
-	var st sched.ThreadState
-	deadline := time.Now().Add(300 * time.Millisecond)
-	for time.Now().Before(deadline) {
-		o.Load(ss, &st)
-		seen[st.State]++
-		if st.State == sched.Running && st.CPU != 1 {
-			t.Fatalf("sleeper pinned to CPU 1 seen running on CPU %d", st.CPU)
+	_, sampled := pinned(t, 0, func() {
+		var st sched.ThreadState
+		deadline := time.Now().Add(300 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			o.Load(ss, &st)
+			seen[st.State]++
+			if st.State == sched.Running && st.CPU != 1 {
+				t.Errorf("sleeper pinned to CPU 1 seen running on CPU %d", st.CPU)
+				return
+			}
+			if now := sched.Nanotime(); st.Since > now || now-st.Since > int64(10*time.Second) {
+				t.Errorf("since %d not on the monotonic clock (now %d)", st.Since, now)
+				return
+			}
 		}
-		if now := sched.Nanotime(); st.Since > now || now-st.Since > int64(10*time.Second) {
-			t.Fatalf("since %d not on the monotonic clock (now %d)", st.Since, now)
-		}
-	}
+	})
+	<-sampled
 	cancel()
+	if t.Failed() {
+		t.FailNow()
+	}
 	t.Logf("sleeper states seen: %v switches %d/%d", seen, o.Switches(ss), o.Switches(sp))
 	if seen[sched.Sleeping] == 0 || seen[sched.Running]+seen[sched.Runnable] == 0 {
 		t.Fatalf("sleeper states seen %v: want sleeping and running/runnable", seen)

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/colibrivm/colibri/internal/gomaxprocs"
 	"github.com/colibrivm/colibri/sched"
 )
 
@@ -76,9 +77,10 @@ var _ sched.VCPU = (*VCPU)(nil)
 // returns once the thread exists and has its initial affinity.
 //
 // A thread vCPU computing in guest mode holds a Go P (and needs one to
-// return from a system call), so Start raises GOMAXPROCS by one for the
-// thread's life: otherwise more thread vCPUs than GOMAXPROCS would be
-// time-sliced by the Go scheduler instead of the host's.
+// return from a system call), so Start reserves one more GOMAXPROCS
+// (internal/gomaxprocs) for the thread's life: otherwise more thread vCPUs
+// than GOMAXPROCS would be time-sliced by the Go scheduler instead of the
+// host's.
 func Start(ctx context.Context, cfg Config) (*VCPU, error) {
 	if cfg.Work == nil {
 		return nil, errors.New("threadvcpu: no work")
@@ -90,9 +92,8 @@ func Start(ctx context.Context, cfg Config) (*VCPU, error) {
 		return nil, fmt.Errorf("threadvcpu: kick signal %d is not a real-time signal ≥ 35", cfg.KickSignal)
 	}
 	v := &VCPU{cfg: cfg, pid: os.Getpid(), done: make(chan struct{})}
-	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
 	ready := make(chan error, 1)
-	go v.thread(ready)
+	go v.thread(ready, gomaxprocs.Reserve(1))
 	if err := <-ready; err != nil {
 		<-v.done
 		return nil, err
@@ -108,9 +109,9 @@ func Start(ctx context.Context, cfg Config) (*VCPU, error) {
 }
 
 // thread is the vCPU thread's whole life.
-func (v *VCPU) thread(ready chan<- error) {
+func (v *VCPU) thread(ready chan<- error, release func()) {
 	defer close(v.done)
-	defer func() { runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) - 1) }()
+	defer release()
 	runtime.LockOSThread() // never unlocked: the thread exits with us
 	v.tid = unix.Gettid()
 	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)

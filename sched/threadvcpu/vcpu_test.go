@@ -201,3 +201,26 @@ func TestStopOnContextCancel(t *testing.T) {
 		t.Fatal("parked thread did not exit on cancel")
 	}
 }
+
+// Each thread vCPU reserves one GOMAXPROCS for its life, and only its own:
+// vCPUs that end in any order leave GOMAXPROCS where it was.
+func TestGOMAXPROCSReservedPerVCPU(t *testing.T) {
+	base := runtime.GOMAXPROCS(0)
+	a, _ := startSpin(t)
+	b, _ := startSpin(t)
+	if got := runtime.GOMAXPROCS(0); got != base+2 {
+		t.Fatalf("GOMAXPROCS %d with two thread vCPUs, want %d", got, base+2)
+	}
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != base+1 {
+		t.Fatalf("GOMAXPROCS %d after the first stopped, want %d", got, base+1)
+	}
+	if err := b.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != base {
+		t.Fatalf("GOMAXPROCS %d after both stopped, want %d", got, base)
+	}
+}

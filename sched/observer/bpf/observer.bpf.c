@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
-// colibri's scheduling observer: per watched thread, its run state in an
-// mmapable array the scheduler reads with plain loads; log2 histograms of
-// runqueue latency (µs) per watched thread and per CPU; a count of foreign
-// threads switched in on managed CPUs.
+// colibri's scheduling observer: per watched thread, its run state and
+// cumulative run/wait times and event counts in an mmapable array the
+// scheduler reads with plain loads; log2 histograms of runqueue latency (µs)
+// per watched thread and per CPU; a count of foreign threads switched in on
+// managed CPUs.
+//
+// Kernel fields read (CO-RE; present in Debian's 6.1 and 6.12 kernels):
+// task_struct.pid, tgid, __state, on_cpu, thread_info.cpu.
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -18,14 +22,24 @@
 #define ST_RUNNABLE 2
 #define ST_RUNNING 3
 
-// One watched thread. seq is odd while the record is being written.
+// One watched thread. seq is odd while the record is being written. The
+// events of one task are serialised by the kernel (its runqueue lock, or
+// they run on its own CPU with interrupts off), so one writer at a time.
+// Padded to two cache lines so that neighbouring slots, written from
+// different CPUs, do not share one.
 struct slot_state {
 	__u32 seq;
 	__u32 tid;
 	__u32 state;
 	__s32 cpu;
-	__u64 since; // bpf_ktime_get_ns() when state was entered
-	__u64 switches;
+	__u64 since;          // bpf_ktime_get_ns() when state was entered
+	__u64 switches;       // times switched in
+	__u64 wait_ns;        // total ns runnable before being switched in
+	__u64 run_ns;         // total ns running, up to the last switch out
+	__u64 preempts;       // switched out while still runnable
+	__u64 wakeups;        // made runnable from sleeping by a wakeup
+	__u64 wakeups_on_cpu; // woken while still on its CPU (stays running)
+	__u64 _pad[7];
 };
 
 struct hist {
@@ -116,18 +130,18 @@ static __always_inline bool counted(struct task_struct *p)
 	return bpf_map_lookup_elem(&tgids, &tgid) != NULL;
 }
 
-static __always_inline void set_state(__u32 slot, __u32 state, __s32 cpu, __u64 now, bool switched)
+static __always_inline struct slot_state *slot_rec(__u32 slot)
 {
-	struct slot_state *st = bpf_map_lookup_elem(&slots, &slot);
+	return bpf_map_lookup_elem(&slots, &slot);
+}
 
-	if (!st)
-		return;
+static __always_inline void write_begin(struct slot_state *st)
+{
 	__sync_fetch_and_add(&st->seq, 1);
-	st->state = state;
-	st->cpu = cpu;
-	st->since = now;
-	if (switched)
-		st->switches++;
+}
+
+static __always_inline void write_end(struct slot_state *st)
+{
 	__sync_fetch_and_add(&st->seq, 1);
 }
 
@@ -152,9 +166,20 @@ static __always_inline __s32 task_cpu(struct task_struct *p)
 	return BPF_CORE_READ(p, thread_info.cpu);
 }
 
+// A wakeup (try_to_wake_up, or a new task's first enqueue). The kernel also
+// reports a wakeup of a task that is still on its CPU: one that set itself
+// TASK_(UN)INTERRUPTIBLE and was woken before it called schedule(), or that
+// woke itself (p == current); it then goes on running and no sched_switch
+// follows. p->on_cpu tells: under the runqueue lock the wakeup of a queued
+// task holds, it is 1 exactly while p is its CPU's current task, and a task
+// that did leave its CPU is only woken once on_cpu is 0. (p->on_rq does not
+// tell: a running task is queued too, and from 6.12 on a sleeping task may
+// stay queued, "delayed dequeue".)
 static __always_inline int on_wakeup(struct task_struct *p)
 {
 	__u32 tid = BPF_CORE_READ(p, pid);
+	int on_cpu = BPF_CORE_READ(p, on_cpu);
+	struct slot_state *st;
 	__u64 now;
 	int slot;
 
@@ -162,12 +187,32 @@ static __always_inline int on_wakeup(struct task_struct *p)
 		return 0;
 	now = bpf_ktime_get_ns();
 	slot = slot_of(tid);
-	if (slot >= 0) {
-		set_state(slot, ST_RUNNABLE, task_cpu(p), now, false);
+	if (slot < 0) {
+		// An unwatched task still on its CPU is not queued anew.
+		if (!on_cpu && counted(p))
+			bpf_map_update_elem(&start, &tid, &now, BPF_ANY);
 		return 0;
 	}
-	if (counted(p))
-		bpf_map_update_elem(&start, &tid, &now, BPF_ANY);
+	st = slot_rec(slot);
+	if (!st)
+		return 0;
+	write_begin(st);
+	if (on_cpu) {
+		st->wakeups_on_cpu++;
+		if (st->state != ST_RUNNING) {
+			// Seen running for the first time since Watch.
+			st->state = ST_RUNNING;
+			st->cpu = task_cpu(p);
+			st->since = now;
+		}
+	} else if (st->state != ST_RUNNABLE) {
+		// Preempted earlier and still queued: it waits since then.
+		st->state = ST_RUNNABLE;
+		st->cpu = task_cpu(p);
+		st->since = now;
+		st->wakeups++;
+	}
+	write_end(st);
 	return 0;
 }
 
@@ -191,27 +236,52 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 	__u32 ptid = BPF_CORE_READ(prev, pid);
 	__u32 ntid = BPF_CORE_READ(next, pid);
 	long pstate = BPF_CORE_READ(prev, __state);
+	// Still queued: preempted, or switched out without blocking (the
+	// kernel dequeues only a task that is not TASK_RUNNING by the time
+	// __schedule looks, and never on preemption).
+	bool queued = preempt || pstate == TASK_RUNNING;
+	struct slot_state *st;
 	int slot;
 
-	// The thread leaving the CPU: still runnable if preempted.
+	// The thread leaving the CPU.
 	slot = ptid ? slot_of(ptid) : -1;
-	if (slot >= 0)
-		set_state(slot, pstate == TASK_RUNNING ? ST_RUNNABLE : ST_SLEEPING, cpu, now, false);
-	else if (ptid && pstate == TASK_RUNNING && counted(prev))
+	if (slot >= 0) {
+		st = slot_rec(slot);
+		if (st) {
+			write_begin(st);
+			if (st->state == ST_RUNNING && now > st->since)
+				st->run_ns += now - st->since;
+			if (queued)
+				st->preempts++;
+			st->state = queued ? ST_RUNNABLE : ST_SLEEPING;
+			st->cpu = cpu;
+			st->since = now;
+			write_end(st);
+		}
+	} else if (ptid && queued && counted(prev)) {
 		bpf_map_update_elem(&start, &ptid, &now, BPF_ANY);
+	}
 
 	if (!ntid)
 		return 0;
 	slot = slot_of(ntid);
 	if (slot >= 0) {
-		__u32 key = slot;
-		struct slot_state *st = bpf_map_lookup_elem(&slots, &key);
+		st = slot_rec(slot);
+		if (!st)
+			return 0;
+		write_begin(st);
+		if (st->state == ST_RUNNABLE && now > st->since) {
+			__u64 d = now - st->since;
 
-		if (st && st->state == ST_RUNNABLE && now > st->since) {
-			hist_add(&slot_hist, key, now - st->since);
-			hist_add(&cpu_hist, cpu, now - st->since);
+			st->wait_ns += d;
+			hist_add(&slot_hist, slot, d);
+			hist_add(&cpu_hist, cpu, d);
 		}
-		set_state(slot, ST_RUNNING, cpu, now, true);
+		st->state = ST_RUNNING;
+		st->cpu = cpu;
+		st->since = now;
+		st->switches++;
+		write_end(st);
 		return 0;
 	}
 
