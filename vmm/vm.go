@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/colibrivm/colibri/internal/gomaxprocs"
 	"github.com/colibrivm/colibri/kvm"
 	"github.com/colibrivm/colibri/vmm/acpi"
 	"github.com/colibrivm/colibri/vmm/boot"
@@ -377,9 +377,7 @@ func (v *VM) Run(ctx context.Context) (ExitKind, error) {
 	// Each vCPU thread needs a Go P whenever it returns from KVM_RUN to
 	// handle an exit; give the runtime one more P per vCPU so exits never
 	// wait for the VMM's other goroutines (as sched's thread vCPUs do).
-	procs := runtime.GOMAXPROCS(0)
-	runtime.GOMAXPROCS(procs + v.cfg.CPUs)
-	defer runtime.GOMAXPROCS(procs)
+	defer gomaxprocs.Reserve(v.cfg.CPUs)()
 	v.start = time.Now()
 	v.timer.start = v.start
 	v.console.start = v.start
