@@ -9,10 +9,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
+	"github.com/colibrivm/colibri/host"
 	"github.com/colibrivm/colibri/host/spec"
 	"github.com/colibrivm/colibri/kvm"
+	"github.com/colibrivm/colibri/netstack"
 	"github.com/colibrivm/colibri/vmm"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -112,24 +115,6 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 		return err
 	}
 
-	// The datapath goes first, so that it closes after the VM has let go
-	// of its queues.
-	var dp *datapath
-	if f.net != "" {
-		if dp, err = newDatapath(nil, cfg.Logger); err != nil {
-			return err
-		}
-		defer dp.close()
-		if err := dp.addSwitch("boot", []spec.Uplink{{TAP: ns.tap}}); err != nil {
-			return fmt.Errorf("--net: %w", err)
-		}
-		nic, err := dp.guestNIC("boot", "guest", 0, ns.mac)
-		if err != nil {
-			return fmt.Errorf("--net: %w", err)
-		}
-		cfg.NICs = append(cfg.NICs, nic)
-	}
-
 	out := cmd.OutOrStdout()
 	if f.console != "" {
 		file, err := os.Create(f.console)
@@ -146,10 +131,10 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	interrupted := false
+	var interrupted atomic.Bool
 	go func() {
 		if _, ok := <-sigs; ok {
-			interrupted = true
+			interrupted.Store(true)
 			cancel()
 		}
 	}()
@@ -166,44 +151,108 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 		cfg.ConsoleIn = &escapeReader{r: os.Stdin, quit: cancel}
 	}
 
-	vm, err := vmm.New(cfg)
+	var (
+		kind   vmm.ExitKind
+		runErr error
+	)
+	if f.net != "" {
+		kind, runErr, err = bootOnHost(ctx, cfg, ns, f.stats)
+	} else {
+		kind, runErr, err = bootAlone(ctx, cfg, f.stats)
+	}
 	if err != nil {
-		if errors.Is(err, kvm.ErrNoKVM) {
-			return fmt.Errorf("%w\n  run it inside the KVM sandbox: scripts/kvm-sandbox ./bin/colibri boot ... (or 'make demo'), or load kvm-intel/kvm-amd", err)
-		}
 		return err
-	}
-	defer vm.Close()
-	if dp != nil {
-		if err := dp.stack.Start(ctx); err != nil {
-			return fmt.Errorf("--net: netstack: %w", err)
-		}
-	}
-	kind, runErr := vm.Run(ctx)
-	if f.stats {
-		st := vm.Stats()
-		fmt.Fprintf(os.Stderr, "\r\ncolibri: VM ended: %v\r\n", kind)
-		if o, err := vmm.VMMOverheadRSS(); err == nil {
-			fmt.Fprintf(os.Stderr, "VMM RSS beyond guest memory: %.1f MiB (anonymous %.1f MiB, binary and files %.1f MiB)\r\n",
-				float64(o.Total())/(1<<20), float64(o.Anon)/(1<<20), float64(o.File)/(1<<20))
-		}
-		fmt.Fprint(os.Stderr, strings.ReplaceAll(st.Format(), "\n", "\r\n"))
-		if dp != nil {
-			var b strings.Builder
-			_ = dp.stack.Stats().WriteText(&b)
-			fmt.Fprint(os.Stderr, strings.ReplaceAll(b.String(), "\n", "\r\n"))
-		}
 	}
 	switch kind {
 	case vmm.ExitPowerOff, vmm.ExitReset:
 		return nil
 	case vmm.ExitStopped:
-		if interrupted {
+		if interrupted.Load() {
 			return exitError{130}
 		}
 		return nil
 	}
 	return fmt.Errorf("VM failed: %w", runErr)
+}
+
+// noKVMHint adds what to do to an error that says there is no usable KVM.
+func noKVMHint(err error) error {
+	if errors.Is(err, kvm.ErrNoKVM) {
+		return fmt.Errorf("%w\n  run it inside the KVM sandbox: scripts/kvm-sandbox ./bin/colibri boot ... (or 'make demo'), or load kvm-intel/kvm-amd", err)
+	}
+	return err
+}
+
+// bootAlone runs the VM cfg describes on its own, until it ends or ctx
+// does.
+func bootAlone(ctx context.Context, cfg vmm.Config, stats bool) (vmm.ExitKind, error, error) {
+	vm, err := vmm.New(cfg)
+	if err != nil {
+		return 0, nil, noKVMHint(err)
+	}
+	defer vm.Close()
+	kind, runErr := vm.Run(ctx)
+	if stats {
+		printBootStats(kind, vm.Stats(), nil)
+	}
+	return kind, runErr, nil
+}
+
+// bootOnHost runs the VM cfg describes on a host whose one switch links
+// its NIC to a TAP uplink, until it ends or ctx does.
+func bootOnHost(ctx context.Context, cfg vmm.Config, ns netSpec, stats bool) (vmm.ExitKind, error, error) {
+	const sw = "boot"
+	h, err := host.New(ctx, host.Config{
+		Spec:   spec.File{Switches: []spec.Switch{{Name: sw, Uplinks: []spec.Uplink{{TAP: ns.tap}}}}},
+		Logger: cfg.Logger,
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("--net: %w", err)
+	}
+	defer h.Close(context.Background())
+	s := spec.VM{Name: "guest", Kernel: cfg.Kernel, Initrd: cfg.Initrd, Cmdline: cfg.Cmdline, CPUs: cfg.CPUs, Mem: cfg.MemSize,
+		NICs: []spec.NIC{{Switch: sw, MAC: ns.mac}}}
+	for _, d := range cfg.Disks {
+		s.Disks = append(s.Disks, spec.Disk{Path: d.Path, ReadOnly: d.ReadOnly})
+	}
+	v, err := h.CreateVM(s, host.WithVMMConfig(func(c *vmm.Config) {
+		c.Console, c.ConsoleIn = cfg.Console, cfg.ConsoleIn
+		c.RNG, c.HugePages, c.KVMDevice = cfg.RNG, cfg.HugePages, cfg.KVMDevice
+	}))
+	if err != nil {
+		return 0, nil, noKVMHint(err)
+	}
+	if err := v.Start(); err != nil {
+		return 0, nil, err
+	}
+	go func() {
+		<-ctx.Done()
+		_ = v.Stop(context.Background(), host.StopOptions{Force: true})
+	}()
+	exit, err := v.Wait(context.Background())
+	if err != nil {
+		return 0, nil, err
+	}
+	if stats {
+		ns := h.Stats().Netstack
+		printBootStats(exit.Kind, v.Stats(), &ns)
+	}
+	return exit.Kind, exit.Err, nil
+}
+
+// printBootStats writes --stats to stderr (CRLF: the terminal may be raw).
+func printBootStats(kind vmm.ExitKind, st vmm.Stats, net *netstack.Stats) {
+	fmt.Fprintf(os.Stderr, "\r\ncolibri: VM ended: %v\r\n", kind)
+	if o, err := vmm.VMMOverheadRSS(); err == nil {
+		fmt.Fprintf(os.Stderr, "VMM RSS beyond guest memory: %.1f MiB (anonymous %.1f MiB, binary and files %.1f MiB)\r\n",
+			float64(o.Total())/(1<<20), float64(o.Anon)/(1<<20), float64(o.File)/(1<<20))
+	}
+	fmt.Fprint(os.Stderr, strings.ReplaceAll(st.Format(), "\n", "\r\n"))
+	if net != nil {
+		var b strings.Builder
+		_ = net.WriteText(&b)
+		fmt.Fprint(os.Stderr, strings.ReplaceAll(b.String(), "\n", "\r\n"))
+	}
 }
 
 // resolveKernel gives a config without a kernel the default images' kernel

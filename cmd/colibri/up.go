@@ -3,26 +3,20 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
+	"github.com/colibrivm/colibri/host"
 	"github.com/colibrivm/colibri/host/spec"
-	"github.com/colibrivm/colibri/kvm"
 	"github.com/colibrivm/colibri/netstack"
-	"github.com/colibrivm/colibri/sched"
-	"github.com/colibrivm/colibri/sched/cgroup"
-	"github.com/colibrivm/colibri/sched/observer"
 	"github.com/colibrivm/colibri/vmm"
 )
 
@@ -76,17 +70,6 @@ FILE (YAML; JSON with the same names works too):
 	return cmd
 }
 
-// upVM is one VM of an up file while it runs.
-type upVM struct {
-	name  string
-	class sched.Class
-	vm    *vmm.VM
-	out   *prefixWriter
-	file  *os.File
-	kind  vmm.ExitKind
-	err   error
-}
-
 // upStats is what --stats-json writes.
 type upStats struct {
 	VMs      []upVMStats    `json:"vms"`
@@ -112,378 +95,148 @@ type upSchedStats struct {
 	CPUTimeS   float64 `json:"cpu_time_s"`
 }
 
-// upRun holds everything an up run owns, so that one deferred close
-// releases it in order whatever failed.
-type upRun struct {
-	log     *zap.Logger
-	net     *datapath
-	vms     []*upVM
-	sched   *sched.Scheduler
-	obs     *observer.Observer
-	cgroups *cgroup.Manager
-	// schedCores are the cores the scheduler manages.
-	schedCores []int
-	closers    []func() error
+// imagesKernel is the host's default kernel: the images 'make images'
+// builds.
+func imagesKernel() (string, string, error) {
+	cfg := vmm.Config{}
+	if err := resolveKernel(&cfg); err != nil {
+		return "", "", err
+	}
+	return cfg.Kernel, cfg.Initrd, nil
 }
 
-func (r *upRun) close() {
-	for i := len(r.closers) - 1; i >= 0; i-- {
-		if err := r.closers[i](); err != nil {
-			r.log.Warn("cleanup", zap.Error(err))
-		}
-	}
-}
+// upStopTimeout is how long Ctrl-C or SIGTERM lets the guests shut down
+// before they are forced off.
+const upStopTimeout = 30 * time.Second
 
 func runUp(cmd *cobra.Command, path string, f upFlags) error {
 	file, err := spec.Load(path)
 	if err != nil {
 		return err
 	}
-	r := &upRun{log: newLogger(f.verbose)}
-	defer r.close()
-
+	log := newLogger(f.verbose)
 	ctx, cancel := context.WithCancel(cmd.Context())
 	defer cancel()
+
+	consoles := &lockedWriter{w: cmd.OutOrStdout()}
+	var prefixed []*prefixWriter
+	h, err := host.New(ctx, host.Config{
+		Spec:           *file,
+		DefaultKernel:  imagesKernel,
+		DefaultCmdline: defaultCmdline,
+		ConsoleSink: func(vm string) io.Writer {
+			p := newPrefixWriter(consoles, vm+"| ")
+			prefixed = append(prefixed, p)
+			return p
+		},
+		StopTimeout: upStopTimeout,
+		Logger:      log,
+	})
+	if err != nil {
+		if e, ok := err.(*spec.Error); ok {
+			e.File = path
+		}
+		return err
+	}
+	defer h.Close(context.Background())
+
+	var vms []*host.VM
+	for _, s := range file.VMs {
+		v, err := h.CreateVM(s)
+		if err != nil {
+			return fmt.Errorf("vm %s: %w", s.Name, err)
+		}
+		vms = append(vms, v)
+	}
+
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
-	var interrupted sync.Once
-	wasInterrupted := false
+	var interrupted atomic.Bool
 	go func() {
 		for s := range sigs {
 			if s == syscall.SIGUSR1 {
-				r.printStats(os.Stderr)
+				printUpStats(os.Stderr, h.Stats())
 				continue
 			}
-			interrupted.Do(func() { wasInterrupted = true })
-			cancel()
+			// The first signal asks the guests to shut down, a second one
+			// forces them off.
+			force := interrupted.Swap(true)
+			if !force {
+				fmt.Fprintf(os.Stderr, "colibri: %v: stopping the VMs (again to force)\n", s)
+			}
+			for _, v := range vms {
+				go v.Stop(ctx, host.StopOptions{Force: force})
+			}
 		}
 	}()
 
-	if err := checkCoresAvailable(file); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := r.setupNet(file); err != nil {
-		return err
-	}
-	consoles := &lockedWriter{w: cmd.OutOrStdout()}
-	for _, v := range file.VMs {
-		if err := r.addVM(v, consoles); err != nil {
-			return fmt.Errorf("vm %s: %w", v.Name, err)
+	for _, v := range vms {
+		if err := v.Start(); err != nil {
+			return fmt.Errorf("vm %s: %w", v.Name(), err)
 		}
 	}
-	if err := r.setupSched(file); err != nil {
-		return err
-	}
-	if err := r.net.stack.Start(ctx); err != nil {
-		return fmt.Errorf("netstack: %w", err)
-	}
-
-	schedErr := make(chan error, 1)
-	if r.sched != nil {
-		go func() { schedErr <- r.sched.Run(ctx) }()
-	}
-	var wg sync.WaitGroup
-	for _, v := range r.vms {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.runVM(ctx, v)
-		}()
-	}
-	wg.Wait()
-	cancel()
-	if r.sched != nil {
-		if err := <-schedErr; err != nil && !errors.Is(err, context.Canceled) {
-			r.log.Warn("scheduler", zap.Error(err))
+	for _, v := range vms {
+		if _, err := v.Wait(ctx); err != nil {
+			return fmt.Errorf("vm %s: %w", v.Name(), err)
 		}
 	}
+	for _, p := range prefixed {
+		p.Flush()
+	}
 
+	st := h.Stats()
 	if f.stats {
-		r.printStats(os.Stderr)
+		printUpStats(os.Stderr, st)
 	}
 	if f.statsJSON != "" {
-		if err := r.writeStatsJSON(f.statsJSON); err != nil {
+		if err := writeUpStatsJSON(f.statsJSON, st); err != nil {
 			return err
 		}
 	}
 	var failed []string
-	for _, v := range r.vms {
-		switch v.kind {
-		case vmm.ExitPowerOff, vmm.ExitReset:
-		case vmm.ExitStopped:
-			if !wasInterrupted {
-				failed = append(failed, v.name+": stopped")
-			}
-		default:
-			failed = append(failed, fmt.Sprintf("%s: %v", v.name, v.err))
+	for _, v := range vms {
+		e := v.Info().Exit
+		switch {
+		case e == nil:
+			failed = append(failed, v.Name()+": did not end")
+		case e.Kind.Failed():
+			failed = append(failed, fmt.Sprintf("%s: %v", v.Name(), e.Err))
+		case e.Kind == vmm.ExitStopped && !interrupted.Load():
+			failed = append(failed, v.Name()+": stopped")
 		}
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("%d of %d VMs failed: %s", len(failed), len(r.vms), strings.Join(failed, "; "))
+		return fmt.Errorf("%d of %d VMs failed: %s", len(failed), len(vms), strings.Join(failed, "; "))
 	}
-	if wasInterrupted {
+	if interrupted.Load() {
 		return exitError{130}
 	}
 	return nil
 }
 
-// setupNet creates the netstack, its switches and their uplinks.
-func (r *upRun) setupNet(file *spec.File) error {
-	d, err := newDatapath(file.Pollers.Cores, r.log)
-	if err != nil {
-		return err
-	}
-	r.net = d
-	r.closers = append(r.closers, d.close)
-	for _, s := range file.Switches {
-		if err := d.addSwitch(s.Name, s.Uplinks); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// addVM creates one VM (not yet running).
-func (r *upRun) addVM(v spec.VM, consoles io.Writer) error {
-	cfg := vmm.Config{
-		Kernel: v.Kernel, Initrd: v.Initrd, Cmdline: v.Cmdline,
-		CPUs: v.CPUs, MemSize: v.Mem, RNG: true, Logger: r.log.With(zap.String("vm", v.Name)),
-	}
-	if cfg.Cmdline == "" {
-		cfg.Cmdline = defaultCmdline
-	}
-	if v.Append != "" {
-		cfg.Cmdline += " " + v.Append
-	}
-	if err := resolveKernel(&cfg); err != nil {
-		return err
-	}
-	for _, d := range v.Disks {
-		cfg.Disks = append(cfg.Disks, vmm.Disk{Path: d.Path, ReadOnly: d.ReadOnly})
-	}
-	for i, n := range v.NICs {
-		nic, err := r.net.guestNIC(n.Switch, v.Name, i, n.MAC)
-		if err != nil {
-			return fmt.Errorf("nics[%d]: %w", i, err)
-		}
-		nic.NoOffloads = n.NoOffloads
-		cfg.NICs = append(cfg.NICs, nic)
-	}
-	u := &upVM{name: v.Name, class: sched.Batch}
-	if v.Class == "lc" {
-		u.class = sched.LatencyCritical
-	}
-	if v.Console != "" {
-		f, err := os.Create(v.Console)
-		if err != nil {
-			return fmt.Errorf("console: %w", err)
-		}
-		u.file = f
-		r.closers = append(r.closers, f.Close)
-		cfg.Console = f
-	} else {
-		u.out = newPrefixWriter(consoles, v.Name+"| ")
-		cfg.Console = u.out
-	}
-	vm, err := vmm.New(cfg)
-	if err != nil {
-		if errors.Is(err, kvm.ErrNoKVM) {
-			return fmt.Errorf("%w\n  run it inside the KVM sandbox: scripts/kvm-sandbox ./bin/colibri up FILE", err)
-		}
-		return err
-	}
-	u.vm = vm
-	r.closers = append(r.closers, vm.Close)
-	r.vms = append(r.vms, u)
-	return nil
-}
-
-// setupSched creates the scheduler (and the VMs' cgroups) unless the
-// policy is linux on unspecified cores, which is no scheduler at all.
-func (r *upRun) setupSched(file *spec.File) error {
-	sc := file.Sched
-	if sc.Policy == spec.PolicyLinux && len(sc.Cores) == 0 {
-		return nil
-	}
-	cores := sc.Cores
-	if len(cores) == 0 {
-		var err error
-		if cores, err = onlineCoresExcept(file.Pollers.Cores); err != nil {
-			return fmt.Errorf("sched: %w", err)
-		}
-	}
-	r.schedCores = cores
-	pc := sched.DefaultPolicyConfig()
-	if sc.Threshold > 0 {
-		pc.Central.Threshold = sc.Threshold
-	}
-	if sc.Quantum > 0 {
-		pc.Central.Quantum = sc.Quantum
-	}
-	if sc.Grace > 0 {
-		pc.Central.Grace = sc.Grace
-	}
-	policy, err := sched.NewPolicy(sc.Policy, pc)
-	if err != nil {
-		return fmt.Errorf("sched: %w", err)
-	}
-	cfg := sched.Config{Cores: cores, SchedCPU: -1, Policy: policy, Sleep: true, Period: sc.Period}
-	if sc.Policy == spec.PolicyCentral {
-		obs, err := observer.New(observer.Options{ManagedCPUs: cores})
-		if err != nil {
-			return fmt.Errorf("sched: the central policy needs the eBPF observer: %w", err)
-		}
-		r.obs = obs
-		r.closers = append(r.closers, obs.Close)
-		cfg.Observer = obs
-	}
-	s, err := sched.New(cfg)
-	if err != nil {
-		return fmt.Errorf("sched: %w", err)
-	}
-	r.sched = s
-	cg, err := cgroup.Open("colibri")
-	if err != nil {
-		return fmt.Errorf("sched: %w", err)
-	}
-	r.cgroups = cg
-	r.closers = append(r.closers, cg.Close)
-	return nil
-}
-
-// availableCores lists the CPUs this process may run on.
-func availableCores() ([]int, error) {
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
-		return nil, fmt.Errorf("sched_getaffinity: %w", err)
-	}
-	var cores []int
-	for c := 0; c < len(set)*64; c++ {
-		if set.IsSet(c) {
-			cores = append(cores, c)
-		}
-	}
-	return cores, nil
-}
-
-// checkCoresAvailable refuses pollers.cores or sched.cores that name a CPU
-// this process cannot run on (offline, or outside its affinity).
-func checkCoresAvailable(file *spec.File) error {
-	avail, err := availableCores()
-	if err != nil {
-		return err
-	}
-	for _, f := range []struct {
-		name  string
-		cores []int
-	}{{"pollers.cores", file.Pollers.Cores}, {"sched.cores", file.Sched.Cores}} {
-		for _, c := range f.cores {
-			if !slices.Contains(avail, c) {
-				return fmt.Errorf("%s: CPU %d is not available to this process (available: %v)", f.name, c, avail)
+// upSnapshot turns the host's counters into --stats-json's schema.
+func upSnapshot(hs host.HostStats) upStats {
+	st := upStats{Netstack: hs.Netstack, Uplinks: hs.Uplinks}
+	for _, v := range hs.VMs {
+		vs := upVMStats{Name: v.Name, Exit: vmm.ExitRunning.String(), Stats: v.Stats}
+		if v.Exit != nil {
+			vs.Exit = v.Exit.Kind.String()
+			if v.Exit.Err != nil {
+				vs.Error = v.Exit.Err.Error()
 			}
-		}
-	}
-	return nil
-}
-
-// onlineCoresExcept lists the CPUs this process may run on minus skip.
-func onlineCoresExcept(skip []int) ([]int, error) {
-	avail, err := availableCores()
-	if err != nil {
-		return nil, err
-	}
-	var cores []int
-	for _, c := range avail {
-		if !slices.Contains(skip, c) {
-			cores = append(cores, c)
-		}
-	}
-	if len(cores) == 0 {
-		return nil, errors.New("no core left for the vCPUs once the pollers have theirs")
-	}
-	return cores, nil
-}
-
-// schedVCPU is a VM's vCPU as the scheduler sees it: vmm.VCPU has the
-// mechanisms, the VM's class completes sched.VCPU.
-type schedVCPU struct {
-	*vmm.VCPU
-	class sched.Class
-}
-
-func (s schedVCPU) Class() sched.Class { return s.class }
-
-// runVM runs one VM to its end, registering its vCPUs with the scheduler
-// (and their threads with the VM's cgroup) once they have started.
-func (r *upRun) runVM(ctx context.Context, v *upVM) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		select {
-		case <-v.vm.Started():
-		case <-v.vm.Done():
-			return
-		}
-		if r.sched == nil {
-			return
-		}
-		var group *cgroup.Group
-		if r.cgroups != nil {
-			g, err := r.cgroups.NewGroup(v.name, cgroup.Limits{CPUs: r.schedCores})
-			if err != nil {
-				r.log.Error("cgroup", zap.String("vm", v.name), zap.Error(err))
-			} else {
-				group = g
-			}
-		}
-		for _, c := range v.vm.VCPUs() {
-			if group != nil {
-				if err := group.AddThread(c.TID()); err != nil {
-					r.log.Error("cgroup: add vCPU thread", zap.String("vm", v.name), zap.Error(err))
-				}
-			}
-			if err := r.sched.Register(schedVCPU{VCPU: c, class: v.class}); err != nil {
-				r.log.Error("sched: register vCPU", zap.String("vm", v.name), zap.Error(err))
-			}
-		}
-		<-v.vm.Done()
-		for _, c := range v.vm.VCPUs() {
-			_ = r.sched.Unregister(schedVCPU{VCPU: c, class: v.class})
-		}
-	}()
-	v.kind, v.err = v.vm.Run(ctx)
-	<-done
-	if v.out != nil {
-		v.out.Flush()
-	}
-}
-
-func (r *upRun) snapshot() upStats {
-	st := upStats{Netstack: r.net.stack.Stats()}
-	for _, v := range r.vms {
-		vs := upVMStats{Name: v.name, Exit: v.kind.String(), Stats: v.vm.Stats()}
-		if v.err != nil {
-			vs.Error = v.err.Error()
 		}
 		st.VMs = append(st.VMs, vs)
 	}
-	if r.sched != nil {
-		s := r.sched.Stats()
-		st.Sched = &upSchedStats{Policy: r.sched.Policy().Name(), Passes: s.Passes, Parks: s.Parks, Unparks: s.Unparks,
-			Migrations: s.Migrations, Errors: s.Errors, CPUTimeS: s.CPUTime.Seconds()}
-	}
-	if len(r.net.xdps) > 0 {
-		st.Uplinks = map[string]any{}
-		for name, x := range r.net.xdps {
-			st.Uplinks["xdp:"+name] = x.Stats()
-		}
+	if s := hs.Sched; s.Enabled {
+		st.Sched = &upSchedStats{Policy: s.Policy.Name, Passes: s.Stats.Passes, Parks: s.Stats.Parks, Unparks: s.Stats.Unparks,
+			Migrations: s.Stats.Migrations, Errors: s.Stats.Errors, CPUTimeS: s.Stats.CPUTime.Seconds()}
 	}
 	return st
 }
 
-func (r *upRun) printStats(w io.Writer) {
-	st := r.snapshot()
+func printUpStats(w io.Writer, hs host.HostStats) {
+	st := upSnapshot(hs)
 	for _, v := range st.VMs {
 		fmt.Fprintf(w, "== VM %s: %s\n%s", v.Name, v.Exit, v.Stats.Format())
 	}
@@ -495,8 +248,8 @@ func (r *upRun) printStats(w io.Writer) {
 	}
 }
 
-func (r *upRun) writeStatsJSON(path string) error {
-	b, err := json.MarshalIndent(r.snapshot(), "", "  ")
+func writeUpStatsJSON(path string, hs host.HostStats) error {
+	b, err := json.MarshalIndent(upSnapshot(hs), "", "  ")
 	if err != nil {
 		return fmt.Errorf("--stats-json: %w", err)
 	}

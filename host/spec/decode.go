@@ -35,6 +35,9 @@ type rawSched struct {
 	Quantum   scalar `yaml:"quantum" json:"quantum"`
 	Grace     scalar `yaml:"grace" json:"grace"`
 	Period    scalar `yaml:"period" json:"period"`
+	Mode      string `yaml:"mode" json:"mode"`
+	CPU       *int   `yaml:"cpu" json:"cpu"`
+	FIFO      int    `yaml:"fifo" json:"fifo"`
 }
 
 type rawSwitch struct {

@@ -8,7 +8,9 @@
 //
 //	pollers: {cores: [1]}                 # host cores for the datapath
 //	sched: {policy: central, cores: [0]}  # linux | pinned | central
-//	                                      # also: period (5us); central: threshold, quantum, grace
+//	                                      # also: period (5us), mode (adaptive | busy-poll | sleep),
+//	                                      # cpu (the scheduler thread's core), fifo (priority);
+//	                                      # central: threshold, quantum, grace
 //	switches:
 //	  - name: sw0
 //	    uplinks: [{tap: tap0}, {xdp: veth0}]
@@ -68,6 +70,9 @@ const (
 	DefaultClass = ClassBatch
 	// DefaultPolicy is the scheduling policy when the file gives none.
 	DefaultPolicy = PolicyLinux
+	// DefaultSchedMode is the scheduler thread's mode when the file gives
+	// none.
+	DefaultSchedMode = "adaptive"
 	// DefaultOnReboot and DefaultOnCrash are what happens to a VM whose
 	// guest reboots or crashes when the file does not say.
 	DefaultOnReboot = ActionStop
@@ -144,6 +149,16 @@ type Sched struct {
 	// Period is the time between the starts of two scheduler passes, for
 	// any policy; zero means the scheduler's default (5µs).
 	Period time.Duration
+	// Mode is how the scheduler thread waits between passes: busy-poll,
+	// sleep or adaptive (busy-poll while a vCPU is active, sleep once all
+	// are idle). Default adaptive.
+	Mode string
+	// CPU is the host core the scheduler thread is pinned to; nil (the
+	// default) leaves it unpinned. It may not be one of Cores.
+	CPU *int
+	// FIFO, if not zero, runs the scheduler thread SCHED_FIFO at this
+	// priority (1–99).
+	FIFO int
 }
 
 // Switch is an L2 learning switch.

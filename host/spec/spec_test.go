@@ -37,7 +37,7 @@ func TestGoodYAMLAndJSONAgree(t *testing.T) {
 	}
 	want := &File{
 		Pollers: Pollers{Cores: []int{1}},
-		Sched:   Sched{Policy: "central", Cores: []int{0, 2}, Threshold: 20 * time.Microsecond, Quantum: 2 * time.Millisecond},
+		Sched:   Sched{Policy: "central", Cores: []int{0, 2}, Threshold: 20 * time.Microsecond, Quantum: 2 * time.Millisecond, Mode: "adaptive"},
 		Switches: []Switch{
 			{Name: "sw0", Uplinks: []Uplink{{TAP: "tap0"}, {XDP: "veth0"}}},
 			{Name: "sw1"},
@@ -258,6 +258,10 @@ var badFiles = []struct {
 	{"zero duration", okVM + "sched: {policy: central, grace: 0s}\n", YAML, `sched.grace: "0s": must be positive`},
 	{"param without central", okVM + "sched: {policy: pinned, threshold: 20us}\n", YAML, "sched.threshold: only the central policy takes it, not pinned"},
 	{"param with default policy", okVM + "sched: {quantum: 1ms}\n", YAML, "sched.quantum: only the central policy takes it, not linux"},
+	{"bad mode", okVM + "sched: {mode: spin}\n", YAML, `sched.mode: "spin": not a mode (use adaptive, busy-poll or sleep)`},
+	{"sched cpu managed", okVM + "sched: {cores: [0, 1], cpu: 1}\n", YAML, "sched.cpu: core 1 is also in sched.cores: the scheduler thread needs a core of its own"},
+	{"sched cpu negative", okVM + "sched: {cpu: -3}\n", YAML, "sched.cpu: core -3: must be from 0 to 1023"},
+	{"bad fifo", okVM + "sched: {fifo: 120}\n", YAML, "sched.fifo: 120: a SCHED_FIFO priority is from 1 to 99 (0: not FIFO)"},
 }
 
 func TestBadFiles(t *testing.T) {
@@ -317,7 +321,7 @@ func TestValidateProgrammatic(t *testing.T) {
 func toRaw(f *File) *rawFile {
 	r := &rawFile{
 		Pollers: &rawPollers{Cores: f.Pollers.Cores},
-		Sched:   &rawSched{Policy: f.Sched.Policy, Cores: f.Sched.Cores},
+		Sched:   &rawSched{Policy: f.Sched.Policy, Cores: f.Sched.Cores, Mode: f.Sched.Mode, CPU: f.Sched.CPU, FIFO: f.Sched.FIFO},
 	}
 	for _, d := range []struct {
 		v   time.Duration

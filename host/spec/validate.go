@@ -23,6 +23,12 @@ func (r *rawFile) convert(baseDir string) (*File, *Error) {
 	if s := r.Sched; s != nil {
 		f.Sched.Policy = s.Policy
 		f.Sched.Cores = slices.Clip(append([]int(nil), s.Cores...))
+		f.Sched.Mode = s.Mode
+		f.Sched.FIFO = s.FIFO
+		if s.CPU != nil {
+			c := *s.CPU
+			f.Sched.CPU = &c
+		}
 		for _, d := range []struct {
 			name string
 			raw  scalar
@@ -139,6 +145,9 @@ func (f *File) Normalize() {
 	if f.Sched.Policy == "" {
 		f.Sched.Policy = DefaultPolicy
 	}
+	if f.Sched.Mode == "" {
+		f.Sched.Mode = DefaultSchedMode
+	}
 	used := map[uint64]bool{}
 	for _, vm := range f.VMs {
 		for _, n := range vm.NICs {
@@ -226,6 +235,20 @@ func (f *File) validate(needVMs bool) *Error {
 	}
 	if err := checkCores("sched.cores", s.Cores, cores); err != nil {
 		return err
+	}
+	if !slices.Contains([]string{"adaptive", "busy-poll", "sleep"}, s.Mode) {
+		return &Error{Path: "sched.mode", Msg: fmt.Sprintf("%q: not a mode (use adaptive, busy-poll or sleep)", s.Mode)}
+	}
+	if s.CPU != nil {
+		switch c := *s.CPU; {
+		case c < 0 || c > MaxCore:
+			return &Error{Path: "sched.cpu", Msg: fmt.Sprintf("core %d: must be from 0 to %d", c, MaxCore)}
+		case slices.Contains(s.Cores, c):
+			return &Error{Path: "sched.cpu", Msg: fmt.Sprintf("core %d is also in sched.cores: the scheduler thread needs a core of its own", c)}
+		}
+	}
+	if s.FIFO < 0 || s.FIFO > 99 {
+		return &Error{Path: "sched.fifo", Msg: fmt.Sprintf("%d: a SCHED_FIFO priority is from 1 to 99 (0: not FIFO)", s.FIFO)}
 	}
 	for _, d := range []struct {
 		name string

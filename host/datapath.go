@@ -1,0 +1,187 @@
+package host
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/colibrivm/colibri/host/spec"
+	"github.com/colibrivm/colibri/netstack"
+	"github.com/colibrivm/colibri/netstack/afxdp"
+	"github.com/colibrivm/colibri/vmm"
+	"github.com/colibrivm/colibri/vmm/virtio/netdev"
+)
+
+// datapath is a host's netstack: the Stack with its pollers, the switches,
+// their uplinks, and the guests' ports.
+type datapath struct {
+	log      *zap.Logger
+	stack    *netstack.Stack
+	switches map[string]*netstack.Switch
+	xdps     map[string]*afxdp.Socket
+	// closers release what was opened, run in reverse order by close.
+	closers []func() error
+}
+
+// newDatapath creates a Stack whose pollers run on cores (one unpinned
+// poller when cores is empty). Nothing runs until the stack starts.
+func newDatapath(cores []int, log *zap.Logger) (*datapath, error) {
+	stack, err := netstack.New(netstack.Config{PollerCores: cores, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("netstack: %w", err)
+	}
+	d := &datapath{log: log, stack: stack, switches: map[string]*netstack.Switch{}, xdps: map[string]*afxdp.Socket{}}
+	d.closers = append(d.closers, stack.Close)
+	return d, nil
+}
+
+// addSwitch creates a switch with its uplinks.
+func (d *datapath) addSwitch(s spec.Switch) error {
+	sw := netstack.NewSwitch(s.Name)
+	if err := d.stack.AddSwitch(sw); err != nil {
+		return fmt.Errorf("switch %s: %w", s.Name, err)
+	}
+	d.switches[s.Name] = sw
+	for _, u := range s.Uplinks {
+		var ep netstack.Endpoint
+		var portName string
+		switch {
+		case u.TAP != "":
+			tap, err := netstack.OpenTAP(u.TAP)
+			if err != nil {
+				return fmt.Errorf("switch %s: uplink tap %s: %w", s.Name, u.TAP, err)
+			}
+			d.closers = append(d.closers, tap.Close)
+			ep, portName = tap, "tap:"+u.TAP
+		case u.XDP != "":
+			x, err := afxdp.Open(u.XDP, afxdp.Options{})
+			if err != nil {
+				return fmt.Errorf("switch %s: uplink xdp %s: %w", s.Name, u.XDP, err)
+			}
+			d.closers = append(d.closers, x.Close)
+			d.xdps[u.XDP] = x
+			ep, portName = x, "xdp:"+u.XDP
+		default:
+			return fmt.Errorf("switch %s: an uplink needs tap or xdp", s.Name)
+		}
+		port, err := sw.AddPort(portName)
+		if err != nil {
+			return fmt.Errorf("switch %s: %w", s.Name, err)
+		}
+		if err := port.SetEndpoints([]netstack.Endpoint{ep}); err != nil {
+			return fmt.Errorf("switch %s: port %s: %w", s.Name, portName, err)
+		}
+		// Detach before the endpoint closes (closers run in reverse).
+		d.closers = append(d.closers, func() error { return port.SetEndpoints(nil) })
+	}
+	return nil
+}
+
+// guestPort is the switch port of one guest NIC. It remembers the queue
+// pairs the guest's driver last attached, so that a pause can detach them
+// and a resume put them back.
+type guestPort struct {
+	log  *zap.Logger
+	port *netstack.Port
+	mac  net.HardwareAddr
+
+	mu     sync.Mutex
+	eps    []netstack.Endpoint
+	paused bool
+}
+
+// addGuestPort adds a port named vm/ethI to the switch for a NIC with mac.
+func (d *datapath) addGuestPort(switchName, vm string, i int, mac net.HardwareAddr) (*guestPort, error) {
+	sw := d.switches[switchName]
+	if sw == nil {
+		return nil, fmt.Errorf("no switch named %q", switchName)
+	}
+	if len(mac) != 6 {
+		return nil, fmt.Errorf("MAC %v: not a 6-byte Ethernet address", mac)
+	}
+	port, err := sw.AddPort(fmt.Sprintf("%s/eth%d", vm, i))
+	if err != nil {
+		return nil, err
+	}
+	// The switch knows where the guest is before its first frame.
+	if err := sw.Learn(mac, port); err != nil {
+		_ = sw.RemovePort(port)
+		return nil, err
+	}
+	return &guestPort{log: d.log, port: port, mac: mac}, nil
+}
+
+// nic returns the vmm NIC whose queue pairs the port serves.
+func (g *guestPort) nic(noOffloads bool) vmm.NIC {
+	n := vmm.NIC{NoOffloads: noOffloads, Attach: g.attach}
+	copy(n.MAC[:], g.mac)
+	return n
+}
+
+// attach is the NIC's Attach callback: the driver's live queue pairs
+// (none on reset). It runs on a vCPU thread or the control queue worker
+// and returns once the pollers let go of the old pairs.
+func (g *guestPort) attach(pairs []*netdev.QueuePair) {
+	eps := make([]netstack.Endpoint, len(pairs))
+	for i, p := range pairs {
+		eps[i] = p
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.eps = eps
+	if g.paused {
+		return
+	}
+	if err := g.port.SetEndpoints(eps); err != nil {
+		g.log.Error("netstack: attach NIC queues", zap.String("port", g.port.Name()), zap.Error(err))
+	}
+}
+
+// setPaused detaches the guest's queues from the pollers (paused) or
+// attaches the ones its driver last gave (resumed). While paused, frames
+// to the guest are dropped and counted by the switch.
+func (g *guestPort) setPaused(paused bool) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.paused == paused {
+		return nil
+	}
+	g.paused = paused
+	eps := g.eps
+	if paused {
+		eps = nil
+	}
+	if err := g.port.SetEndpoints(eps); err != nil {
+		return fmt.Errorf("port %s: %w", g.port.Name(), err)
+	}
+	return nil
+}
+
+// isPaused reports whether the port is cut off for a pause.
+func (g *guestPort) isPaused() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.paused
+}
+
+// remove takes the port off its switch.
+func (g *guestPort) remove() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.eps = nil
+	return g.port.Switch().RemovePort(g.port)
+}
+
+// close releases everything in the reverse order of its creation and
+// returns the first error.
+func (d *datapath) close() error {
+	var errs []error
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		errs = append(errs, d.closers[i]())
+	}
+	d.closers = nil
+	return errors.Join(errs...)
+}
