@@ -60,7 +60,7 @@ cp "$bbroot/bin/busybox" "$root/bin/busybox"
 cp "$here/init" "$root/init"
 chmod 0755 "$root/init" "$root/bin/busybox"
 echo "images: initrd: busybox $bbver, modules for $kver"
-colibri_copy_modules "$kroot" "$kver" "$root" virtio_pci virtio_blk virtio_net virtio_rng virtio_console ext4 af_packet crc32c_generic crc32c_intel
+colibri_copy_modules "$kroot" "$kver" "$root" virtio_pci virtio_blk virtio_net virtio_rng virtio_console ext4 af_packet crc32c_generic crc32c_intel evdev button
 colibri_cpio "$root" "$out/initrd.img"
 
 echo "images: disk.ext4 (64 MiB)"
