@@ -27,14 +27,16 @@ build:
 deps:
 	@scripts/install-deps
 
+# images builds the default guest images; GUEST_PKGS="pkg ..." also builds
+# $(IMAGES)/initrd-pkgs.img with those Debian packages and their libraries.
 images:
-	@guestimages/build.sh --out $(IMAGES)
+	@guestimages/build.sh --out $(IMAGES) $(if $(strip $(GUEST_PKGS)),--pkgs "$(strip $(GUEST_PKGS))")
 
 # kvm-run runs a command directly when this host's KVM can boot a stock guest,
 # and inside scripts/kvm-sandbox otherwise.
 KVM_RUN = scripts/kvm-run
 
-demo: build images
+demo: deps build images
 	@$(KVM_RUN) $(BIN)/colibri boot --cpus 2 --mem 512M --disk $(IMAGES)/disk.ext4,ro
 
 test: deps images lint unit kvm-test cgroup2-test

@@ -6,7 +6,13 @@
 #      hello.txt's line and "colibri-guest: exit status 0";
 #   2. colibri.run=false (an unquoted word): "colibri-guest: exit status 1",
 #      booting out/vmlinux (the uncompressed ELF, PVH entry) if it exists;
-#   3. with --all, the default demo (no colibri.run): banner and hello.txt.
+#   3. colibri.run="sleep 600", then QEMU's system_powerdown (its ACPI
+#      power button) after the banner: the guest prints its power-button
+#      line and powers off, without "exit status";
+#   4. if out/initrd-pkgs.img exists (build.sh --pkgs), it boots and the
+#      programs of the packages named in out/manifest-pkgs.txt that are
+#      memcached, sockperf, cyclictest or stress-ng print their versions;
+#   5. with --all, the default demo (no colibri.run): banner and hello.txt.
 # Prints the time from QEMU start to the banner; exits 1 if a check failed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,7 +21,7 @@ while [ $# -gt 0 ]; do
 	case "$1" in
 	--out) out=$2; shift 2 ;;
 	--all) all=1; shift ;;
-	-h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "selftest: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -28,17 +34,23 @@ trap 'rm -rf "$log"' EXIT
 hello=$(printf 'hello from the colibri disk image')
 failed=0
 
-# boot NAME APPEND: boots the images once, logging the console to $log/NAME
-# with the seconds since QEMU started prefixed to each line.
+# boot NAME APPEND [KERNEL [INITRD]]: boots the images once, logging the
+# console to $log/NAME with the milliseconds since QEMU started prefixed to
+# each line. $monitor, if set, is a path: QEMU's monitor then reads
+# commands from the FIFO $monitor.in (and writes to $monitor.out).
+monitor=
 boot() {
-	local name=$1 append=$2 kernel=${3:-$out/vmlinuz} start
+	local name=$1 append=$2 kernel=${3:-$out/vmlinuz} initrd=${4:-$out/initrd.img} start mon=(-monitor none)
+	[ -z "$monitor" ] || mon=(-chardev "pipe,id=mon,path=$monitor" -mon chardev=mon,mode=readline)
 	start=$(date +%s%N)
 	timeout 180 qemu-system-x86_64 -accel tcg,thread=multi -cpu max -M pc -smp 2 -m 512M \
-		-nodefaults -no-user-config -display none -monitor none -no-reboot -serial stdio \
-		-kernel "$kernel" -initrd "$out/initrd.img" -append "console=ttyS0 quiet panic=-1 $append" \
+		-nodefaults -no-user-config -display none "${mon[@]}" -no-reboot -serial stdio \
+		-kernel "$kernel" -initrd "$initrd" -append "console=ttyS0 quiet panic=-1 $append" \
 		-device virtio-rng-pci -drive "file=$out/disk.ext4,if=virtio,format=raw,snapshot=on" \
-		</dev/null 2>&1 | tr -d '\r' | while IFS= read -r line; do
-		printf '%s %s\n' "$((($(date +%s%N) - start) / 1000000))" "$line"
+		</dev/null 2>&1 | while IFS= read -r line; do
+		# Stamped as each line arrives (a tr in the pipe would buffer them
+		# all until QEMU exits).
+		printf '%s %s\n' "$((($(date +%s%N) - start) / 1000000))" "${line%$'\r'}"
 	done >"$log/$name" || true
 }
 
@@ -81,8 +93,50 @@ expect false "colibri-guest: exit status 1"
 echo "selftest: boot 2: banner after $(banner_time false)"
 show_on_failure false
 
+echo "selftest: boot 3: the power button (QEMU system_powerdown after the banner) ..."
+monitor=$log/mon
+mkfifo "$monitor.in" "$monitor.out"
+(
+	for _ in $(seq 1800); do
+		grep -q "colibri-guest: up:" "$log/button" 2>/dev/null && break
+		sleep 0.1
+	done
+	# QEMU holds the FIFO open; if it has already exited, do not block.
+	timeout 10 sh -c 'echo system_powerdown >"$1"' _ "$monitor.in"
+) &
+boot button 'colibri.run="sleep 600"'
+wait
+monitor=
+expect button "colibri-guest: up: cpus=2"
+expect button "colibri-guest: power button: shutting down"
+if grep -qF "colibri-guest: exit status" "$log/button"; then
+	echo "selftest: button: FAILED: the command ended, not the power button"
+	failed=1
+fi
+echo "selftest: boot 3: power-button line $(awk '/colibri-guest: up:/ {u = $1} /power button: shutting down/ {printf "%.2f s", ($1 - u) / 1000}' "$log/button") after the banner"
+show_on_failure button
+
+if [ -f "$out/initrd-pkgs.img" ]; then
+	echo "selftest: boot 4: initrd-pkgs.img ..."
+	cmd= want=()
+	for p in memcached:"memcached -h | head -n 1":"memcached 1." \
+		sockperf:"sockperf -v | grep version":"version 3." \
+		rt-tests:"cyclictest --help | head -n 1":"cyclictest V" \
+		stress-ng:"stress-ng --version":"stress-ng, version"; do
+		grep -q "^  ${p%%:*} " "$out/manifest-pkgs.txt" 2>/dev/null || continue
+		rest=${p#*:}
+		cmd="$cmd${rest%%:*}; "
+		want+=("${rest#*:}")
+	done
+	boot pkgs "colibri.run=\"${cmd}true\"" "$out/vmlinuz" "$out/initrd-pkgs.img"
+	expect pkgs "colibri-guest: up: cpus=2"
+	for w in "${want[@]}"; do expect pkgs "$w"; done
+	expect pkgs "colibri-guest: exit status 0"
+	show_on_failure pkgs
+fi
+
 if [ $all = 1 ]; then
-	echo "selftest: boot 3: the default demo ..."
+	echo "selftest: boot 5: the default demo ..."
 	boot demo ''
 	expect demo "colibri-guest: up: cpus=2"
 	expect demo "hello.txt says: $hello"

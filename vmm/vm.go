@@ -266,6 +266,7 @@ func New(cfg Config) (_ *VM, err error) {
 		ResetValue:       resetValue,
 		Serial:           true,
 		ECAMBase:         ecamBase,
+		PowerButtonGSI:   powerButtonGSI,
 	}, boot.ACPIAddr)
 	if err != nil {
 		return nil, fmt.Errorf("building ACPI tables: %w", err)

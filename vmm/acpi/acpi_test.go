@@ -24,6 +24,7 @@ var testConfig = Config{
 	ResetPort:        0x602,
 	ResetValue:       0x0f,
 	Serial:           true,
+	PowerButtonGSI:   23,
 }
 
 const testBase = 0xe0000
@@ -116,7 +117,7 @@ func madtEntries(t *testing.T, m []byte) []madtEntry {
 
 func TestBuild(t *testing.T) {
 	one := testConfig
-	one.CPUs, one.Serial, one.PCIMMIO64Size, one.IOAPICAddr, one.IOAPICID = 1, false, 0, 0, 3
+	one.CPUs, one.Serial, one.PCIMMIO64Size, one.IOAPICAddr, one.IOAPICID, one.PowerButtonGSI = 1, false, 0, 0, 3, 0
 	many := testConfig
 	many.CPUs, many.I8042 = 255, true
 	cases := []struct {
@@ -125,7 +126,7 @@ func TestBuild(t *testing.T) {
 		base uint64
 	}{
 		{"colibri default", testConfig, testBase},
-		{"1 CPU, defaults, no serial, no 64-bit window", one, testBase},
+		{"1 CPU, defaults, no serial, no 64-bit window, no power button", one, testBase},
 		{"255 CPUs with i8042", many, testBase},
 		{"high base", testConfig, 0x1_0000_0000},
 	}
@@ -278,6 +279,7 @@ func checkDSDT(t *testing.T, cfg Config, d []byte) {
 	if !bytes.Contains(aml, win) {
 		t.Error("DSDT lacks the 32-bit PCI window")
 	}
+	checkPowerButton(t, cfg, aml)
 	// The whole AML is one \_S5 Name and one \_SB Scope: the top-level
 	// PkgLength covers exactly the rest of the table.
 	rest := aml[len(s5):]
@@ -287,6 +289,35 @@ func checkDSDT(t *testing.T, cfg Config, d []byte) {
 	n, _, err := decodePkgLength(rest[1:])
 	if err != nil || n != len(rest)-1 {
 		t.Errorf("\\_SB scope PkgLength %d (%v), want %d", n, err, len(rest)-1)
+	}
+}
+
+// checkPowerButton finds \_SB.PWRB and \_SB.GED0 in the AML when
+// cfg.PowerButtonGSI asks for them, and neither otherwise.
+func checkPowerButton(t *testing.T, cfg Config, aml []byte) {
+	t.Helper()
+	gsi := byte(cfg.PowerButtonGSI)
+	parts := []struct {
+		what  string
+		bytes []byte
+	}{
+		{"Device (PWRB) with _HID PNP0C0C", []byte{0x5b, 0x82, 0x15, 'P', 'W', 'R', 'B', 0x08, '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x0c, 0x0c}},
+		{"Device (GED0) of 71 bytes", []byte{0x5b, 0x82, 0x49, 0x04, 'G', 'E', 'D', '0'}},
+		{`Name (_HID, "ACPI0013")`, []byte{0x08, '_', 'H', 'I', 'D', 0x0d, 'A', 'C', 'P', 'I', '0', '0', '1', '3', 0}},
+		{"_CRS with Interrupt (edge, active high) {GSI}", []byte{0x08, '_', 'C', 'R', 'S', 0x11, 0x0e, 0x0a, 0x0b, 0x89, 0x06, 0x00, 0x03, 0x01, gsi, 0, 0, 0, 0x79, 0x00}},
+		{"Method (_EVT, 1) { If (LEqual (Arg0, GSI)) { Notify (\\_SB.PWRB, 0x80) } }", []byte{0x14, 0x19, '_', 'E', 'V', 'T', 0x01,
+			0xa0, 0x12, 0x93, 0x68, 0x0a, gsi, 0x86, '\\', 0x2e, '_', 'S', 'B', '_', 'P', 'W', 'R', 'B', 0x0a, 0x80}},
+	}
+	want := cfg.PowerButtonGSI != 0
+	for _, p := range parts {
+		if got := bytes.Contains(aml, p.bytes); got != want {
+			t.Errorf("DSDT has %s: %v, want %v", p.what, got, want)
+		}
+	}
+	for _, name := range []string{"PWRB", "GED0", "_EVT"} {
+		if got := bytes.Contains(aml, []byte(name)); got != want {
+			t.Errorf("DSDT names %s: %v, want %v", name, got, want)
+		}
 	}
 }
 
@@ -318,6 +349,12 @@ func TestValidate(t *testing.T) {
 		{"window wrapping", func(c *Config) { c.PCIMMIOBase, c.PCIMMIOSize = 1<<64-0x1000, 0x2000 }, "below 4 GiB"},
 		{"64-bit window low", func(c *Config) { c.PCIMMIO64Base = 0x1000 }, "64-bit PCI window base"},
 		{"64-bit window wrapping", func(c *Config) { c.PCIMMIO64Base, c.PCIMMIO64Size = 1<<63, 1<<63+1 }, "wraps"},
+		{"no power button", func(c *Config) { c.PowerButtonGSI = 0 }, ""},
+		{"power button on GSI 5", func(c *Config) { c.PowerButtonGSI = 5 }, ""},
+		{"power button on GSI 4 without serial", func(c *Config) { c.PowerButtonGSI, c.Serial = 4, false }, ""},
+		{"power button on COM1's IRQ", func(c *Config) { c.PowerButtonGSI = 4 }, "COM1"},
+		{"power button on the PIT's GSI", func(c *Config) { c.PowerButtonGSI = 2 }, "PIT"},
+		{"power button past the IOAPIC", func(c *Config) { c.PowerButtonGSI = 24 }, "not an IOAPIC input"},
 	}
 	for _, c := range cases {
 		cfg := testConfig
@@ -399,6 +436,10 @@ func TestDisassemble(t *testing.T) {
 			"0x0000000400000000, // Range Minimum", "0x00000013FFFFFFFF, // Range Maximum",
 			"Device (COM1)", `Name (_HID, EisaId ("PNP0501")`, "Name (_UID, One)",
 			"0x03F8,             // Range Minimum", "IRQNoFlags ()\n                    {4}",
+			"Device (PWRB)", `Name (_HID, EisaId ("PNP0C0C") /* Power Button Device */)`,
+			"Device (GED0)", `Name (_HID, "ACPI0013" /* Generic Event Device */)`,
+			"Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )\n                {\n                    0x00000017,\n                }",
+			"Method (_EVT, 1, NotSerialized)", "If ((Arg0 == 0x17))", `Notify (\_SB.PWRB, 0x80) // Status Change`,
 		},
 		"FACP": {
 			"Hardware Reduced (V5) : 1", "Reset Register Supported (V2) : 1",
@@ -453,10 +494,13 @@ func disassemble(t *testing.T, bin, dir, sig string, table []byte) (out, dsl str
 // ACPICA's own encoder must produce the same bytes as ours.
 func TestRecompileDSDT(t *testing.T) {
 	bin := iasl(t)
-	for _, serial := range []bool{true, false} {
-		t.Run(fmt.Sprintf("serial=%v", serial), func(t *testing.T) {
+	for _, c := range []struct {
+		serial bool
+		button uint32
+	}{{true, 23}, {false, 0}, {false, 4}} {
+		t.Run(fmt.Sprintf("serial=%v,button=%d", c.serial, c.button), func(t *testing.T) {
 			cfg := testConfig
-			cfg.Serial = serial
+			cfg.Serial, cfg.PowerButtonGSI = c.serial, c.button
 			img, rsdp, err := Build(cfg, testBase)
 			if err != nil {
 				t.Fatal(err)

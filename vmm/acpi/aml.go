@@ -24,6 +24,10 @@ const (
 	opMultiName    = 0x2f
 	opExtPrefix    = 0x5b
 	opDevice       = 0x82 // ExtOpPrefix 0x82
+	opArg0         = 0x68 // Arg0–Arg6: 0x68–0x6e
+	opNotify       = 0x86
+	opLEqual       = 0x93
+	opIf           = 0xa0
 	opReturn       = 0xa4
 	opOnes         = 0xff
 
@@ -283,6 +287,32 @@ func (a *aml) method(path string, args int, serialized bool, body *aml) *aml {
 	}
 	inner := (&aml{}).name(path).raw(flags).raw(body.b...)
 	return a.adopt(body).adopt(inner).pkg(inner.b, opMethod)
+}
+
+// arg appends ArgN, the method argument n (0–6).
+func (a *aml) arg(n int) *aml {
+	if n < 0 || n > 6 {
+		return a.fail(fmt.Errorf("AML Arg%d: a method has Arg0 to Arg6", n))
+	}
+	return a.raw(opArg0 + byte(n))
+}
+
+// lequal appends LEqual(x, y), the logical comparison that is true (Ones)
+// when the two integers are equal.
+func (a *aml) lequal(x, y *aml) *aml {
+	return a.adopt(x).adopt(y).raw(opLEqual).raw(x.b...).raw(y.b...)
+}
+
+// ifThen appends If(predicate) { body }.
+func (a *aml) ifThen(predicate, body *aml) *aml {
+	inner := (&aml{}).raw(predicate.b...).raw(body.b...)
+	return a.adopt(predicate).adopt(body).pkg(inner.b, opIf)
+}
+
+// notify appends Notify(path, value): it queues notification value for
+// the device at path to the OS's handler of that device.
+func (a *aml) notify(path string, value uint64) *aml {
+	return a.raw(opNotify).name(path).integer(value)
 }
 
 // ret appends Return(obj).

@@ -161,6 +161,21 @@ func TestAMLEncoding(t *testing.T) {
 			[]byte{0x14, 0x09, '_', 'S', 'T', 'A', 0x00, 0xa4, 0x0a, 0x0f}},
 		{"serialized Method", (&aml{}).method("FOO", 2, true, &aml{}),
 			[]byte{0x14, 0x06, 'F', 'O', 'O', '_', 0x0a}},
+		{"Arg0", (&aml{}).arg(0), []byte{0x68}},
+		{"Arg6", (&aml{}).arg(6), []byte{0x6e}},
+		{"LEqual", (&aml{}).lequal((&aml{}).arg(0), (&aml{}).integer(0x17)), []byte{0x93, 0x68, 0x0a, 0x17}},
+		{"Notify", (&aml{}).notify(`\_SB.PWRB`, 0x80),
+			[]byte{0x86, '\\', 0x2e, '_', 'S', 'B', '_', 'P', 'W', 'R', 'B', 0x0a, 0x80}},
+		{"If", (&aml{}).ifThen((&aml{}).lequal((&aml{}).arg(1), (&aml{}).integer(1)), (&aml{}).ret((&aml{}).integer(0))),
+			[]byte{0xa0, 0x06, 0x93, 0x69, 0x01, 0xa4, 0x00}},
+		{"empty If", (&aml{}).ifThen((&aml{}).integer(0), &aml{}), []byte{0xa0, 0x02, 0x00}},
+		// What Build emits for a power button on GSI 23.
+		{"_EVT", (&aml{}).method("_EVT", 1, false, (&aml{}).ifThen(
+			(&aml{}).lequal((&aml{}).arg(0), (&aml{}).integer(23)),
+			(&aml{}).notify(`\_SB.PWRB`, 0x80))),
+			[]byte{0x14, 0x19, '_', 'E', 'V', 'T', 0x01,
+				0xa0, 0x12, 0x93, 0x68, 0x0a, 0x17,
+				0x86, '\\', 0x2e, '_', 'S', 'B', '_', 'P', 'W', 'R', 'B', 0x0a, 0x80}},
 		{"nested", (&aml{}).scope(`\_SB`, (&aml{}).device("PCI0", &aml{})),
 			[]byte{0x10, 0x0d, '\\', '_', 'S', 'B', '_', 0x5b, 0x82, 0x05, 'P', 'C', 'I', '0'}},
 	}
@@ -199,6 +214,13 @@ func TestAMLErrorsStick(t *testing.T) {
 		{"8 arguments", (&aml{}).method("FOO", 8, false, &aml{})},
 		{"bad returned object", (&aml{}).ret((&aml{}).str("\xff"))},
 		{"256 package elements", (&aml{}).packageOf(make([]uint64, 256)...)},
+		{"Arg7", (&aml{}).arg(7)},
+		{"Arg-1", (&aml{}).arg(-1)},
+		{"bad LEqual operand", (&aml{}).lequal((&aml{}).arg(9), (&aml{}).integer(1))},
+		{"bad If predicate", (&aml{}).ifThen((&aml{}).arg(8), &aml{})},
+		{"bad If body", (&aml{}).ifThen((&aml{}).integer(1), (&aml{}).str("\xff"))},
+		{"bad Notify target", (&aml{}).notify("toolong", 0x80)},
+		{"bad method body", (&aml{}).method("_EVT", 1, false, (&aml{}).ifThen((&aml{}).arg(7), &aml{}))},
 	}
 	for _, c := range cases {
 		if b, err := c.a.integer(7).result(); err == nil {
@@ -216,6 +238,10 @@ func TestResources(t *testing.T) {
 		{"IO", (&resources{}).io(0x3f8, 8), []byte{0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08}},
 		{"IRQNoFlags", (&resources{}).irq(4), []byte{0x22, 0x10, 0x00}},
 		{"IRQNoFlags 9", (&resources{}).irq(9), []byte{0x22, 0x00, 0x02}},
+		// Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) {23}
+		{"Interrupt edge high", (&resources{}).interrupt(23, true, false), []byte{0x89, 0x06, 0x00, 0x03, 0x01, 0x17, 0, 0, 0}},
+		// Interrupt (ResourceConsumer, Level, ActiveLow, Exclusive) {0x12345}
+		{"Interrupt level low", (&resources{}).interrupt(0x12345, false, true), []byte{0x89, 0x06, 0x00, 0x05, 0x01, 0x45, 0x23, 0x01, 0x00}},
 		{"WordBusNumber", (&resources{}).word(spaceBus, 0, 0, 0xff), []byte{
 			0x88, 0x0d, 0x00, 0x02, 0x0c, 0x00,
 			0x00, 0x00, 0x00, 0x00, 0xff, 0x00, 0x00, 0x00, 0x00, 0x01}},

@@ -13,6 +13,7 @@ const (
 	tagEnd        = 0x79 // small item 0xf, length 1
 	tagDWordSpace = 0x87
 	tagWordSpace  = 0x88
+	tagExtIRQ     = 0x89
 	tagQWordSpace = 0x8a
 )
 
@@ -30,6 +31,33 @@ func (r *resources) io(base uint16, length uint8) *resources {
 // exclusive ISA IRQ.
 func (r *resources) irq(n uint8) *resources {
 	r.b = binary.LittleEndian.AppendUint16(append(r.b, tagIRQNoFlags), 1<<(n&15))
+	return r
+}
+
+// Interrupt vector flags of an Extended Interrupt descriptor (ACPI 6.5,
+// 6.4.3.6).
+const (
+	intConsumer  = 1 << 0 // ResourceConsumer: the device uses the interrupt
+	intEdge      = 1 << 1 // Edge; clear: Level
+	intActiveLow = 1 << 2 // ActiveLow; clear: ActiveHigh
+	// Bit 3 (Shared) and bit 4 (wake capable) stay clear.
+)
+
+// interrupt appends Interrupt(ResourceConsumer, ...) {gsi}: an Extended
+// Interrupt descriptor for one global system interrupt, with the given
+// mode and polarity, exclusive, not wake-capable, with no resource source.
+func (r *resources) interrupt(gsi uint32, edge, activeLow bool) *resources {
+	flags := byte(intConsumer)
+	if edge {
+		flags |= intEdge
+	}
+	if activeLow {
+		flags |= intActiveLow
+	}
+	// length 6: flags, table length, one DWord
+	r.b = binary.LittleEndian.AppendUint16(append(r.b, tagExtIRQ), 6)
+	r.b = append(r.b, flags, 1)
+	r.b = binary.LittleEndian.AppendUint32(r.b, gsi)
 	return r
 }
 

@@ -8,10 +8,20 @@
 // Build returns one image holding, 16-byte aligned and in this order:
 //
 //	RSDP  revision 2, pointing at the XSDT
-//	DSDT  \_S5, \_SB.PCI0 (PCIe host bridge) and optionally \_SB.COM1
+//	DSDT  \_S5, \_SB.PCI0 (PCIe host bridge), optionally \_SB.COM1 and
+//	      a power button (\_SB.PWRB, signalled through \_SB.GED0)
 //	FACP  FADT revision 6.5, pointing at the DSDT
 //	APIC  MADT: one local APIC per vCPU, the IOAPIC, IRQ0→GSI2, LINT1 NMI
 //	XSDT  pointing at the FADT and the MADT
+//
+// A hardware-reduced machine has no fixed power button (FADT PWR_BUTTON
+// says so), so a power button, if asked for, is a control-method one:
+// \_SB.PWRB (PNP0C0C, bound by Linux's button driver, which reports
+// KEY_POWER) plus a Generic Event Device \_SB.GED0 (ACPI0013, bound by
+// Linux's built-in evged driver) whose one interrupt is an edge-triggered,
+// active-high IOAPIC input and whose _EVT method notifies \_SB.PWRB with
+// 0x80 when that interrupt fires. The VMM presses the button by pulsing
+// the line: raise it, then lower it.
 //
 // The VMM copies the image to guest memory at the base it passed to Build
 // (0xE0000 lets the legacy RSDP scan find it too) and gives the guest the
@@ -64,6 +74,13 @@ const (
 	DefaultIOAPICAddr = 0xfec00000
 )
 
+// IOAPICPins is the number of inputs of the IOAPIC the MADT declares (KVM's
+// in-kernel IOAPIC has 24): its GSIs are 0..IOAPICPins-1.
+const IOAPICPins = 24
+
+// pitGSI is the GSI the MADT's interrupt source override gives ISA IRQ 0.
+const pitGSI = 2
+
 // MaxSize bounds the image Build returns: the 128 KiB from 0xE0000 to the
 // end of the BIOS area.
 const MaxSize = 128 << 10
@@ -100,6 +117,11 @@ type Config struct {
 	// ECAMBase, if not 0, is the guest address of the PCI ECAM window for
 	// bus 0 (1 MiB), declared in an MCFG table.
 	ECAMBase uint64
+	// PowerButtonGSI, if not 0, declares a power button whose presses
+	// arrive as edges on this IOAPIC input (see the package comment).
+	// Nothing else may use it: not 2 (the PIT's), not COM1's 4 when
+	// Serial is set, and below IOAPICPins.
+	PowerButtonGSI uint32
 }
 
 // Validate reports the first problem with c, naming the field.
@@ -122,6 +144,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("ACPI config: SleepStatusPort %#x is in %s, where ACPICA refuses register access; pick a port from 0x100 up", c.SleepStatusPort, blockedPort(c.SleepStatusPort))
 	case c.ECAMBase%(1<<20) != 0 || c.ECAMBase >= fourGiB:
 		return fmt.Errorf("ACPI config: ECAMBase %#x is not 1 MiB aligned below 4 GiB", c.ECAMBase)
+	case c.PowerButtonGSI >= IOAPICPins:
+		return fmt.Errorf("ACPI config: PowerButtonGSI %d is not an IOAPIC input (0 to %d)", c.PowerButtonGSI, IOAPICPins-1)
+	case c.PowerButtonGSI == pitGSI:
+		return fmt.Errorf("ACPI config: PowerButtonGSI %d is the PIT's (IRQ 0 is overridden to GSI 2); pick an unused IOAPIC input", c.PowerButtonGSI)
+	case c.Serial && c.PowerButtonGSI == com1IRQ:
+		return fmt.Errorf("ACPI config: PowerButtonGSI %d is COM1's IRQ; pick an unused IOAPIC input", c.PowerButtonGSI)
 	case c.PCIMMIOSize == 0:
 		return errors.New("ACPI config: PCIMMIOSize is 0; the 32-bit PCI window must not be empty")
 	case c.PCIMMIOBase >= fourGiB || c.PCIMMIOSize > fourGiB-c.PCIMMIOBase:
@@ -395,6 +423,12 @@ const (
 //	Scope (\_SB) {
 //	    Device (PCI0) { _HID PNP0A08, _CID PNP0A03, _SEG, _UID, _BBN 0, _CRS }
 //	    Device (COM1) { _HID PNP0501, _UID 1, _CRS }   // if cfg.Serial
+//	    Device (PWRB) { _HID PNP0C0C, _UID 0 }         // if cfg.PowerButtonGSI
+//	    Device (GED0) {                                // if cfg.PowerButtonGSI
+//	        _HID "ACPI0013", _UID 0
+//	        _CRS { Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { GSI } }
+//	        Method (_EVT, 1) { If (LEqual (Arg0, GSI)) { Notify (\_SB.PWRB, 0x80) } }
+//	    }
 //	}
 //
 // The host bridge has no _ADR: a device names itself with _HID or _ADR,
@@ -427,6 +461,9 @@ func buildDSDT(cfg Config) ([]byte, error) {
 			nameObj("_CRS", (&aml{}).buffer((&resources{}).io(com1Port, 8).irq(com1IRQ).end()))
 		sb.device("COM1", com)
 	}
+	if cfg.PowerButtonGSI != 0 {
+		powerButton(sb, cfg.PowerButtonGSI)
+	}
 	body, err := (&aml{}).
 		nameObj(`\_S5`, (&aml{}).packageOf(SleepTypeS5, SleepTypeS5, 0, 0)).
 		scope(`\_SB`, sb).
@@ -435,4 +472,29 @@ func buildDSDT(cfg Config) ([]byte, error) {
 		return nil, err
 	}
 	return finish(append(header("DSDT", dsdtRev, 0), body...)), nil
+}
+
+// notifyStatusChange is the Notify value for a button: "status change",
+// the button was pressed (ACPI 6.5, 5.6.6; Linux's button driver turns
+// it into a KEY_POWER press and release).
+const notifyStatusChange = 0x80
+
+// powerButton appends \_SB.PWRB and the Generic Event Device that
+// notifies it when gsi fires. Linux's evged driver runs _EVT with the GSI
+// in Arg0 (a method _Exx named after an edge GSI below 256 would take
+// precedence; there is none).
+func powerButton(sb *aml, gsi uint32) {
+	btn := (&aml{}).
+		nameObj("_HID", (&aml{}).eisaID("PNP0C0C")).
+		nameObj("_UID", (&aml{}).integer(0))
+	sb.device("PWRB", btn)
+	evt := (&aml{}).ifThen(
+		(&aml{}).lequal((&aml{}).arg(0), (&aml{}).integer(uint64(gsi))),
+		(&aml{}).notify(`\_SB.PWRB`, notifyStatusChange))
+	ged := (&aml{}).
+		nameObj("_HID", (&aml{}).str("ACPI0013")).
+		nameObj("_UID", (&aml{}).integer(0)).
+		nameObj("_CRS", (&aml{}).buffer((&resources{}).interrupt(gsi, true, false).end())).
+		method("_EVT", 1, false, evt)
+	sb.device("GED0", ged)
 }
