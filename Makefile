@@ -41,19 +41,29 @@ demo: deps build images
 
 test: deps images lint unit kvm-test cgroup2-test
 
+# unit runs every package's tests, and again under the race detector
+# those whose code is concurrent (the host composition, the scheduler, the
+# datapath, the virtio layer).
+RACE_PKGS := ./host/... ./sched/... ./netstack/... ./vmm/virtio/... ./internal/...
 unit: build
 	$(GO) test -count=1 ./...
+	$(GO) test -race -count=1 $(RACE_PKGS)
 
 # kvm-test builds the test binaries of the packages with KVM tests on the host
 # and runs their TestKVM* tests on real KVM (in the sandbox if need be).
-KVM_TEST_PKGS := ./kvm ./vmm ./cmd/colibri
+# The host composition's KVM tests also run from a -race binary.
+KVM_TEST_PKGS := ./kvm ./vmm ./host ./cmd/colibri
+KVM_RACE_PKGS := ./host
 kvm-test: build
-	@mkdir -p $(TESTBIN)
+	@mkdir -p $(TESTBIN) $(TESTBIN)/race
 	@for p in $(KVM_TEST_PKGS); do \
 		$(GO) test -c -o $(TESTBIN)/$$(echo $$p | tr / _ | sed 's/^\._//').test $$p || exit 1; \
 	done
+	@for p in $(KVM_RACE_PKGS); do \
+		$(GO) test -race -c -o $(TESTBIN)/race/$$(echo $$p | tr / _ | sed 's/^\._//').test $$p || exit 1; \
+	done
 	@COLIBRI_BIN=$(CURDIR)/$(BIN)/colibri COLIBRI_IMAGES=$(CURDIR)/$(IMAGES) COLIBRI_SANDBOX_RETRIES=3 COLIBRI_SANDBOX_TIMEOUT=900 \
-		scripts/run-kvm-tests $(TESTBIN)
+		scripts/run-kvm-tests $(TESTBIN) $(TESTBIN)/race
 
 # cgroup2-test runs sched/cgroup's tests where cgroup v2 is mounted: here
 # when this host is v2, otherwise in the sandbox (v2). 'make unit' runs

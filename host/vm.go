@@ -242,6 +242,17 @@ func (v *VM) Name() string { return v.name }
 // Spec returns the VM's spec with its defaults filled in.
 func (v *VM) Spec() spec.VM { return v.spec }
 
+// ReadGuest copies the guest's physical memory at addr into p, from the
+// incarnation that runs or will run.
+func (v *VM) ReadGuest(addr uint64, p []byte) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.cur == nil {
+		return fmt.Errorf("VM %s has no guest memory now (it is %s)", v.name, v.state)
+	}
+	return v.cur.Memory().Read(addr, p)
+}
+
 // Console returns the VM's console output.
 func (v *VM) Console() *Console { return v.console }
 
@@ -307,14 +318,38 @@ func (v *VM) Start() error {
 	return nil
 }
 
+// Restart limits: a VM restarted more than maxRestarts times within
+// restartWindow is left stopped (a crash loop, a reboot loop).
+const (
+	maxRestarts   = 5
+	restartWindow = time.Minute
+)
+
 // run runs incarnations of the VM until one ends for good.
 func (v *VM) run(cur *vmm.VM) {
+	var recent []time.Time
 	for {
 		kind, err := v.runOnce(cur)
 		v.mu.Lock()
 		restart := v.stopping == stopNone && v.h.ctx.Err() == nil &&
 			(kind == vmm.ExitReset && v.spec.OnReboot == spec.ActionRestart ||
 				kind == vmm.ExitCrash && v.spec.OnCrash == spec.ActionRestart)
+		if restart {
+			now := time.Now()
+			for len(recent) > 0 && now.Sub(recent[0]) > restartWindow {
+				recent = recent[1:]
+			}
+			if len(recent) >= maxRestarts {
+				restart = false
+				loop := fmt.Errorf("%v %d times within %v: not restarting it again", kind, len(recent)+1, restartWindow)
+				if err != nil {
+					err = fmt.Errorf("%w (the last: %w)", loop, err)
+				} else {
+					kind, err = vmm.ExitError, loop
+				}
+			}
+			recent = append(recent, now)
+		}
 		v.last = cur.Stats()
 		v.cur = nil
 		v.mu.Unlock()
@@ -397,15 +432,25 @@ func (v *VM) register(cur *vmm.VM) {
 			group = g
 		}
 	}
+	// A VM that ends while its vCPUs register (its threads gone) is no
+	// error worth reporting.
+	report := func(what string, err error) {
+		select {
+		case <-cur.Done():
+			h.log.Debug(what, zap.String("vm", v.name), zap.Error(err))
+		default:
+			h.log.Error(what, zap.String("vm", v.name), zap.Error(err))
+		}
+	}
 	var regd []*vmm.VCPU
 	for _, c := range cur.VCPUs() {
 		if group != nil {
 			if err := group.AddThread(c.TID()); err != nil {
-				h.log.Error("cgroup: add vCPU thread", zap.String("vm", v.name), zap.Error(err))
+				report("cgroup: add vCPU thread", err)
 			}
 		}
 		if err := h.sched.Register(schedVCPU{VCPU: c, class: v.class}); err != nil {
-			h.log.Error("sched: register vCPU", zap.String("vm", v.name), zap.Error(err))
+			report("sched: register vCPU", err)
 			continue
 		}
 		regd = append(regd, c)
@@ -586,13 +631,15 @@ func (v *VM) force(cur *vmm.VM) {
 	cur.Stop()
 }
 
-// pressPowerButton asks the guest to shut down.
+// pressPowerButton asks the guest to shut down. It holds mu so that the
+// run loop cannot close cur meanwhile (it drops v.cur under mu first).
 func (v *VM) pressPowerButton(cur *vmm.VM) error {
-	pb, ok := any(cur).(interface{ PowerButton() error })
-	if !ok {
-		return errors.New("this VMM has no ACPI power button")
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.cur != cur {
+		return nil // it has ended already
 	}
-	return pb.PowerButton()
+	return cur.PowerButton()
 }
 
 // Wait returns how the VM's current run ended, once it has (or ctx's

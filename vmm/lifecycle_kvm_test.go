@@ -4,60 +4,21 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/colibrivm/colibri/internal/testenv"
+	"github.com/colibrivm/colibri/internal/tinykernel"
 	"github.com/colibrivm/colibri/vmm"
 )
 
-// Tiny 64-bit kernels, entered at 1 MiB like a vmlinux (long mode, flat
-// segments, the first 4 GiB identity-mapped, no IDT).
-var (
-	// crashCode executes ud2: with no IDT the #UD becomes a triple fault.
-	crashCode = []byte{0x0f, 0x0b}
-	// countCode increments the quadword at counterAddr forever.
-	countCode = []byte{0x48, 0xff, 0x04, 0x25, 0x00, 0x00, 0x00, 0x02, 0xeb, 0xf6}
-	// powerOffCode writes S5 to the ACPI sleep-control port 0x600.
-	powerOffCode = []byte{0x66, 0xba, 0x00, 0x06, 0xb0, 0x34, 0xee, 0xeb, 0xfe}
-)
-
-// counterAddr is where countCode counts.
-const counterAddr = 0x200_0000
-
-// tinyKernel writes code as a minimal x86-64 ELF executable loaded at
-// 1 MiB and returns its path.
+// tinyKernel writes code as a tiny kernel and returns its path.
 func tinyKernel(t *testing.T, code []byte) string {
 	t.Helper()
-	const base, ehsize, phsize = 0x10_0000, 64, 56
-	img := make([]byte, ehsize+phsize, ehsize+phsize+len(code))
-	copy(img, "\x7fELF\x02\x01\x01")
-	le := binary.LittleEndian
-	le.PutUint16(img[16:], 2)  // ET_EXEC
-	le.PutUint16(img[18:], 62) // EM_X86_64
-	le.PutUint32(img[20:], 1)
-	le.PutUint64(img[24:], base+ehsize+phsize) // entry
-	le.PutUint64(img[32:], ehsize)             // phoff
-	le.PutUint16(img[52:], ehsize)
-	le.PutUint16(img[54:], phsize)
-	le.PutUint16(img[56:], 1)
-	ph := img[ehsize:]
-	le.PutUint32(ph[0:], 1) // PT_LOAD
-	le.PutUint32(ph[4:], 5) // R+X
-	le.PutUint64(ph[8:], 0)
-	le.PutUint64(ph[16:], base)
-	le.PutUint64(ph[24:], base)
-	size := uint64(ehsize + phsize + len(code))
-	le.PutUint64(ph[32:], size)
-	le.PutUint64(ph[40:], size)
-	le.PutUint64(ph[48:], 0x1000)
-	img = append(img, code...)
-	path := filepath.Join(t.TempDir(), "tiny.elf")
-	if err := os.WriteFile(path, img, 0o644); err != nil {
+	path, err := tinykernel.Write(t.TempDir(), "tiny.elf", code)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -93,7 +54,7 @@ func runAsync(ctx context.Context, vm *vmm.VM) <-chan error {
 // SIPI forever) and report a crash, not a reset, with the guest's state.
 func TestKVMCrashWhileCreatingVCPUs(t *testing.T) {
 	for round := 0; round < 3; round++ {
-		vm := newTinyVM(t, crashCode, 8)
+		vm := newTinyVM(t, tinykernel.Crash, 8)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		kind, err := vm.Run(ctx)
 		timedOut := ctx.Err() != nil
@@ -120,7 +81,7 @@ func TestKVMCrashWhileCreatingVCPUs(t *testing.T) {
 // moment, also while its VM powers off and after its thread has released
 // kvm_run (which used to crash the process: Kick wrote the unmapped page).
 func TestKVMKickAfterExit(t *testing.T) {
-	vm := newTinyVM(t, powerOffCode, 2)
+	vm := newTinyVM(t, tinykernel.PowerOff, 2)
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	var kicks atomic.Int64
@@ -162,14 +123,14 @@ func TestKVMKickAfterExit(t *testing.T) {
 // and runs again after Resume; the scheduler's parks and the pause do not
 // release each other; Stop works while paused.
 func TestKVMPauseResume(t *testing.T) {
-	vm := newTinyVM(t, countCode, 1)
+	vm := newTinyVM(t, tinykernel.Count, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	done := runAsync(ctx, vm)
 	<-vm.Started()
 	counter := func() uint64 {
 		var b [8]byte
-		if err := vm.Memory().Read(counterAddr, b[:]); err != nil {
+		if err := vm.Memory().Read(tinykernel.CounterAddr, b[:]); err != nil {
 			t.Fatal(err)
 		}
 		return binary.LittleEndian.Uint64(b[:])
