@@ -415,7 +415,11 @@ func (p *poller) deliver(dst *Port, frame []byte, off vnet.Offload) {
 	var s *epSlot
 	switch len(slots) {
 	case 0:
-		dst.cnt.portDown.Add(1)
+		if dst.paused.Load() {
+			dst.cnt.paused.Add(1)
+		} else {
+			dst.cnt.portDown.Add(1)
+		}
 		return
 	case 1:
 		s = slots[0]

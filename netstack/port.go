@@ -1,7 +1,9 @@
 package netstack
 
 import (
+	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 )
@@ -10,16 +12,33 @@ import (
 // more Endpoints (queue pairs). Frames switched to a port go to one of its
 // endpoints chosen by a hash of the frame's flow.
 type Port struct {
-	sw      *Switch
-	name    string
+	sw   *Switch
+	name string
+	// eps is what the pollers serve: the endpoints last set, or none while
+	// the port is paused.
 	eps     atomic.Pointer[epSet]
 	removed atomic.Bool
+	paused  atomic.Bool // changed with sw.mu held
 	cnt     portCounters
+
+	// want is the endpoints last given to SetEndpoints, attached when
+	// the port is not paused. Guarded by sw.mu.
+	want []Endpoint
 }
 
 // epSet is an immutable snapshot of a port's endpoints.
 type epSet struct {
 	slots []*epSlot
+}
+
+// find returns the slot serving ep in the set, or nil.
+func (set *epSet) find(ep Endpoint) *epSlot {
+	for _, s := range set.slots {
+		if s.ep == ep {
+			return s
+		}
+	}
+	return nil
 }
 
 // epSlot wraps one endpoint of a port. mu serialises Deliver and Flush
@@ -41,6 +60,7 @@ type portCounters struct {
 	txPackets, txBytes atomic.Uint64
 	noRoom             atomic.Uint64
 	portDown           atomic.Uint64
+	paused             atomic.Uint64
 	runt               atomic.Uint64
 	badSource          atomic.Uint64
 	filtered           atomic.Uint64
@@ -59,11 +79,18 @@ func (p *Port) Queues() int { return len(p.eps.Load().slots) }
 
 // SetEndpoints replaces the port's endpoints with eps; nil or empty takes
 // the port down, and frames switched to it are then dropped and counted as
-// port-down drops. New endpoints are assigned to the stack's pollers.
+// port-down drops. New endpoints are assigned to the stack's pollers; an
+// endpoint that was already the port's keeps its poller (a virtio-net
+// driver's VQ_PAIRS_SET keeps pair 0), so at no moment do two pollers
+// serve one endpoint. While the port is paused, eps is recorded and
+// attached when it is resumed (SetPaused).
 //
-// SetEndpoints returns only once no poller is inside any method of the old
-// endpoints, nor will be again, and their wait fds are no longer
-// registered: the caller may then free the old queues (a virtio-net reset
+// An endpoint is known by its identity: each must be a pointer, none may
+// appear twice, nor be served by another port of the same stack.
+//
+// SetEndpoints returns only once no poller is inside any method of an
+// endpoint it dropped, nor will be again, and their wait fds are no longer
+// registered: the caller may then free those queues (a virtio-net reset
 // does). It must not be called from a poller (an Endpoint method).
 func (p *Port) SetEndpoints(eps []Endpoint) error {
 	sw := p.sw
@@ -72,18 +99,110 @@ func (p *Port) SetEndpoints(eps []Endpoint) error {
 	if p.removed.Load() && len(eps) > 0 {
 		return fmt.Errorf("port %s/%s: set endpoints: port removed", sw.name, p.name)
 	}
-	set := &epSet{slots: make([]*epSlot, len(eps))}
-	for i, ep := range eps {
-		oep, _ := ep.(OffloadEndpoint)
-		set.slots[i] = &epSlot{ep: ep, oep: oep, port: p, fd: -1}
+	if err := checkEndpoints(eps); err != nil {
+		return fmt.Errorf("port %s/%s: set endpoints: %w", sw.name, p.name, err)
 	}
-	old := p.eps.Swap(set)
-	st := sw.stack
-	if st == nil {
+	if p.paused.Load() {
+		p.want = append([]Endpoint(nil), eps...)
 		return nil
 	}
-	return st.replace(old.slots, set.slots)
+	applied, err := p.apply(eps)
+	if applied {
+		p.want = append([]Endpoint(nil), eps...)
+	}
+	return err
 }
+
+// checkEndpoints refuses endpoints that are not pointers, or that appear
+// twice.
+func checkEndpoints(eps []Endpoint) error {
+	for i, ep := range eps {
+		if ep == nil || reflect.TypeOf(ep).Kind() != reflect.Pointer || reflect.ValueOf(ep).IsNil() {
+			return fmt.Errorf("endpoint %d (%T) is not a non-nil pointer", i, ep)
+		}
+		for _, e := range eps[:i] {
+			if e == ep {
+				return fmt.Errorf("endpoint %d (%T) is given twice", i, ep)
+			}
+		}
+	}
+	return nil
+}
+
+// apply makes eps the endpoints the pollers serve: the port's slots for
+// endpoints it keeps stay as they are (same poller, same lock), new ones
+// get new slots, dropped ones are taken from their pollers. It reports
+// whether it changed the port (an error may still come with a change: a
+// wait fd the poller could not register). Called with sw.mu held.
+func (p *Port) apply(eps []Endpoint) (bool, error) {
+	old := p.eps.Load()
+	set := &epSet{slots: make([]*epSlot, len(eps))}
+	var fresh []*epSlot
+	for i, ep := range eps {
+		if s := old.find(ep); s != nil {
+			set.slots[i] = s
+			continue
+		}
+		oep, _ := ep.(OffloadEndpoint)
+		s := &epSlot{ep: ep, oep: oep, port: p, fd: -1}
+		set.slots[i], fresh = s, append(fresh, s)
+	}
+	for _, s := range fresh {
+		for _, q := range *p.sw.ports.Load() {
+			if q != p && q.eps.Load().find(s.ep) != nil {
+				return false, fmt.Errorf("%w (port %s/%s)", errInUse, q.sw.name, q.name)
+			}
+		}
+	}
+	var gone []*epSlot
+	for _, s := range old.slots {
+		if set.find(s.ep) == nil {
+			gone = append(gone, s)
+		}
+	}
+	st := p.sw.stack
+	if st == nil {
+		p.eps.Store(set)
+		return true, nil
+	}
+	return st.replace(p, set, gone, fresh)
+}
+
+// SetPaused pauses (true) or resumes (false) the port. A paused port's
+// endpoints are detached from every poller exactly as SetEndpoints(nil)
+// would do — no Transmit, Deliver, Flush, Arm or Disarm; quiesced when
+// SetPaused returns — and frames switched to it are dropped and counted
+// as paused drops. SetEndpoints on a paused port records the endpoints
+// without attaching them; resuming attaches the endpoints last set.
+// Pausing a paused port, or resuming a running one, does nothing. It must
+// not be called from a poller.
+func (p *Port) SetPaused(paused bool) error {
+	sw := p.sw
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if p.paused.Load() == paused {
+		return nil
+	}
+	if paused {
+		p.paused.Store(true)
+		_, err := p.apply(nil)
+		return err
+	}
+	applied, err := p.apply(p.want)
+	if applied {
+		p.paused.Store(false)
+	}
+	if err != nil {
+		return fmt.Errorf("port %s/%s: resume: %w", sw.name, p.name, err)
+	}
+	return nil
+}
+
+// Paused reports whether the port is paused.
+func (p *Port) Paused() bool { return p.paused.Load() }
+
+// errInUse refuses an endpoint another port of the stack serves.
+var errInUse = errors.New("endpoint already served by another port")
 
 // Stats returns a snapshot of the port's counters.
 func (p *Port) Stats() PortStats {
@@ -92,6 +211,7 @@ func (p *Port) Stats() PortStats {
 		Switch:      p.sw.name,
 		Name:        p.name,
 		Queues:      p.Queues(),
+		Paused:      p.paused.Load(),
 		RxPackets:   c.rxPackets.Load(),
 		RxBytes:     c.rxBytes.Load(),
 		TxPackets:   c.txPackets.Load(),
@@ -100,6 +220,7 @@ func (p *Port) Stats() PortStats {
 		Drops: DropStats{
 			NoRoom:     c.noRoom.Load(),
 			PortDown:   c.portDown.Load(),
+			Paused:     c.paused.Load(),
 			Runt:       c.runt.Load(),
 			BadSource:  c.badSource.Load(),
 			Filtered:   c.filtered.Load(),

@@ -53,9 +53,11 @@ type SwitchStats struct {
 // PortStats are one port's counters. Rx is what the switch received from
 // the port (what the guest or host sent), Tx what it delivered to it.
 type PortStats struct {
-	Switch    string `json:"switch"`
-	Name      string `json:"name"`
-	Queues    int    `json:"queues"`
+	Switch string `json:"switch"`
+	Name   string `json:"name"`
+	Queues int    `json:"queues"`
+	// Paused is true while the port is paused (Port.SetPaused).
+	Paused    bool   `json:"paused"`
 	RxPackets uint64 `json:"rx_packets"`
 	RxBytes   uint64 `json:"rx_bytes"`
 	TxPackets uint64 `json:"tx_packets"`
@@ -73,6 +75,8 @@ type DropStats struct {
 	NoRoom uint64 `json:"no_room"`
 	// PortDown: the destination port had no endpoints.
 	PortDown uint64 `json:"port_down"`
+	// Paused: the destination port was paused.
+	Paused uint64 `json:"paused"`
 	// Runt: a frame shorter than an Ethernet header came from the port.
 	Runt uint64 `json:"runt"`
 	// BadSource: a frame with a multicast source MAC came from the port.
@@ -87,7 +91,7 @@ type DropStats struct {
 
 // Total returns the sum of all drops.
 func (d DropStats) Total() uint64 {
-	return d.NoRoom + d.PortDown + d.Runt + d.BadSource + d.Filtered + d.BadOffload
+	return d.NoRoom + d.PortDown + d.Paused + d.Runt + d.BadSource + d.Filtered + d.BadOffload
 }
 
 // Stats returns a snapshot of the switch's counters.
@@ -149,12 +153,19 @@ func (s Stats) WriteText(w io.Writer) error {
 			time.Duration(p.SleepNanos).Round(time.Microsecond))
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "port\tqueues\trx-pkts\trx-bytes\ttx-pkts\ttx-bytes\tsoft-offload\tno-room\tport-down\trunt\tbad-src\tfiltered\tbad-offload\t")
+	fmt.Fprintln(tw, "port\tstate\tqueues\trx-pkts\trx-bytes\ttx-pkts\ttx-bytes\tsoft-offload\tno-room\tport-down\tpaused\trunt\tbad-src\tfiltered\tbad-offload\t")
 	for _, sw := range s.Switches {
 		for _, p := range sw.Ports {
 			d := p.Drops
-			fmt.Fprintf(tw, "%s/%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", sw.Name, p.Name, p.Queues,
-				p.RxPackets, p.RxBytes, p.TxPackets, p.TxBytes, p.SoftOffload, d.NoRoom, d.PortDown, d.Runt, d.BadSource, d.Filtered, d.BadOffload)
+			state := "up"
+			switch {
+			case p.Paused:
+				state = "paused"
+			case p.Queues == 0:
+				state = "down"
+			}
+			fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", sw.Name, p.Name, state, p.Queues,
+				p.RxPackets, p.RxBytes, p.TxPackets, p.TxBytes, p.SoftOffload, d.NoRoom, d.PortDown, d.Paused, d.Runt, d.BadSource, d.Filtered, d.BadOffload)
 		}
 	}
 	if err := tw.Flush(); err != nil {
