@@ -21,6 +21,17 @@ type Port struct {
 	paused  atomic.Bool // changed with sw.mu held
 	cnt     portCounters
 
+	// allowed, when not nil, are the only source MACs (keys) the port may
+	// send from: it is bound to them (SetAllowedSources).
+	allowed atomic.Pointer[[]uint64]
+	// limit is the most addresses the port may have learned (0: the
+	// default); learned counts them (changed with the MAC table's lock
+	// held); lastSweep is when the table was last searched for the
+	// port's expired entries.
+	limit     atomic.Int32
+	learned   atomic.Int32
+	lastSweep atomic.Int64
+
 	// want is the endpoints last given to SetEndpoints, attached when
 	// the port is not paused. Guarded by sw.mu.
 	want []Endpoint
@@ -63,6 +74,8 @@ type portCounters struct {
 	paused             atomic.Uint64
 	runt               atomic.Uint64
 	badSource          atomic.Uint64
+	spoofed            atomic.Uint64
+	learnRefused       atomic.Uint64
 	filtered           atomic.Uint64
 	badOffload         atomic.Uint64
 	softOffload        atomic.Uint64
@@ -208,23 +221,113 @@ var errInUse = errors.New("endpoint already served by another port")
 func (p *Port) Stats() PortStats {
 	c := &p.cnt
 	return PortStats{
-		Switch:      p.sw.name,
-		Name:        p.name,
-		Queues:      p.Queues(),
-		Paused:      p.paused.Load(),
-		RxPackets:   c.rxPackets.Load(),
-		RxBytes:     c.rxBytes.Load(),
-		TxPackets:   c.txPackets.Load(),
-		TxBytes:     c.txBytes.Load(),
-		SoftOffload: c.softOffload.Load(),
+		Switch:       p.sw.name,
+		Name:         p.name,
+		Queues:       p.Queues(),
+		Paused:       p.paused.Load(),
+		Bound:        p.allowed.Load() != nil,
+		Learned:      int(p.learned.Load()),
+		LearnLimit:   p.learnLimit(),
+		LearnRefused: c.learnRefused.Load(),
+		RxPackets:    c.rxPackets.Load(),
+		RxBytes:      c.rxBytes.Load(),
+		TxPackets:    c.txPackets.Load(),
+		TxBytes:      c.txBytes.Load(),
+		SoftOffload:  c.softOffload.Load(),
 		Drops: DropStats{
 			NoRoom:     c.noRoom.Load(),
 			PortDown:   c.portDown.Load(),
 			Paused:     c.paused.Load(),
 			Runt:       c.runt.Load(),
 			BadSource:  c.badSource.Load(),
+			Spoofed:    c.spoofed.Load(),
 			Filtered:   c.filtered.Load(),
 			BadOffload: c.badOffload.Load(),
 		},
 	}
+}
+
+// MaxAllowedSources is the most source addresses a port may be bound to.
+const MaxAllowedSources = 16
+
+// SetAllowedSources binds the port to the source MAC addresses macs, as a
+// cloud virtual switch binds a guest NIC to its configured MAC: frames
+// from the port with any other source are dropped and counted as spoofed;
+// the addresses are pinned to the port in the MAC table (they never age,
+// and no other port can take them over or evict them); the port learns
+// nothing else. nil or empty unbinds the port, which then learns freely
+// (within its learn limit) like an uplink. It fails, changing nothing, for
+// a multicast or zero address, more than MaxAllowedSources, or an address
+// another port is bound to.
+func (p *Port) SetAllowedSources(macs [][6]byte) error {
+	sw := p.sw
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if p.removed.Load() {
+		return fmt.Errorf("port %s/%s: set allowed sources: port removed", sw.name, p.name)
+	}
+	if len(macs) == 0 {
+		p.allowed.Store(nil)
+		sw.macs.forget(p)
+		return nil
+	}
+	if len(macs) > MaxAllowedSources {
+		return fmt.Errorf("port %s/%s: %d allowed sources, at most %d", sw.name, p.name, len(macs), MaxAllowedSources)
+	}
+	var keys []uint64
+	for _, m := range macs {
+		if m[0]&1 != 0 || m == ([6]byte{}) {
+			return fmt.Errorf("port %s/%s: allowed source %s is not a unicast address", sw.name, p.name, formatMAC(m))
+		}
+		if k := macKey(m[:]); !hasKey(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	// Refuse other sources from now on, then pin these.
+	old := p.allowed.Swap(&keys)
+	if err := sw.macs.bind(p, keys, sw.now()); err != nil {
+		p.allowed.Store(old)
+		return fmt.Errorf("port %s/%s: set allowed sources: %w", sw.name, p.name, err)
+	}
+	return nil
+}
+
+// AllowedSources returns the addresses the port is bound to, or nil when
+// it is not bound.
+func (p *Port) AllowedSources() [][6]byte {
+	a := p.allowed.Load()
+	if a == nil {
+		return nil
+	}
+	macs := make([][6]byte, len(*a))
+	for i, k := range *a {
+		macs[i] = keyMAC(k)
+	}
+	return macs
+}
+
+// SetLearnLimit sets how many addresses the port may have learned at once
+// (n <= 0: DefaultLearnLimit). Past it, frames from new source addresses
+// are still switched, but their sources are not learned (counted as
+// learn_refused), so one port cannot fill the switch's table. A bound
+// port learns only its own addresses whatever its limit.
+func (p *Port) SetLearnLimit(n int) {
+	if n <= 0 || n > macTableBuckets*macTableWays {
+		n = 0
+	}
+	p.limit.Store(int32(n))
+}
+
+// learnLimit is the port's learn limit in effect.
+func (p *Port) learnLimit() int {
+	if n := p.limit.Load(); n > 0 {
+		return int(n)
+	}
+	return DefaultLearnLimit
+}
+
+// allows reports whether the port may send from source key.
+func (p *Port) allows(key uint64) bool {
+	a := p.allowed.Load()
+	return a == nil || hasKey(*a, key)
 }
