@@ -3,15 +3,12 @@ package virtio
 import (
 	"encoding/binary"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/colibrivm/colibri/vmm/memory"
-	"github.com/colibrivm/colibri/vmm/pci"
 	"github.com/colibrivm/colibri/vmm/virtio/virtq"
-	"golang.org/x/sys/unix"
 )
 
 // fuzzDev has a worker-served queue (0) and a self-served one (1); it
@@ -37,36 +34,6 @@ func (d *fuzzDev) Activate(uint64, []*Queue) error {
 	if d.live.Add(1) > 1 {
 		d.over.Store(true)
 	}
-	return nil
-}
-
-// fuzzPlatform behaves like KVM for ioeventfds (EEXIST on a duplicate).
-type fuzzPlatform struct {
-	mu     sync.Mutex
-	events map[uint64]int
-}
-
-type nopRoute struct{}
-
-func (nopRoute) Program(pci.MSIMessage) error { return nil }
-func (nopRoute) Fire() error                  { return nil }
-func (nopRoute) EventFD() int                 { return -1 }
-func (nopRoute) Close() error                 { return nil }
-
-func (p *fuzzPlatform) AllocateMSI() (pci.InterruptRoute, error) { return nopRoute{}, nil }
-func (p *fuzzPlatform) RegisterIOEvent(addr uint64, _ uint32, fd int) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, dup := p.events[addr]; dup {
-		return unix.EEXIST
-	}
-	p.events[addr] = fd
-	return nil
-}
-func (p *fuzzPlatform) UnregisterIOEvent(addr uint64, _ uint32, _ int) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.events, addr)
 	return nil
 }
 
@@ -176,7 +143,7 @@ func FuzzCommonConfig(f *testing.F) {
 		}
 		defer mem.Close()
 		dev := &fuzzDev{}
-		plat := &fuzzPlatform{events: map[uint64]int{}}
+		plat := NewFakePlatform()
 		p, err := NewPCI(dev, mem, plat)
 		if err != nil {
 			t.Fatal(err)
@@ -226,10 +193,7 @@ func FuzzCommonConfig(f *testing.F) {
 					t.Fatalf("step %d: after reset: %+v (status %#x, err %v, live %d), want %+v",
 						step, after, st[0], p.Err(), dev.live.Load(), want)
 				}
-				plat.mu.Lock()
-				n := len(plat.events)
-				plat.mu.Unlock()
-				if n != 0 {
+				if n := plat.Registered(); n != 0 {
 					t.Fatalf("step %d: %d ioeventfds left after reset", step, n)
 				}
 			}
@@ -247,7 +211,7 @@ func TestFuzzSeedsReach(t *testing.T) {
 	}
 	defer mem.Close()
 	dev := &fuzzDev{}
-	p, err := NewPCI(dev, mem, &fuzzPlatform{events: map[uint64]int{}})
+	p, err := NewPCI(dev, mem, NewFakePlatform())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/colibrivm/colibri/vmm/memory"
-	"github.com/colibrivm/colibri/vmm/pci"
 	"github.com/colibrivm/colibri/vmm/virtio"
 	"github.com/colibrivm/colibri/vmm/virtio/virtq"
 	"golang.org/x/sys/unix"
@@ -70,52 +69,6 @@ func (d *fakeDev) Reset() {
 	d.live.Store(0)
 }
 
-// strictPlatform is a platform whose ioeventfd registrations behave like
-// KVM's: a second registration of one address fails with EEXIST.
-type strictPlatform struct {
-	mu      sync.Mutex
-	events  map[uint64]int
-	failReg error
-	routes  []*route
-}
-
-func (p *strictPlatform) AllocateMSI() (pci.InterruptRoute, error) {
-	r := &route{}
-	p.mu.Lock()
-	p.routes = append(p.routes, r)
-	p.mu.Unlock()
-	return r, nil
-}
-
-func (p *strictPlatform) RegisterIOEvent(addr uint64, _ uint32, fd int) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.failReg != nil {
-		return p.failReg
-	}
-	if _, dup := p.events[addr]; dup {
-		return unix.EEXIST
-	}
-	p.events[addr] = fd
-	return nil
-}
-
-func (p *strictPlatform) UnregisterIOEvent(addr uint64, _ uint32, _ int) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, ok := p.events[addr]; !ok {
-		return unix.ENOENT
-	}
-	delete(p.events, addr)
-	return nil
-}
-
-func (p *strictPlatform) registered() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.events)
-}
-
 // Status bits.
 const (
 	sAck, sDriver, sDriverOK, sFeaturesOK, sNeedsReset = 1, 2, 4, 8, 0x40
@@ -125,28 +78,14 @@ type rig struct {
 	t    *testing.T
 	p    *virtio.PCI
 	dev  *fakeDev
-	plat *strictPlatform
+	plat *virtio.FakePlatform
 	mem  *memory.Memory
 }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	mem, err := memory.New(16<<20, memory.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mem.Close() })
-	plat := &strictPlatform{events: map[uint64]int{}}
 	dev := &fakeDev{}
-	p, err := virtio.NewPCI(dev, mem, plat)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	bus := pci.NewBus(0xc0000000, 0x10000000, 0, 0)
-	if _, err := bus.Add(p); err != nil {
-		t.Fatal(err)
-	}
+	p, plat, mem := newTransport(t, dev)
 	return &rig{t: t, p: p, dev: dev, plat: plat, mem: mem}
 }
 
@@ -257,7 +196,7 @@ func TestFailDuringActivate(t *testing.T) {
 // an ioeventfd fails the activation.
 func TestKickRegistrationFails(t *testing.T) {
 	r := newRig(t)
-	r.plat.failReg = unix.ENOSPC
+	r.plat.SetFailRegister(unix.ENOSPC)
 	r.negotiate()
 	r.queues()
 	r.setStatus(sAck | sDriver | sFeaturesOK | sDriverOK)
@@ -270,12 +209,10 @@ func TestKickRegistrationFails(t *testing.T) {
 	if r.dev.live.Load() != 0 {
 		t.Error("the device was left active with a queue it cannot be kicked on")
 	}
-	r.plat.mu.Lock()
-	r.plat.failReg = nil
-	r.plat.mu.Unlock()
+	r.plat.SetFailRegister(nil)
 	r.setStatus(0)
-	if r.status() != 0 || r.plat.registered() != 0 || r.p.Err() != nil {
-		t.Fatalf("after reset: status %#x, %d ioeventfds, Err %v", r.status(), r.plat.registered(), r.p.Err())
+	if r.status() != 0 || r.plat.Registered() != 0 || r.p.Err() != nil {
+		t.Fatalf("after reset: status %#x, %d ioeventfds, Err %v", r.status(), r.plat.Registered(), r.p.Err())
 	}
 }
 
@@ -478,7 +415,7 @@ func TestPauseResume(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close of a paused device hung")
 	}
-	if r.plat.registered() != 0 {
-		t.Errorf("%d ioeventfds left after Close", r.plat.registered())
+	if r.plat.Registered() != 0 {
+		t.Errorf("%d ioeventfds left after Close", r.plat.Registered())
 	}
 }
