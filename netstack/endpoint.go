@@ -24,7 +24,11 @@ import "github.com/colibrivm/colibri/internal/vnet"
 //
 // Transmit, Arm and Disarm are called only by the one poller that owns the
 // endpoint. Deliver and Flush may be called from any poller, but never
-// concurrently for one endpoint: the port serialises them.
+// concurrently for one endpoint: the port serialises them. Both hold at
+// every moment, also while SetEndpoints replaces a port's endpoints (an
+// endpoint kept across the replacement keeps its poller and its lock) or
+// SetPaused detaches them. An Endpoint is known by its identity: it must
+// be a pointer.
 type Endpoint interface {
 	// Transmit hands up to max frames the endpoint has sent to fn, in
 	// order, with the offloads the sender left pending (the zero Offload

@@ -378,6 +378,11 @@ func (p *poller) handle(frame []byte, off vnet.Offload) {
 		src.cnt.badSource.Add(1)
 		return
 	}
+	srcKey := macKey(frame[6:12])
+	if !src.allows(srcKey) { // a bound port sending as someone else
+		src.cnt.spoofed.Add(1)
+		return
+	}
 	if off.Pending() && off.Check(len(frame)) != nil {
 		src.cnt.badOffload.Add(1)
 		return
@@ -387,7 +392,7 @@ func (p *poller) handle(frame []byte, off vnet.Offload) {
 		p.now = sw.now()
 		p.nowOK = true
 	}
-	sw.macs.learn(macKey(frame[6:12]), src, p.now, sw.refresh.Load())
+	sw.macs.learn(srcKey, src, p.now, sw.refresh.Load(), sw.ageing.Load())
 	p.hashOK = false
 	if frame[0]&1 == 0 {
 		dst := sw.macs.lookup(macKey(frame[0:6]), p.now, sw.ageing.Load())
@@ -415,7 +420,11 @@ func (p *poller) deliver(dst *Port, frame []byte, off vnet.Offload) {
 	var s *epSlot
 	switch len(slots) {
 	case 0:
-		dst.cnt.portDown.Add(1)
+		if dst.paused.Load() {
+			dst.cnt.paused.Add(1)
+		} else {
+			dst.cnt.portDown.Add(1)
+		}
 		return
 	case 1:
 		s = slots[0]

@@ -58,6 +58,10 @@ type Stack struct {
 	mu       sync.Mutex // guards everything below and endpoint assignment
 	state    int
 	switches []*Switch
+	// draining counts, per endpoint, the replacements that took it from
+	// its poller and have not yet seen the pollers quiesce: until then
+	// no other port may take it.
+	draining map[Endpoint]int
 }
 
 const (
@@ -83,7 +87,7 @@ func New(cfg Config) (*Stack, error) {
 			cores[i] = -1
 		}
 	}
-	st := &Stack{cfg: cfg, log: cfg.Logger, done: make(chan struct{})}
+	st := &Stack{cfg: cfg, log: cfg.Logger, done: make(chan struct{}), draining: make(map[Endpoint]int)}
 	if st.log == nil {
 		st.log = zap.NewNop()
 	}
@@ -114,10 +118,19 @@ func (st *Stack) AddSwitch(sw *Switch) error {
 	if st.state == stateClosed {
 		return fmt.Errorf("attach switch %s: stack closed", sw.name)
 	}
+	ports := *sw.ports.Load()
+	for _, port := range ports {
+		for _, s := range port.eps.Load().slots {
+			if by := st.servedBy(s.ep); by != "" {
+				// Never one endpoint served through two slots.
+				return fmt.Errorf("attach switch %s: port %s: %w (%s)", sw.name, port.name, errInUse, by)
+			}
+		}
+	}
 	sw.stack = st
 	st.switches = append(st.switches, sw)
 	var errs []error
-	for _, port := range *sw.ports.Load() {
+	for _, port := range ports {
 		for _, s := range port.eps.Load().slots {
 			errs = append(errs, st.assign(s))
 		}
@@ -233,28 +246,72 @@ func (st *Stack) assign(s *epSlot) error {
 	return best.add(s)
 }
 
-// replace moves pollers off the old slots onto the new ones, and returns
-// once no poller can still be inside a method of an old slot's endpoint.
-// Called with the switch's mu held.
-func (st *Stack) replace(old, new []*epSlot) error {
+// replace makes set port p's endpoints: slots in gone are taken from
+// their pollers, fresh ones assigned (slots in both sets stay with their
+// poller). It returns once no poller can still be inside a method of a
+// gone slot's endpoint, and reports whether it changed anything: it
+// refuses, changing nothing, a fresh endpoint that another port of the
+// stack serves. Called with p's switch's mu held.
+func (st *Stack) replace(p *Port, set *epSet, gone, fresh []*epSlot) (bool, error) {
 	st.mu.Lock()
+	if st.state == stateClosed {
+		p.eps.Store(set)
+		st.mu.Unlock()
+		return true, nil
+	}
+	for _, s := range fresh {
+		if by := st.servedBy(s.ep); by != "" {
+			st.mu.Unlock()
+			return false, fmt.Errorf("%w (%s)", errInUse, by)
+		}
+	}
+	// Deliveries go to the new set from now on; then the dropped slots
+	// leave their pollers, and quiescence below waits out any poller
+	// still inside one of them (from a list or a set it loaded before).
+	p.eps.Store(set)
 	var errs []error
-	if st.state != stateClosed {
-		for _, s := range old {
-			if s.owner != nil {
-				s.owner.remove(s)
-			}
+	for _, s := range gone {
+		if s.owner != nil {
+			s.owner.remove(s)
 		}
-		for _, s := range new {
-			errs = append(errs, st.assign(s))
+		st.draining[s.ep]++
+	}
+	for _, s := range fresh {
+		errs = append(errs, st.assign(s))
+	}
+	st.kickAll()
+	st.mu.Unlock()
+	if len(gone) == 0 {
+		return true, errors.Join(errs...)
+	}
+	for _, q := range st.pollers {
+		q.quiesce()
+	}
+	st.mu.Lock()
+	for _, s := range gone {
+		if st.draining[s.ep]--; st.draining[s.ep] == 0 {
+			delete(st.draining, s.ep)
 		}
-		st.kickAll()
 	}
 	st.mu.Unlock()
-	for _, p := range st.pollers {
-		p.quiesce()
+	return true, errors.Join(errs...)
+}
+
+// servedBy names the port whose poller serves ep, or may still be inside
+// it (a replacement that dropped it has not seen the pollers quiesce
+// yet); "" when none. Called with st.mu held.
+func (st *Stack) servedBy(ep Endpoint) string {
+	if st.draining[ep] > 0 {
+		return "a port releasing it"
 	}
-	return errors.Join(errs...)
+	for _, q := range st.pollers {
+		for _, s := range *q.owned.Load() {
+			if s.ep == ep {
+				return "port " + s.port.sw.name + "/" + s.port.name
+			}
+		}
+	}
+	return ""
 }
 
 // PollerTIDs returns the thread ids of the running pollers (0 for one not

@@ -53,13 +53,25 @@ type SwitchStats struct {
 // PortStats are one port's counters. Rx is what the switch received from
 // the port (what the guest or host sent), Tx what it delivered to it.
 type PortStats struct {
-	Switch    string `json:"switch"`
-	Name      string `json:"name"`
-	Queues    int    `json:"queues"`
-	RxPackets uint64 `json:"rx_packets"`
-	RxBytes   uint64 `json:"rx_bytes"`
-	TxPackets uint64 `json:"tx_packets"`
-	TxBytes   uint64 `json:"tx_bytes"`
+	Switch string `json:"switch"`
+	Name   string `json:"name"`
+	Queues int    `json:"queues"`
+	// Paused is true while the port is paused (Port.SetPaused).
+	Paused bool `json:"paused"`
+	// Bound is true when the port is bound to its source addresses
+	// (Port.SetAllowedSources).
+	Bound bool `json:"bound"`
+	// Learned is how many addresses the switch has learned on the port
+	// (not counting a bound port's pinned ones), LearnLimit the most it
+	// may, LearnRefused how many frames' sources were not learned
+	// because of the limit (or a pinned or full bucket).
+	Learned      int    `json:"learned"`
+	LearnLimit   int    `json:"learn_limit"`
+	LearnRefused uint64 `json:"learn_refused"`
+	RxPackets    uint64 `json:"rx_packets"`
+	RxBytes      uint64 `json:"rx_bytes"`
+	TxPackets    uint64 `json:"tx_packets"`
+	TxBytes      uint64 `json:"tx_bytes"`
 	// SoftOffload counts the frames with offloads pending that the port
 	// could not take and the switch finished in software before delivery
 	// (one per original frame, however many segments it became).
@@ -73,10 +85,15 @@ type DropStats struct {
 	NoRoom uint64 `json:"no_room"`
 	// PortDown: the destination port had no endpoints.
 	PortDown uint64 `json:"port_down"`
+	// Paused: the destination port was paused.
+	Paused uint64 `json:"paused"`
 	// Runt: a frame shorter than an Ethernet header came from the port.
 	Runt uint64 `json:"runt"`
 	// BadSource: a frame with a multicast source MAC came from the port.
 	BadSource uint64 `json:"bad_source"`
+	// Spoofed: a frame from a port bound to its sources came with another
+	// source MAC.
+	Spoofed uint64 `json:"spoofed"`
 	// Filtered: a frame's destination was learned on the port it came
 	// from (no hairpin).
 	Filtered uint64 `json:"filtered"`
@@ -87,7 +104,7 @@ type DropStats struct {
 
 // Total returns the sum of all drops.
 func (d DropStats) Total() uint64 {
-	return d.NoRoom + d.PortDown + d.Runt + d.BadSource + d.Filtered + d.BadOffload
+	return d.NoRoom + d.PortDown + d.Paused + d.Runt + d.BadSource + d.Spoofed + d.Filtered + d.BadOffload
 }
 
 // Stats returns a snapshot of the switch's counters.
@@ -149,12 +166,22 @@ func (s Stats) WriteText(w io.Writer) error {
 			time.Duration(p.SleepNanos).Round(time.Microsecond))
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "port\tqueues\trx-pkts\trx-bytes\ttx-pkts\ttx-bytes\tsoft-offload\tno-room\tport-down\trunt\tbad-src\tfiltered\tbad-offload\t")
+	fmt.Fprintln(tw, "port\tstate\tqueues\trx-pkts\trx-bytes\ttx-pkts\ttx-bytes\tsoft-offload\tno-room\tport-down\tpaused\trunt\tbad-src\tspoofed\tfiltered\tbad-offload\tlearned\t")
 	for _, sw := range s.Switches {
 		for _, p := range sw.Ports {
 			d := p.Drops
-			fmt.Fprintf(tw, "%s/%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", sw.Name, p.Name, p.Queues,
-				p.RxPackets, p.RxBytes, p.TxPackets, p.TxBytes, p.SoftOffload, d.NoRoom, d.PortDown, d.Runt, d.BadSource, d.Filtered, d.BadOffload)
+			state := "up"
+			if p.Bound {
+				state = "bound"
+			}
+			switch {
+			case p.Paused:
+				state = "paused"
+			case p.Queues == 0:
+				state = "down"
+			}
+			fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", sw.Name, p.Name, state, p.Queues,
+				p.RxPackets, p.RxBytes, p.TxPackets, p.TxBytes, p.SoftOffload, d.NoRoom, d.PortDown, d.Paused, d.Runt, d.BadSource, d.Spoofed, d.Filtered, d.BadOffload, p.Learned)
 		}
 	}
 	if err := tw.Flush(); err != nil {

@@ -17,6 +17,12 @@ const DefaultAgeing = 300 * time.Second
 // unicast frames to every other port. It never sends a frame back out of
 // the port it came in on.
 //
+// Against hostile guests: a port bound to its sources (a guest NIC, see
+// Port.SetAllowedSources) may send only from them, and they are pinned to
+// it; any port learns at most its learn limit (Port.SetLearnLimit), and
+// learning never evicts another port's live entry, so a port flooding
+// made-up sources cannot take or push out its neighbours' addresses.
+//
 // A Switch forwards nothing by itself: attach it to a Stack, whose pollers
 // drain its ports' endpoints.
 type Switch struct {
@@ -44,6 +50,7 @@ func NewSwitch(name string) *Switch {
 		names: make(map[string]*Port),
 	}
 	sw.ports.Store(new([]*Port))
+	sw.macs.init()
 	sw.SetAgeing(DefaultAgeing)
 	return sw
 }
@@ -156,6 +163,12 @@ func (sw *Switch) Learn(mac []byte, p *Port) error {
 	if p.sw != sw || p.removed.Load() {
 		return fmt.Errorf("switch %s: learn %x: port %s is not on this switch", sw.name, mac, p.name)
 	}
-	sw.macs.learn(macKey(mac), p, sw.now(), 0)
+	key := macKey(mac)
+	if !p.allows(key) {
+		return fmt.Errorf("switch %s: learn %x on port %s: the port is bound to other source addresses", sw.name, mac, p.name)
+	}
+	if !sw.macs.learn(key, p, sw.now(), 0, sw.ageing.Load()) {
+		return fmt.Errorf("switch %s: learn %x on port %s: refused (the port is at its learn limit, the address is bound to another port, or its table bucket is full)", sw.name, mac, p.name)
+	}
 	return nil
 }

@@ -19,7 +19,8 @@ func (v *VM) createPCIDevices() error {
 		v.pio.add(pci.ConfigAddressPort, pci.PortCount, v.pci)
 	}
 	for i, d := range v.cfg.Disks {
-		dev, err := blk.New(d.Path, d.ReadOnly)
+		// The serial names the disk by its place, never by its host path.
+		dev, err := blk.New(blk.Config{Path: d.Path, ReadOnly: d.ReadOnly, Serial: fmt.Sprintf("colibri-disk%d", i)})
 		if err != nil {
 			return fmt.Errorf("disk %d: %w", i, err)
 		}

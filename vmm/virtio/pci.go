@@ -10,7 +10,6 @@ import (
 
 	"github.com/colibrivm/colibri/vmm/memory"
 	"github.com/colibrivm/colibri/vmm/pci"
-	"github.com/colibrivm/colibri/vmm/virtio/virtq"
 	"golang.org/x/sys/unix"
 )
 
@@ -59,28 +58,95 @@ type queueState struct {
 	used          uint64
 }
 
+// phase is where the transport is in the device's life cycle.
+type phase uint8
+
+const (
+	// phaseConfig: after reset, before DRIVER_OK. The driver negotiates
+	// and programs the queues.
+	phaseConfig phase = iota
+	// phaseActivating: DRIVER_OK was accepted and the device's Activate
+	// runs, without mu held. Writes are refused, except a reset, which
+	// is done once the activation ends.
+	phaseActivating
+	// phaseLive: DRIVER_OK is set (the activation may have failed, then
+	// NEEDS_RESET is set too). Only a reset starts over.
+	phaseLive
+	// phaseResetting: a reset runs, without mu held: writes are refused.
+	phaseResetting
+)
+
 // PCI exposes a Device as a modern virtio-pci function. It implements
 // pci.Device.
+//
+// Locking: mu guards the registers and the life-cycle state. It is held
+// only for register accesses and bookkeeping (including ioeventfd
+// (un)registration, a KVM ioctl that never waits for a guest), never
+// across a call into the device (Activate, Reset, Process) or anything
+// that can block on a guest's behalf: activation and reset run outside it
+// in phases that refuse concurrent writes. What the datapath touches from
+// its own threads — NEEDS_RESET (fail), the ISR, the config vector — is
+// atomic, so a poller or worker reporting a broken ring never waits for
+// mu.
 type PCI struct {
-	dev  Device
-	mem  *memory.Memory
-	plat pci.Platform
-	cfg  *pci.ConfigSpace
-	msix *pci.MSIX
+	dev         Device
+	mem         *memory.Memory
+	plat        pci.Platform
+	cfg         *pci.ConfigSpace
+	msix        *pci.MSIX
+	devFeatures uint64 // offered; fixed at NewPCI
 
 	mu             sync.Mutex
-	devFeatures    uint64
+	phase          phase
+	opDone         chan struct{} // closed when the running activation or reset ends
+	resetPending   bool          // a reset written during phaseActivating
 	drvFeatures    uint64
 	devSel, drvSel uint32
-	status         uint8
+	status         uint8 // the driver's bits; NEEDS_RESET is needsReset
 	generation     uint8
-	configVector   uint16
 	queueSel       uint16
 	queues         []queueState
-	isr            atomic.Uint32 // ISR status; read-to-clear, set without the lock
 	active         []*worker
 	barAddr        uint64
-	brokenErr      error
+
+	configVector atomic.Uint32 // pci.NoVector or a vector
+	needsReset   atomic.Bool
+	isr          atomic.Uint32 // ISR status; read-to-clear
+	errMu        sync.Mutex    // guards brokenErr only; never held across a call
+	brokenErr    error
+
+	gate  gate
+	stats transportCounters
+}
+
+// transportCounters back TransportStats.
+type transportCounters struct {
+	activations, failedActivations, resets atomic.Uint64
+	refusedWrites, refusedFeatures         atomic.Uint64
+}
+
+// TransportStats counts what the driver did to the transport.
+type TransportStats struct {
+	// Activations counts DRIVER_OK accepted; FailedActivations those
+	// that ended in NEEDS_RESET (a ring outside memory, a kick that could
+	// not be registered, the device's Activate failing).
+	Activations       uint64 `json:"activations"`
+	FailedActivations uint64 `json:"failed_activations"`
+	// Resets counts resets (the driver's writes of 0, and Reset calls).
+	Resets uint64 `json:"resets"`
+	// RefusedWrites counts common-configuration writes that broke the
+	// rules and had no effect (see the table at writeCommon).
+	RefusedWrites uint64 `json:"refused_writes"`
+	// RefusedFeatures counts FEATURES_OK writes refused because the
+	// driver's features were not a valid subset of the offer.
+	RefusedFeatures uint64 `json:"refused_features"`
+}
+
+// Stats returns the transport's counters.
+func (p *PCI) Stats() TransportStats {
+	c := &p.stats
+	return TransportStats{Activations: c.activations.Load(), FailedActivations: c.failedActivations.Load(),
+		Resets: c.resets.Load(), RefusedWrites: c.refusedWrites.Load(), RefusedFeatures: c.refusedFeatures.Load()}
 }
 
 // worker serves one queue: it waits on the queue's kick eventfd. For a
@@ -93,6 +159,7 @@ type worker struct {
 	notify     uint64 // registered ioeventfd address, 0 if none
 	done       chan struct{}
 	selfServed bool
+	stopped    bool // set by reset, guarded by PCI.gate.mu
 }
 
 // NewPCI wraps dev in a virtio-pci transport with one MSI-X vector for
@@ -102,7 +169,9 @@ func NewPCI(dev Device, mem *memory.Memory, plat pci.Platform) (*PCI, error) {
 	if n == 0 || n > 256 {
 		return nil, fmt.Errorf("virtio device type %d has %d queues", dev.Type(), n)
 	}
-	p := &PCI{dev: dev, mem: mem, plat: plat, configVector: pci.NoVector}
+	p := &PCI{dev: dev, mem: mem, plat: plat}
+	p.configVector.Store(pci.NoVector)
+	p.gate.init()
 	p.devFeatures = dev.Features() | FeatureVersion1 | FeatureEventIdx | FeatureIndirectDesc
 	p.queues = make([]queueState, n)
 	for i, s := range dev.QueueSizes() {
@@ -147,31 +216,47 @@ func (p *PCI) addCap(typ uint8, offset, length uint32, extra []byte) {
 func (p *PCI) Config() *pci.ConfigSpace { return p.cfg }
 
 // barMapped follows the guest's placement of the BAR, moving the queues'
-// ioeventfds with it.
+// ioeventfds with it. A kick that can no longer be registered breaks the
+// device (NEEDS_RESET).
 func (p *PCI) barMapped(bar int, addr uint64) {
 	if bar != barIndex {
 		return
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.barAddr = addr
+	var errs []error
 	for _, w := range p.active {
-		p.registerKick(w)
+		if err := p.registerKick(w); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		p.fail(err)
 	}
 }
 
 // registerKick (re)registers w's ioeventfd at the queue's notify address.
-func (p *PCI) registerKick(w *worker) {
-	if w.notify != 0 {
-		p.plat.UnregisterIOEvent(w.notify, 0, w.fd)
-		w.notify = 0
-	}
+// Called with mu held.
+func (p *PCI) registerKick(w *worker) error {
+	p.unregisterKick(w)
 	if p.barAddr == 0 {
-		return // unmapped: kicks arrive as MMIO writes, if at all
+		return nil // unmapped: kicks arrive as MMIO writes, if at all
 	}
 	addr := p.barAddr + notifyOffset + uint64(w.q.Index)*notifyMult
-	if err := p.plat.RegisterIOEvent(addr, 0, w.fd); err == nil {
-		w.notify = addr
+	if err := p.plat.RegisterIOEvent(addr, 0, w.fd); err != nil {
+		return fmt.Errorf("queue %d: register its kick at %#x as an ioeventfd: %w", w.q.Index, addr, err)
+	}
+	w.notify = addr
+	return nil
+}
+
+// unregisterKick removes w's ioeventfd, if registered. Called with mu
+// held.
+func (p *PCI) unregisterKick(w *worker) {
+	if w.notify != 0 {
+		_ = p.plat.UnregisterIOEvent(w.notify, 0, w.fd)
+		w.notify = 0
 	}
 }
 
@@ -292,11 +377,14 @@ func (p *PCI) readCommon(off uint64, data []byte) {
 			v = p.drvFeatures >> (32 * p.drvSel) & 0xffffffff
 		}
 	case ccConfigMSIX:
-		v = uint64(p.configVector)
+		v = uint64(p.configVector.Load())
 	case ccNumQueues:
 		v = uint64(len(p.queues))
 	case ccStatus:
 		v = uint64(p.status)
+		if p.needsReset.Load() {
+			v |= statusNeedsReset
+		}
 	case ccGeneration:
 		v = uint64(p.generation)
 	case ccQueueSelect:
@@ -337,230 +425,4 @@ func (p *PCI) selected() *queueState {
 		return &p.queues[p.queueSel]
 	}
 	return nil
-}
-
-func (p *PCI) writeCommon(off uint64, data []byte) {
-	p.mu.Lock()
-	start, _ := field(off)
-	q := p.selected()
-	live := p.status&statusDriverOK != 0
-	var reset bool
-	switch start {
-	case ccDeviceFeatureSel:
-		p.devSel = uint32(put(uint64(p.devSel), off-start, data))
-	case ccDriverFeatureSel:
-		p.drvSel = uint32(put(uint64(p.drvSel), off-start, data))
-	case ccDriverFeature:
-		if p.status&statusFeaturesOK == 0 && p.drvSel < 2 {
-			half := put(p.drvFeatures>>(32*p.drvSel)&0xffffffff, off-start, data) & 0xffffffff
-			shift := 32 * p.drvSel
-			p.drvFeatures = p.drvFeatures&^(0xffffffff<<shift) | half<<shift
-		}
-	case ccConfigMSIX:
-		v := uint16(put(uint64(p.configVector), off-start, data))
-		if int(v) >= p.msix.Vectors() {
-			v = pci.NoVector
-		}
-		p.configVector = v
-	case ccStatus:
-		v := uint8(put(uint64(p.status), off-start, data))
-		if v == 0 {
-			reset = true
-			break
-		}
-		if v&statusFeaturesOK != 0 && p.status&statusFeaturesOK == 0 {
-			if p.drvFeatures&^p.devFeatures != 0 || p.drvFeatures&FeatureVersion1 == 0 {
-				v &^= statusFeaturesOK // refuse: the guest reads it back
-			}
-		}
-		old := p.status
-		p.status = v
-		if v&statusDriverOK != 0 && old&statusDriverOK == 0 {
-			if err := p.activateLocked(); err != nil {
-				p.status |= statusNeedsReset
-			}
-		}
-	case ccQueueSelect:
-		p.queueSel = uint16(put(uint64(p.queueSel), off-start, data))
-	case ccQueueSize:
-		if q != nil && !live {
-			s := uint16(put(uint64(q.size), off-start, data))
-			if s != 0 && s <= q.maxSize && s&(s-1) == 0 {
-				q.size = s
-			}
-		}
-	case ccQueueMSIX:
-		if q != nil {
-			v := uint16(put(uint64(q.vector), off-start, data))
-			if int(v) >= p.msix.Vectors() {
-				v = pci.NoVector
-			}
-			q.vector = v
-		}
-	case ccQueueEnable:
-		if q != nil && !live && put(0, off-start, data)&1 == 1 {
-			q.enabled = true
-		}
-	case ccQueueDesc:
-		if q != nil && !live {
-			q.desc = put(q.desc, off-start, data)
-		}
-	case ccQueueDriver:
-		if q != nil && !live {
-			q.avail = put(q.avail, off-start, data)
-		}
-	case ccQueueDevice:
-		if q != nil && !live {
-			q.used = put(q.used, off-start, data)
-		}
-	}
-	p.mu.Unlock()
-	if reset {
-		p.Reset()
-	}
-}
-
-// activateLocked builds the enabled queues and their kick eventfds, hands
-// them to the device and starts a worker for every queue the device does
-// not serve itself.
-func (p *PCI) activateLocked() error {
-	eventIdx := p.drvFeatures&FeatureEventIdx != 0
-	queues := make([]*Queue, len(p.queues))
-	var workers []*worker
-	closeAll := func() {
-		for _, w := range workers {
-			w.file.Close()
-		}
-	}
-	self, _ := p.dev.(SelfServer)
-	for i := range p.queues {
-		st := &p.queues[i]
-		if !st.enabled {
-			continue
-		}
-		vq, err := virtq.New(p.mem, virtq.Config{Size: st.size, DescAddr: st.desc, AvailAddr: st.avail, UsedAddr: st.used, EventIdx: eventIdx})
-		if err != nil {
-			closeAll()
-			p.brokenErr = fmt.Errorf("queue %d: %w", i, err)
-			return p.brokenErr
-		}
-		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-		if err != nil {
-			closeAll()
-			p.brokenErr = fmt.Errorf("eventfd for queue %d: %w", i, err)
-			return p.brokenErr
-		}
-		vector := int(st.vector)
-		q := &Queue{Queue: vq, Index: i, interrupt: func() { p.raise(vector) }, broken: p.fail, kickFD: fd}
-		queues[i] = q
-		workers = append(workers, &worker{
-			q: q, fd: fd, file: os.NewFile(uintptr(fd), fmt.Sprintf("virtio-kick-%d", i)),
-			done: make(chan struct{}), selfServed: self != nil && self.ServesQueue(i),
-		})
-	}
-	if err := p.dev.Activate(p.drvFeatures, queues); err != nil {
-		closeAll()
-		p.brokenErr = err
-		return err
-	}
-	for _, w := range workers {
-		p.registerKick(w)
-		p.active = append(p.active, w)
-		if w.selfServed {
-			close(w.done)
-			continue
-		}
-		go p.serve(w)
-	}
-	return nil
-}
-
-// serve is a queue's worker: each kick runs the device's Process.
-func (p *PCI) serve(w *worker) {
-	defer close(w.done)
-	buf := make([]byte, 8)
-	// Chains made available before the worker started.
-	p.dev.Process(w.q)
-	for {
-		if _, err := w.file.Read(buf); err != nil {
-			return
-		}
-		if w.q.Broken() != nil {
-			continue
-		}
-		p.dev.Process(w.q)
-	}
-}
-
-// raise sets the ISR and fires vector v.
-func (p *PCI) raise(v int) {
-	p.isr.Or(1)
-	p.msix.Fire(v)
-}
-
-// fail marks the device as needing a reset and tells the driver.
-func (p *PCI) fail(err error) {
-	p.mu.Lock()
-	if p.brokenErr == nil {
-		p.brokenErr = err
-	}
-	p.status |= statusNeedsReset
-	p.isr.Or(2)
-	v := int(p.configVector)
-	p.mu.Unlock()
-	p.msix.Fire(v)
-}
-
-// Err returns why the device was marked DEVICE_NEEDS_RESET, if it was.
-func (p *PCI) Err() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.brokenErr
-}
-
-// Reset stops the workers and returns the device to its initial state, as
-// a driver write of 0 to device_status does. Queues the device serves
-// itself keep their eventfds until the device's Reset has let go of them.
-func (p *PCI) Reset() {
-	p.mu.Lock()
-	active := p.active
-	p.active = nil
-	for _, w := range active {
-		if w.notify != 0 {
-			p.plat.UnregisterIOEvent(w.notify, 0, w.fd)
-		}
-		if !w.selfServed {
-			w.file.Close()
-		}
-	}
-	p.mu.Unlock()
-	for _, w := range active {
-		<-w.done
-	}
-	p.dev.Reset()
-	for _, w := range active {
-		if w.selfServed {
-			w.file.Close()
-		}
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.status, p.drvFeatures, p.devSel, p.drvSel = 0, 0, 0, 0
-	p.isr.Store(0)
-	p.configVector, p.queueSel, p.brokenErr = pci.NoVector, 0, nil
-	for i := range p.queues {
-		p.queues[i] = queueState{maxSize: p.queues[i].maxSize, size: p.queues[i].maxSize, vector: pci.NoVector}
-	}
-	p.generation++
-}
-
-// Close stops the device and releases its interrupt routes.
-func (p *PCI) Close() error {
-	p.Reset()
-	var errs []error
-	if c, ok := p.dev.(interface{ Close() error }); ok {
-		errs = append(errs, c.Close())
-	}
-	errs = append(errs, p.msix.Close())
-	return errors.Join(errs...)
 }

@@ -2,7 +2,6 @@ package virtio_test
 
 import (
 	"encoding/binary"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,42 +10,6 @@ import (
 	"github.com/colibrivm/colibri/vmm/virtio"
 	"github.com/colibrivm/colibri/vmm/virtio/rng"
 )
-
-type route struct {
-	mu    sync.Mutex
-	fired int
-	msg   pci.MSIMessage
-}
-
-func (r *route) Program(m pci.MSIMessage) error { r.mu.Lock(); r.msg = m; r.mu.Unlock(); return nil }
-func (r *route) Fire() error                    { r.mu.Lock(); r.fired++; r.mu.Unlock(); return nil }
-func (r *route) EventFD() int                   { return -1 }
-func (r *route) Close() error                   { return nil }
-func (r *route) count() int                     { r.mu.Lock(); defer r.mu.Unlock(); return r.fired }
-
-type platform struct {
-	mu     sync.Mutex
-	routes []*route
-	events map[uint64]int
-}
-
-func (p *platform) AllocateMSI() (pci.InterruptRoute, error) {
-	r := &route{}
-	p.routes = append(p.routes, r)
-	return r, nil
-}
-func (p *platform) RegisterIOEvent(addr uint64, _ uint32, fd int) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.events[addr] = fd
-	return nil
-}
-func (p *platform) UnregisterIOEvent(addr uint64, _ uint32, _ int) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.events, addr)
-	return nil
-}
 
 // Offsets of the transport's BAR regions (the guest learns them from the
 // capabilities; the test checks that too).
@@ -79,14 +42,17 @@ func r32(p *virtio.PCI, off uint64) uint32 {
 	return binary.LittleEndian.Uint32(b)
 }
 
-func setup(t *testing.T) (*virtio.PCI, *platform, *memory.Memory) {
+// newTransport wraps dev in a transport on a bus, over 16 MiB of guest
+// memory and a KVM-like fake platform, all closed when t ends.
+func newTransport(t *testing.T, dev virtio.Device) (*virtio.PCI, *virtio.FakePlatform, *memory.Memory) {
+	t.Helper()
 	mem, err := memory.New(16<<20, memory.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { mem.Close() })
-	plat := &platform{events: map[uint64]int{}}
-	p, err := virtio.NewPCI(rng.New(), mem, plat)
+	plat := virtio.NewFakePlatform()
+	p, err := virtio.NewPCI(dev, mem, plat)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +62,10 @@ func setup(t *testing.T) (*virtio.PCI, *platform, *memory.Memory) {
 		t.Fatal(err)
 	}
 	return p, plat, mem
+}
+
+func setup(t *testing.T) (*virtio.PCI, *virtio.FakePlatform, *memory.Memory) {
+	return newTransport(t, rng.New())
 }
 
 func TestCapabilities(t *testing.T) {
@@ -171,8 +141,8 @@ func TestNegotiationAndQueue(t *testing.T) {
 	w64(p, common+0x30, used)
 	w16(p, common+0x1c, 1)
 	w16(p, common+0x14, 1|2|8|4) // DRIVER_OK
-	if len(plat.events) != 1 {
-		t.Fatalf("ioeventfds registered: %v", plat.events)
+	if n := plat.Registered(); n != 1 {
+		t.Fatalf("%d ioeventfds registered, want 1", n)
 	}
 	// Post a 64-byte writable buffer and kick through the MMIO path.
 	d := make([]byte, 16)
@@ -196,16 +166,16 @@ func TestNegotiationAndQueue(t *testing.T) {
 	if n, _ := mem.Uint32(used + 8); n != 64 {
 		t.Errorf("used length %d", n)
 	}
-	for plat.routes[1].count() == 0 && time.Now().Before(deadline) {
+	for plat.Route(1).Count() == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if plat.routes[1].count() == 0 {
+	if plat.Route(1).Count() == 0 {
 		t.Error("no interrupt on the queue's vector")
 	}
 	// Reset tears the queue down and unregisters the kick.
 	w16(p, common+0x14, 0)
-	if len(plat.events) != 0 || r8(p, common+0x14) != 0 {
-		t.Errorf("after reset: events %v status %d", plat.events, r8(p, common+0x14))
+	if plat.Registered() != 0 || r8(p, common+0x14) != 0 {
+		t.Errorf("after reset: %d ioeventfds, status %d", plat.Registered(), r8(p, common+0x14))
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"os"
 	"sync/atomic"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/colibrivm/colibri/vmm/virtio"
 	"github.com/colibrivm/colibri/vmm/virtio/virtq"
 )
@@ -32,12 +34,23 @@ type Stats struct {
 	Reads, Writes, Flushes, Errors atomic.Uint64
 }
 
+// imageFile is what the device does I/O on: the image file (a test puts a
+// failing one in its place).
+type imageFile interface {
+	io.ReaderAt
+	io.WriterAt
+	Sync() error
+}
+
 // Blk is a virtio-blk device backed by a file.
 type Blk struct {
 	file     *os.File
+	img      imageFile
 	readOnly bool
 	sectors  uint64
 	id       [idLen]byte
+	// lost is set once a write or a flush of the image failed: see do.
+	lost atomic.Bool
 	// Stats are updated by the worker.
 	Stats Stats
 
@@ -45,15 +58,45 @@ type Blk struct {
 	data  []virtq.Seg
 }
 
-// New opens path as a raw disk image.
-func New(path string, readOnly bool) (*Blk, error) {
-	flag := os.O_RDWR
+// Config describes one disk.
+type Config struct {
+	// Path is the raw image file or block device.
+	Path string
+	// ReadOnly opens the image read-only and offers VIRTIO_BLK_F_RO.
+	ReadOnly bool
+	// Serial is what GET_ID returns: at most 20 printable ASCII bytes.
+	// Empty returns an empty (all-zero) serial. It is the guest's only
+	// name for the disk: never a host path.
+	Serial string
+}
+
+// New opens cfg.Path as a raw disk image and locks it (flock): shared
+// when read-only, exclusive otherwise, so no two devices (in this or
+// another process) write one image, nor read one that another writes.
+func New(cfg Config) (*Blk, error) {
+	path, readOnly := cfg.Path, cfg.ReadOnly
+	if len(cfg.Serial) > idLen {
+		return nil, fmt.Errorf("disk image %s: serial %q is longer than %d bytes", path, cfg.Serial, idLen)
+	}
+	for _, c := range []byte(cfg.Serial) {
+		if c < 0x20 || c > 0x7e {
+			return nil, fmt.Errorf("disk image %s: serial %q is not printable ASCII", path, cfg.Serial)
+		}
+	}
+	flag, lock, mode := os.O_RDWR, unix.LOCK_EX, "read-write"
 	if readOnly {
-		flag = os.O_RDONLY
+		flag, lock, mode = os.O_RDONLY, unix.LOCK_SH, "read-only"
 	}
 	f, err := os.OpenFile(path, flag, 0)
 	if err != nil {
 		return nil, fmt.Errorf("opening disk image: %w", err)
+	}
+	if err := flock(f, lock); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("disk image %s is in use: another device holds a lock on it that forbids opening it %s", path, mode)
+		}
+		return nil, fmt.Errorf("locking disk image %s: %w", path, err)
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -74,9 +117,29 @@ func New(path string, readOnly bool) (*Blk, error) {
 		f.Close()
 		return nil, fmt.Errorf("disk image %s is %d bytes, smaller than one sector", path, size)
 	}
-	b := &Blk{file: f, readOnly: readOnly, sectors: uint64(size) / SectorSize}
-	copy(b.id[:], "colibri-"+st.Name())
+	b := &Blk{file: f, img: f, readOnly: readOnly, sectors: uint64(size) / SectorSize}
+	copy(b.id[:], cfg.Serial)
 	return b, nil
+}
+
+// flock takes a non-blocking flock(2) of kind how on f.
+func flock(f *os.File, how int) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			ferr = unix.Flock(int(fd), how|unix.LOCK_NB)
+			if ferr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	return ferr
 }
 
 // Sectors returns the capacity in 512-byte sectors (a trailing partial
@@ -121,8 +184,10 @@ func (b *Blk) WriteConfig(uint64, []byte) {}
 // Activate implements virtio.Device.
 func (b *Blk) Activate(uint64, []*virtio.Queue) error { return nil }
 
-// Reset implements virtio.Device.
-func (b *Blk) Reset() {}
+// Reset implements virtio.Device. It forgets a lost write (see do): the
+// guest was told of it by the failed request and the failed flushes, and
+// a driver that resets the device starts over.
+func (b *Blk) Reset() { b.lost.Store(false) }
 
 // Process implements virtio.Device: it serves every available request.
 func (b *Blk) Process(q *virtio.Queue) { q.Drain(&b.chain, b.serve) }
@@ -164,12 +229,15 @@ func (b *Blk) do(r *Request) (byte, uint32) {
 			var n int
 			var err error
 			if r.Type == TypeIn {
-				n, err = b.file.ReadAt(s.Buf, off)
+				n, err = b.img.ReadAt(s.Buf, off)
 				done += uint32(n)
 			} else {
-				n, err = b.file.WriteAt(s.Buf, off)
+				n, err = b.img.WriteAt(s.Buf, off)
 			}
 			if err != nil && !(r.Type == TypeIn && errors.Is(err, io.EOF) && n == len(s.Buf)) {
+				if r.Type == TypeOut {
+					b.lost.Store(true)
+				}
 				return StatusIOErr, done
 			}
 			off += int64(n)
@@ -181,11 +249,20 @@ func (b *Blk) do(r *Request) (byte, uint32) {
 		}
 		return StatusOK, done
 	case TypeFlush:
+		// Policy: a flush promises that every write it follows is on
+		// stable storage. Once a write or a flush failed, that cannot be
+		// promised any more — and the host kernel reports a writeback
+		// error to the first fsync only, so later fsyncs succeed although
+		// the data is gone. So every flush after a failure fails too,
+		// until the device is reset.
 		b.Stats.Flushes.Add(1)
 		if b.readOnly {
 			return StatusOK, 0
 		}
-		if err := b.file.Sync(); err != nil {
+		if err := b.img.Sync(); err != nil {
+			b.lost.Store(true)
+		}
+		if b.lost.Load() {
 			return StatusIOErr, 0
 		}
 		return StatusOK, 0

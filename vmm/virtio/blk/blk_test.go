@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/colibrivm/colibri/vmm/memory"
@@ -65,7 +64,7 @@ func image(t *testing.T, sectors int) string {
 
 func TestReadWriteFlush(t *testing.T) {
 	path := image(t, 16)
-	b, err := New(path, false)
+	b, err := New(Config{Path: path, Serial: "colibri-disk0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +100,7 @@ func TestReadWriteFlush(t *testing.T) {
 	// GET_ID.
 	id := e.buf(idLen)
 	c, st = e.request(TypeGetID, 0, [][]byte{id}, true)
-	if b.serve(c); st[0] != StatusOK || !strings.HasPrefix(string(id), "colibri-disk.img") {
+	if b.serve(c); st[0] != StatusOK || string(id) != "colibri-disk0\x00\x00\x00\x00\x00\x00\x00" {
 		t.Errorf("get id %q status %d", id, st[0])
 	}
 	// Unknown type.
@@ -113,7 +112,7 @@ func TestReadWriteFlush(t *testing.T) {
 
 func TestRejects(t *testing.T) {
 	path := image(t, 8)
-	ro, err := New(path, true)
+	ro, err := New(Config{Path: path, ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,10 +150,10 @@ func TestRejects(t *testing.T) {
 	if !bytes.Equal(before, after) {
 		t.Error("read-only image changed")
 	}
-	if _, err := New(filepath.Join(t.TempDir(), "missing"), false); err == nil {
+	if _, err := New(Config{Path: filepath.Join(t.TempDir(), "missing")}); err == nil {
 		t.Error("missing image accepted")
 	}
-	if _, err := New(t.TempDir(), false); err == nil {
+	if _, err := New(Config{Path: t.TempDir()}); err == nil {
 		t.Error("directory accepted as a disk")
 	}
 }
@@ -186,7 +185,7 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, hdr []byte, nsegs uint8, seglen uint16, write bool) {
 		path := filepath.Join(t.TempDir(), "d.img")
 		os.WriteFile(path, make([]byte, 4*SectorSize), 0o644)
-		b, err := New(path, false)
+		b, err := New(Config{Path: path})
 		if err != nil {
 			t.Fatal(err)
 		}

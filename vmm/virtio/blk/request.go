@@ -1,6 +1,9 @@
 // Package blk is virtio-blk over a raw image file: reads, writes, flushes
-// (fdatasync) and GET_ID, with a read-only mode, served from the queue's
-// worker goroutine with positioned I/O straight into guest memory.
+// (fsync) and GET_ID (a configured serial, never a host path), with a
+// read-only mode, served from the queue's worker goroutine with positioned
+// I/O straight into guest memory. The image is flock()ed while open:
+// shared read-only, exclusive read-write. A failed write or fsync makes
+// every later flush fail until the device is reset.
 package blk
 
 import (

@@ -3,6 +3,7 @@ package netdev_test
 import (
 	"bytes"
 	"encoding/binary"
+	"runtime"
 	"testing"
 
 	"github.com/colibrivm/colibri/vmm/memory"
@@ -359,5 +360,61 @@ func TestOffloadNegotiation(t *testing.T) {
 	}
 	if n := binary.LittleEndian.Uint16(hdr[10:]); n != 10 {
 		t.Errorf("num_buffers %d, want 10", n)
+	}
+}
+
+// TestMergeablePublishedWhole: a frame spread over several receive
+// buffers becomes visible to the driver all at once. A driver that reads
+// used.idx while the device delivers must never see it inside a frame
+// (fewer buffers than num_buffers says), which it would treat as a
+// broken frame.
+func TestMergeablePublishedWhole(t *testing.T) {
+	const bufSize = netdev.HeaderLen + 20 // 10 buffers per frame below
+	const perFrame = 10
+	mem := newMemory(t, 16<<20+netdevtest.Footprint(bufSize))
+	d, err := netdevtest.New(mem, 0x10000, bufSize, mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	usedIdx, err := mem.Slice(0x10000+0x2000+2, 2) // the receive ring's used.idx
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := frame(perFrame*bufSize-netdev.HeaderLen, 5)
+	const frames = 3000
+	done := make(chan int)
+	go func() {
+		delivered := 0
+		for delivered < frames {
+			if d.Pair.Deliver(f) {
+				delivered++
+				continue
+			}
+			d.Pair.Flush()
+			runtime.Gosched()
+		}
+		d.Pair.Flush()
+		done <- delivered
+	}()
+	torn, seen := 0, 0
+	var got []byte
+	for finished := false; !finished; {
+		select {
+		case <-done:
+			finished = true
+		default:
+		}
+		if idx := memory.LoadUint16(usedIdx); idx%perFrame != 0 {
+			torn++
+		}
+		seen += d.Receive(func(b []byte) { got = b })
+	}
+	seen += d.Receive(func(b []byte) { got = b })
+	if torn > 0 {
+		t.Errorf("the driver saw used.idx inside a frame %d times", torn)
+	}
+	if seen != frames || !bytes.Equal(got, f) {
+		t.Errorf("received %d frames (last %d bytes), want %d of %d bytes", seen, len(got), frames, len(f))
 	}
 }

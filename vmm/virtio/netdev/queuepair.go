@@ -227,9 +227,12 @@ func (p *QueuePair) DeliverOffload(frame []byte, off vnet.Offload) bool {
 		need -= int(wrote)
 	}
 	binary.LittleEndian.PutUint16(hdr[10:], uint16(used))
+	// All of the frame's buffers go to the driver with one used-index
+	// update: it must never see fewer than num_buffers of them.
 	for i := 0; i < used; i++ {
-		q.Push(heads[i].head, heads[i].n)
+		q.Fill(heads[i].head, heads[i].n)
 	}
+	q.Publish()
 	p.rxPopped += used
 	return true
 }

@@ -84,7 +84,10 @@ type Queue struct {
 	used     []byte // flags, idx, ring[size]*8, avail_event
 
 	lastAvail uint16
-	usedIdx   uint16
+	// usedIdx is the used index published to the driver; filled counts
+	// the entries written after it that Publish has not published yet.
+	usedIdx uint16
+	filled  uint16
 	// signalled is the used index at the last interrupt decision.
 	signalled uint16
 	broken    error
@@ -119,10 +122,15 @@ func New(mem *memory.Memory, cfg Config) (*Queue, error) {
 	if q.used, err = mem.Slice(cfg.UsedAddr, 6+8*n); err != nil {
 		return nil, fmt.Errorf("%w: used ring: %v", ErrBroken, err)
 	}
-	// Resume where the rings are (zero for a fresh queue).
-	q.usedIdx = binary.LittleEndian.Uint16(q.used[2:])
-	q.lastAvail = q.usedIdx
-	q.signalled = q.usedIdx
+	// The device owns the used ring's header and avail_event: a fresh
+	// queue starts at 0 (virtio 1.2, 2.7.6 and 2.7.10), whatever the driver
+	// left there. Resuming at a guest-written used.idx would let the
+	// driver choose where the device starts.
+	memory.StoreUint16(q.used[0:], 0)
+	memory.StoreUint16(q.used[2:], 0)
+	if q.eventIdx {
+		memory.StoreUint16(q.used[4+8*n:], 0)
+	}
 	return q, nil
 }
 
@@ -229,12 +237,37 @@ func (q *Queue) walk(head uint16, c *Chain) error {
 }
 
 // Push returns chain head to the driver with written bytes of device
-// output, and publishes the new used index.
+// output, and publishes the new used index (with any entries Fill wrote
+// before it).
 func (q *Queue) Push(head uint16, written uint32) {
-	slot := 4 + 8*uint32(q.usedIdx%q.size)
+	q.Fill(head, written)
+	q.Publish()
+}
+
+// Fill writes a used entry returning chain head with written bytes after
+// the entries already filled, without publishing it: the driver sees it
+// only at the next Publish. A device that returns several chains for one
+// item (the buffers of one mergeable receive frame) fills them all and
+// publishes them with one used-index store, so the driver never sees part
+// of the item. Every filled chain must have been popped, so at most Size
+// entries are ever outstanding.
+func (q *Queue) Fill(head uint16, written uint32) {
+	slot := 4 + 8*uint32((q.usedIdx+q.filled)%q.size)
 	binary.LittleEndian.PutUint32(q.used[slot:], uint32(head))
 	binary.LittleEndian.PutUint32(q.used[slot+4:], written)
-	q.usedIdx++
+	q.filled++
+}
+
+// Publish makes the filled entries visible to the driver: one store of
+// the used index, after the entries' stores (memory.StoreUint16 is the
+// ordered store of an index the guest reads concurrently; x86 keeps
+// stores in program order).
+func (q *Queue) Publish() {
+	if q.filled == 0 {
+		return
+	}
+	q.usedIdx += q.filled
+	q.filled = 0
 	memory.StoreUint16(q.used[2:], q.usedIdx)
 }
 

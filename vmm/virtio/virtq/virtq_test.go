@@ -336,3 +336,72 @@ func FuzzChain(f *testing.F) {
 		}
 	})
 }
+
+// TestNewStartsAtZero: the device owns used.idx. A queue built at
+// DRIVER_OK starts at 0 whatever the guest left in the used ring, and
+// says so in guest memory, instead of resuming at a guest-chosen index.
+func TestNewStartsAtZero(t *testing.T) {
+	d := newDriver(t, 8)
+	d.mem.PutUint16(d.used+2, 77) // hostile: used.idx written by the driver
+	d.mem.PutUint16(d.used, 0xffff)
+	q := d.queue(false)
+	if got := d.usedIdx(); got != 0 {
+		t.Fatalf("used.idx after New = %d, want 0", got)
+	}
+	if f, _ := d.mem.Uint16(d.used); f != 0 {
+		t.Errorf("used.flags after New = %#x, want 0", f)
+	}
+	head := d.post([]uint32{8}, nil)
+	var c Chain
+	if ok, err := q.Pop(&c); !ok || err != nil {
+		t.Fatalf("pop from a fresh queue: %v %v", ok, err)
+	}
+	q.Push(c.Head, 0)
+	if d.usedIdx() != 1 {
+		t.Fatalf("used.idx after one push = %d, want 1", d.usedIdx())
+	}
+	if id, _ := d.mem.Uint32(d.used + 4); uint16(id) != head {
+		t.Fatalf("first used entry in slot 0 holds %d, want head %d", id, head)
+	}
+}
+
+// TestFillPublish: filled entries stay invisible until one Publish
+// moves used.idx past all of them.
+func TestFillPublish(t *testing.T) {
+	d := newDriver(t, 8)
+	q := d.queue(true)
+	var heads []uint16
+	for i := 0; i < 3; i++ {
+		d.post(nil, []uint32{64})
+	}
+	var c Chain
+	for i := 0; i < 3; i++ {
+		if ok, err := q.Pop(&c); !ok || err != nil {
+			t.Fatalf("pop %d: %v %v", i, ok, err)
+		}
+		heads = append(heads, c.Head)
+		q.Fill(c.Head, uint32(10+i))
+		if d.usedIdx() != 0 {
+			t.Fatalf("used.idx %d after %d fills, want 0 until Publish", d.usedIdx(), i+1)
+		}
+	}
+	if q.NeedsInterrupt() {
+		t.Error("interrupt asked for unpublished entries")
+	}
+	q.Publish()
+	if d.usedIdx() != 3 {
+		t.Fatalf("used.idx %d after Publish, want 3", d.usedIdx())
+	}
+	for i, h := range heads {
+		id, _ := d.mem.Uint32(d.used + 4 + 8*uint64(i))
+		n, _ := d.mem.Uint32(d.used + 8 + 8*uint64(i))
+		if uint16(id) != h || n != uint32(10+i) {
+			t.Errorf("used entry %d = (%d, %d), want (%d, %d)", i, id, n, h, 10+i)
+		}
+	}
+	q.Publish() // nothing filled: no change
+	q.Push(heads[0], 1)
+	if d.usedIdx() != 4 {
+		t.Fatalf("used.idx %d after a Push, want 4", d.usedIdx())
+	}
+}
