@@ -61,11 +61,15 @@ func ParseWith(img []byte, o Options) (*Kernel, error) {
 		return k, nil
 	}
 	k.Compression = payloadFormat(payload)
-	hostFormats := o.HostFormats
-	if hostFormats == nil {
-		hostFormats = FastFormats
+	fast := o.HostFormats
+	if fast == nil {
+		fast = FastFormats
 	}
-	if o.CacheDir == "" && !contains(hostFormats, k.Compression) {
+	if !contains(hostFormats, k.Compression) {
+		k.Note = fmt.Sprintf("kernel left to the guest's decompressor: %v (%s)", errUnsupported, orUnknown(k.Compression))
+		return k, nil
+	}
+	if o.CacheDir == "" && !contains(fast, k.Compression) {
 		k.Note = fmt.Sprintf("%s kernel left to the guest's decompressor: no cache, and %s is decompressed on the host only with one",
 			orUnknown(k.Compression), orUnknown(k.Compression))
 		return k, nil

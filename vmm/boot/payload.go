@@ -28,6 +28,13 @@ const MaxKernelSize = 512 << 20
 // kernel's own build uses 32 MiB (scripts/xz_wrap.sh), lzma -9 64 MiB.
 const maxDictSize = 64 << 20
 
+// maxZstdWindow bounds the window a zstd payload may declare (level 22,
+// the kernel's, uses 128 MiB).
+const maxZstdWindow = 256 << 20
+
+// hostFormats are the formats colibri decompresses.
+var hostFormats = []string{Gzip, Bzip2, LZMA, XZ, LZ4, Zstd}
+
 // Compression formats a bzImage's kernel may be in (CONFIG_KERNEL_*).
 const (
 	Gzip  = "gzip"
@@ -137,8 +144,11 @@ func decompressPayload(format string, p []byte, limit uint64) ([]byte, error) {
 	case LZ4:
 		r = lz4.NewReader(bytes.NewReader(stream))
 	case Zstd:
-		z, err := zstd.NewReader(bytes.NewReader(stream), zstd.WithDecoderConcurrency(1),
-			zstd.WithDecoderMaxMemory(limit+1), zstd.WithDecoderMaxWindow(limit+1))
+		// A piped `zstd -22 --ultra` (the kernel's build) declares a
+		// 128 MiB window whatever the size; the output's own bound is
+		// enforced below.
+		z, err := zstd.NewReader(bytes.NewReader(stream), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxMemory(maxZstdWindow), zstd.WithDecoderMaxWindow(maxZstdWindow))
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}

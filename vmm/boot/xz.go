@@ -99,7 +99,10 @@ func unxzBlock(out []byte, r *bytes.Reader, first byte, check byte) (int, error)
 		return 0, fmt.Errorf("xz: a block of %d bytes does not fit the %d the image has left", uncompressed, len(out))
 	}
 	start := r.Size() - int64(r.Len())
-	lz, err := lzma.Reader2Config{DictCap: int(f.dictSize)}.NewReader2(r)
+	// No match reaches further back than the output so far: a dictionary
+	// larger than the output is never used.
+	dict := max(lzma.MinDictCap, min(int(f.dictSize), len(out)))
+	lz, err := lzma.Reader2Config{DictCap: dict}.NewReader2(r)
 	if err != nil {
 		return 0, fmt.Errorf("xz: %w", err)
 	}
