@@ -41,3 +41,56 @@ func TestDebianBzImage(t *testing.T) {
 	}
 	t.Logf("%s payload of %d bytes -> %d bytes", format, len(payload), len(got))
 }
+
+func debianBzImage(b *testing.B) []byte {
+	bz, err := os.ReadFile(filepath.Join(testenv.Images(b), "vmlinuz"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return bz
+}
+
+// BenchmarkDebianDecompress is the cold path: the whole of Debian's xz
+// kernel decompressed on the host (no cache).
+func BenchmarkDebianDecompress(b *testing.B) {
+	bz := debianBzImage(b)
+	b.SetBytes(int64(len(bz)))
+	for b.Loop() {
+		k, err := ParseWith(bz, Options{HostFormats: hostFormats})
+		if err != nil || !k.Decompressed {
+			b.Fatalf("%v %s", err, k.Note)
+		}
+	}
+}
+
+// BenchmarkDebianCached is the warm path: the bzImage hashed and its
+// kernel read from the cache and parsed.
+func BenchmarkDebianCached(b *testing.B) {
+	bz := debianBzImage(b)
+	dir := b.TempDir()
+	if k, err := ParseWith(bz, Options{CacheDir: dir}); err != nil || !k.Decompressed {
+		b.Fatalf("%v %s", err, k.Note)
+	}
+	b.SetBytes(int64(len(bz)))
+	for b.Loop() {
+		k, err := ParseWith(bz, Options{CacheDir: dir})
+		if err != nil || !k.Cached {
+			b.Fatalf("%v %s", err, k.Note)
+		}
+	}
+}
+
+// BenchmarkDebianVmlinux is the uncompressed kernel's path, for
+// comparison: reading and parsing the ELF file.
+func BenchmarkDebianVmlinux(b *testing.B) {
+	p := filepath.Join(testenv.Images(b), "vmlinux")
+	for b.Loop() {
+		img, err := os.ReadFile(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := Parse(img); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
