@@ -42,16 +42,16 @@ func newCache(dir string, img []byte) *cache {
 	return &cache{dir: dir, path: filepath.Join(dir, hex.EncodeToString(sum[:])+cacheSuffix)}
 }
 
-// get returns the cached kernel, if it is there and of a plausible size
-// (at most limit bytes).
-func (c *cache) get(limit uint64) ([]byte, error) {
+// get returns the cached kernel, if it is there and of the size its
+// bzImage records (size, which the caller has bounded).
+func (c *cache) get(size uint64) ([]byte, error) {
 	p := c.path
 	fi, err := os.Stat(p)
 	if err != nil {
 		return nil, err
 	}
-	if !fi.Mode().IsRegular() || fi.Size() == 0 || uint64(fi.Size()) > limit {
-		return nil, fmt.Errorf("cache entry %s is not a kernel of at most %d bytes", p, limit)
+	if !fi.Mode().IsRegular() || fi.Size() == 0 || uint64(fi.Size()) != size {
+		return nil, fmt.Errorf("cache entry %s is not a kernel of the %d bytes its bzImage records", p, size)
 	}
 	b, err := os.ReadFile(p)
 	if err != nil {

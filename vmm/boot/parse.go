@@ -3,6 +3,7 @@ package boot
 import (
 	"debug/elf"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -65,20 +66,20 @@ func ParseWith(img []byte, o Options) (*Kernel, error) {
 	if fast == nil {
 		fast = FastFormats
 	}
-	if !contains(hostFormats, k.Compression) {
+	if !slices.Contains(hostFormats, k.Compression) {
 		k.Note = fmt.Sprintf("kernel left to the guest's decompressor: %v (%s)", errUnsupported, orUnknown(k.Compression))
 		return k, nil
 	}
-	if o.CacheDir == "" && !contains(fast, k.Compression) {
+	if o.CacheDir == "" && !slices.Contains(fast, k.Compression) {
 		k.Note = fmt.Sprintf("%s kernel left to the guest's decompressor: no cache, and %s is decompressed on the host only with one",
 			orUnknown(k.Compression), orUnknown(k.Compression))
 		return k, nil
 	}
 	limit := min(uint64(MaxKernelSize), k.InitSize)
 	var c *cache
-	if o.CacheDir != "" {
+	if size := payloadSize(payload); o.CacheDir != "" && size > 0 && size <= limit {
 		c = newCache(o.CacheDir, img)
-		if vmlinux, err := c.get(limit); err == nil {
+		if vmlinux, err := c.get(size); err == nil {
 			if err := k.setELF(vmlinux); err == nil {
 				k.Decompressed, k.Cached = true, true
 				k.Note = fmt.Sprintf("%s kernel read from the cache %s", k.Compression, c.path)
@@ -107,13 +108,4 @@ func ParseWith(img []byte, o Options) (*Kernel, error) {
 		}
 	}
 	return k, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }

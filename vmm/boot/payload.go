@@ -104,7 +104,7 @@ func decompressPayload(format string, p []byte, limit uint64) ([]byte, error) {
 	// Every compressed kernel ends with its decompressed size: gzip's
 	// own trailer (ISIZE), or four bytes the kernel's build appends
 	// after the stream for the other formats.
-	size := uint64(binary.LittleEndian.Uint32(p[len(p)-4:]))
+	size := payloadSize(p)
 	stream := p[:len(p)-4]
 	if format == Gzip {
 		stream = p
@@ -131,7 +131,14 @@ func decompressPayload(format string, p []byte, limit uint64) ([]byte, error) {
 		if d := binary.LittleEndian.Uint32(stream[1:]); d > maxDictSize {
 			return nil, fmt.Errorf("lzma: dictionary of %d bytes is above colibri's %d", d, maxDictSize)
 		}
-		z, err := lzma.ReaderConfig{DictCap: maxDictSize}.NewReader(bytes.NewReader(stream))
+		// No match reaches further back than the output: a dictionary
+		// larger than it would only cost memory.
+		hdr := bytes.Clone(stream[:lzma.HeaderLen])
+		if d := binary.LittleEndian.Uint32(hdr[1:]); uint64(d) > size {
+			binary.LittleEndian.PutUint32(hdr[1:], uint32(max(size, lzma.MinDictCap)))
+		}
+		z, err := lzma.ReaderConfig{DictCap: maxDictSize}.NewReader(
+			io.MultiReader(bytes.NewReader(hdr), bytes.NewReader(stream[lzma.HeaderLen:])))
 		if err != nil {
 			return nil, err
 		}
@@ -161,6 +168,15 @@ func decompressPayload(format string, p []byte, limit uint64) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", format, err)
 	}
 	return out, nil
+}
+
+// payloadSize is the decompressed size a compressed kernel records in its
+// last four bytes (0 if it is too short to).
+func payloadSize(p []byte) uint64 {
+	if len(p) < 4 {
+		return 0
+	}
+	return uint64(binary.LittleEndian.Uint32(p[len(p)-4:]))
 }
 
 func orUnknown(format string) string {

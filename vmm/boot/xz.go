@@ -250,30 +250,27 @@ func parseXZBlockHeader(h []byte) (f xzFilters, compressed, uncompressed int64, 
 // has room for.
 func readUpTo(out []byte, r io.Reader) (int, error) {
 	n := 0
-	for {
-		if n == len(out) {
-			var one [1]byte
-			m, err := r.Read(one[:])
-			if m > 0 {
-				return n, errors.New("the stream holds more than the image promises")
-			}
-			if err == io.EOF {
-				return n, nil
-			}
-			if err != nil {
-				return n, err
-			}
-			continue
+	var one [1]byte
+	for stalls := 0; stalls < 100; {
+		buf := out[n:]
+		if len(buf) == 0 {
+			buf = one[:]
 		}
-		m, err := r.Read(out[n:])
+		m, err := r.Read(buf)
+		if m > 0 && len(out) == n {
+			return n, errors.New("the stream holds more than the image promises")
+		}
 		n += m
-		if err == io.EOF {
+		switch {
+		case err == io.EOF:
 			return n, nil
-		}
-		if err != nil {
+		case err != nil:
 			return n, err
+		case m == 0:
+			stalls++
 		}
 	}
+	return n, errors.New("the decompressor makes no progress")
 }
 
 // unBCJx86 undoes the x86 branch/call/jump filter in place: the encoder
