@@ -194,11 +194,15 @@ func boot1(name string, argv, env []string, banner, end string, timeout time.Dur
 		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if s := kvmdebugfs.Process(cmd.Process.Pid, counters); len(s) > 0 {
-				mu.Lock()
-				res.exits = s
-				mu.Unlock()
+			// The counters only grow: keep each one's highest reading,
+			// so that a poll racing with the VM's end (a file gone,
+			// or read as 0) loses nothing.
+			s := kvmdebugfs.Process(cmd.Process.Pid, counters)
+			mu.Lock()
+			for k, v := range s {
+				res.exits[k] = max(res.exits[k], v)
 			}
+			mu.Unlock()
 			select {
 			case <-stopPoll:
 				return

@@ -151,16 +151,23 @@ func decompressPayload(format string, p []byte, limit uint64) ([]byte, error) {
 	case LZ4:
 		r = lz4.NewReader(bytes.NewReader(stream))
 	case Zstd:
-		// A piped `zstd -22 --ultra` (the kernel's build) declares a
-		// 128 MiB window whatever the size; the output's own bound is
-		// enforced below.
-		z, err := zstd.NewReader(bytes.NewReader(stream), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-			zstd.WithDecoderMaxMemory(maxZstdWindow), zstd.WithDecoderMaxWindow(maxZstdWindow))
+		// DecodeAll decodes into out itself (no window buffer beside
+		// it). A piped `zstd -22 --ultra` (the kernel's build) declares
+		// a 128 MiB window whatever the size, which the bound must allow.
+		z, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxMemory(max(size, maxZstdWindow)), zstd.WithDecoderMaxWindow(maxZstdWindow))
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}
 		defer z.Close()
-		r = z
+		got, err := z.DecodeAll(stream, out[:0])
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("zstd: %w", err)
+		case uint64(len(got)) != size:
+			return nil, fmt.Errorf("zstd: the stream holds %d bytes, the image promises %d", len(got), size)
+		}
+		return got, nil
 	default:
 		return nil, fmt.Errorf("%w (%s)", errUnsupported, orUnknown(format))
 	}

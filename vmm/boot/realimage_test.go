@@ -94,3 +94,13 @@ func BenchmarkDebianVmlinux(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDebianCacheKey is the part of the warm path that reads no
+// kernel: hashing the bzImage for its cache key.
+func BenchmarkDebianCacheKey(b *testing.B) {
+	bz := debianBzImage(b)
+	b.SetBytes(int64(len(bz)))
+	for b.Loop() {
+		newCache("", bz)
+	}
+}
