@@ -10,7 +10,7 @@ import "strings"
 // early_gart_iommu_check() from setup_arch() and gart_iommu_hole_init()
 // from mem_init(). Each runs search_agp_bridge(), which reads the class
 // register of every device slot of all 256 PCI buses through the legacy
-// configuration ports 0xcf8/0xcfc: ~8,200 reads, ~16,500 exits to the VMM,
+// configuration ports 0xcf8/0xcfc: ~8,400 reads, ~16,800 exits to the VMM,
 // per search. Both searches, and the early PCI quirks (chipset workarounds
 // for hardware a colibri VM does not have), stop when early_pci_allowed()
 // is false, which pci=noearly makes it; the kernel then sets up the ECAM

@@ -315,3 +315,38 @@ func FuzzPayload(f *testing.F) {
 		}
 	})
 }
+
+// TestCacheConcurrentWriters boots one bzImage from several goroutines at
+// once on a cold cache: each decompresses and writes, none sees a partial
+// entry, and one complete entry is left.
+func TestCacheConcurrentWriters(t *testing.T) {
+	dir := t.TempDir()
+	img := fakeCompressedBzImage(readPayload(t, XZ))
+	want := codeVmlinux()
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			k, err := ParseWith(img, Options{CacheDir: dir})
+			switch {
+			case err != nil:
+				errs <- err
+			case !k.Decompressed || !bytes.Equal(k.Segments[0].Data, want[0x1000:]):
+				errs <- errors.New(k.Note)
+			default:
+				errs <- nil
+			}
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Fatalf("cache holds %d files, want 1", len(ents))
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, ents[0].Name())); !bytes.Equal(b, want) {
+		t.Error("cache entry differs from the kernel")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/colibrivm/colibri/internal/testenv"
@@ -40,6 +41,36 @@ func TestDebianBzImage(t *testing.T) {
 		t.Fatalf("decompressed %s kernel (%d bytes) differs from the vmlinux (%d bytes)", format, len(got), len(want))
 	}
 	t.Logf("%s payload of %d bytes -> %d bytes", format, len(payload), len(got))
+
+	// Through ParseWith and a cache: the same segments and entry as the
+	// vmlinux, the bzImage's own header kept for the zero page.
+	vk, err := ParseELF(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := t.TempDir()
+	for _, cached := range []bool{false, true} {
+		k, err := ParseWith(bz, Options{CacheDir: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !k.Decompressed || k.Cached != cached || k.Compression != XZ || k.Entry != vk.Entry ||
+			len(k.Segments) != len(vk.Segments) || k.Version != 0x020f || len(k.setupHeader()) == 0 {
+			t.Fatalf("cached=%v: %s; entry %#x, %d segments", cached, k.Note, k.Entry, len(k.Segments))
+		}
+		for i, s := range k.Segments {
+			if s.Addr != vk.Segments[i].Addr || s.MemSize != vk.Segments[i].MemSize || !bytes.Equal(s.Data, vk.Segments[i].Data) {
+				t.Fatalf("segment %d differs from the vmlinux's", i)
+			}
+		}
+		if MinMemory(k, 0) < MinMemory(vk, 0) {
+			t.Errorf("the bzImage's kernel needs %d bytes, less than the vmlinux's %d", MinMemory(k, 0), MinMemory(vk, 0))
+		}
+	}
+	// Without a cache an xz kernel is the guest's to decompress.
+	if k, err := Parse(bz); err != nil || k.ELF || !strings.Contains(k.Note, "only with one") {
+		t.Errorf("Parse without a cache: %v %+v", err, k.Note)
+	}
 }
 
 func debianBzImage(b *testing.B) []byte {
