@@ -73,6 +73,7 @@ func TestWritePayloads(t *testing.T) {
 	for name, cmd := range map[string]string{
 		"xz-blocks-sha256": "xz --check=sha256 --x86 --lzma2=preset=6 --block-size=5000",
 		"xz-crc64":         "xz --check=crc64",
+		"xz-sizes":         "xz -T2 --block-size=7000 --x86 --lzma2=preset=6", // block headers with both sizes
 	} {
 		c := exec.Command("sh", "-c", cmd)
 		c.Stdin = bytes.NewReader(elf)
@@ -124,7 +125,7 @@ func fakeCompressedBzImage(payload []byte) []byte {
 func TestPayloadFormats(t *testing.T) {
 	elf := codeVmlinux()
 	payloads := map[string][]byte{Gzip: gzipPayload(t, elf)}
-	for _, f := range []string{Bzip2, LZMA, XZ, LZ4, Zstd, "xz-blocks-sha256", "xz-crc64"} {
+	for _, f := range []string{Bzip2, LZMA, XZ, LZ4, Zstd, "xz-blocks-sha256", "xz-crc64", "xz-sizes"} {
 		payloads[f] = readPayload(t, f)
 	}
 	all := []string{Gzip, Bzip2, LZMA, XZ, LZ4, Zstd}
@@ -296,7 +297,7 @@ func TestUnBCJx86(t *testing.T) {
 
 func FuzzPayload(f *testing.F) {
 	f.Add(gzipPayload(f, codeVmlinux()[:4096]))
-	for _, name := range []string{Bzip2, LZMA, XZ, LZ4, Zstd, "xz-blocks-sha256", "xz-crc64"} {
+	for _, name := range []string{Bzip2, LZMA, XZ, LZ4, Zstd, "xz-blocks-sha256", "xz-crc64", "xz-sizes"} {
 		if b, err := os.ReadFile(payloadFile(name)); err == nil {
 			f.Add(b)
 		}
