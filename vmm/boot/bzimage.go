@@ -47,7 +47,8 @@ const (
 // ErrNotKernel is wrapped when a file is not a bzImage colibri can boot.
 var ErrNotKernel = errors.New("not a Linux kernel image (bzImage or x86-64 ELF vmlinux)")
 
-// Kernel is a parsed bzImage.
+// Kernel is a parsed kernel image: a bzImage, or an ELF vmlinux (which is
+// also what a bzImage becomes when colibri decompresses its kernel).
 type Kernel struct {
 	// Setup is the real-mode setup code and header (setup_sects+1 sectors).
 	Setup []byte
