@@ -173,6 +173,7 @@ func FuzzParseBzImage(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(fakeBzImage(4096)[:0x300])
 	f.Add(fakeVmlinux(512, 4096, 0x1000000, 0x1000000))
+	f.Add(fakeCompressedBzImage(gzipPayload(f, fakeVmlinux(512, 4096, 0x1000000, 0x1000000))))
 	f.Fuzz(func(t *testing.T, img []byte) {
 		if k, err := Parse(img); err == nil && k.ELF {
 			for _, s := range k.Segments {

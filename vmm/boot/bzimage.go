@@ -47,7 +47,8 @@ const (
 // ErrNotKernel is wrapped when a file is not a bzImage colibri can boot.
 var ErrNotKernel = errors.New("not a Linux kernel image (bzImage or x86-64 ELF vmlinux)")
 
-// Kernel is a parsed bzImage.
+// Kernel is a parsed kernel image: a bzImage, or an ELF vmlinux (which is
+// also what a bzImage becomes when colibri decompresses its kernel).
 type Kernel struct {
 	// Setup is the real-mode setup code and header (setup_sects+1 sectors).
 	Setup []byte
@@ -70,14 +71,31 @@ type Kernel struct {
 	// CmdlineSize is the longest command line the kernel accepts.
 	CmdlineSize uint32
 
-	// ELF is set for an uncompressed vmlinux: Segments and Entry replace
-	// Setup and Payload.
+	// ELF is set for an uncompressed vmlinux, and for a bzImage whose
+	// kernel colibri decompressed itself: Segments and Entry replace
+	// Payload, and the guest starts in the kernel proper, skipping its
+	// decompressor. (Setup is still set for a bzImage: its header fills
+	// the zero page.)
 	ELF      bool
 	Segments []Segment
 	Entry    uint64
+
+	// Compression is the format of a bzImage's compressed kernel (Gzip,
+	// XZ, ...; "" for an ELF vmlinux or an unrecognised payload).
+	Compression string
+	// Decompressed is set when colibri decompressed the bzImage's kernel
+	// (or read it from its cache) and boots the ELF inside.
+	Decompressed bool
+	// Cached is set when the decompressed kernel came from the cache.
+	Cached bool
+	// Note says, for a debug log, how a bzImage's kernel was handled:
+	// decompressed (or read from the cache), or left to the guest's own
+	// decompressor and why.
+	Note string
 }
 
-// ParseBzImage checks and parses a bzImage.
+// ParseBzImage checks and parses a bzImage, leaving its kernel compressed
+// for the guest's own decompressor (see ParseWith for the alternative).
 func ParseBzImage(img []byte) (*Kernel, error) {
 	if len(img) < 0x264 {
 		return nil, fmt.Errorf("%w: %d bytes is too short for a setup header", ErrNotKernel, len(img))
@@ -129,7 +147,7 @@ func ParseBzImage(img []byte) (*Kernel, error) {
 // setupHeader returns the part of the setup sector that is the setup header,
 // to be copied into the zero page at the same offset.
 func (k *Kernel) setupHeader() []byte {
-	if k.ELF {
+	if len(k.Setup) <= offJump+1 {
 		return nil
 	}
 	end := offJump + 2 + int(k.Setup[offJump+1])

@@ -107,13 +107,18 @@ func Load(mem *memory.Memory, p Params) (*Loaded, error) {
 			}
 		}
 		out.Entry = k.Entry
-		// No setup header to copy: fill in what the kernel reads.
-		le.PutUint16(zp[0x1fe:], 0xaa55)
-		le.PutUint32(zp[offHeaderMagic:], headerMagic)
-		le.PutUint16(zp[offVersion:], k.Version)
-		le.PutUint32(zp[offKernelAlignment:], uint32(k.Alignment))
-		le.PutUint32(zp[offCmdlineSize:], k.CmdlineSize)
-		le.PutUint32(zp[offInitrdAddrMax:], uint32(k.InitrdAddrMax))
+		if h := k.setupHeader(); h != nil {
+			// A bzImage decompressed by colibri: its own header.
+			copy(zp[offSetupSects:], h)
+		} else {
+			// No setup header to copy: fill in what the kernel reads.
+			le.PutUint16(zp[0x1fe:], 0xaa55)
+			le.PutUint32(zp[offHeaderMagic:], headerMagic)
+			le.PutUint16(zp[offVersion:], k.Version)
+			le.PutUint32(zp[offKernelAlignment:], uint32(k.Alignment))
+			le.PutUint32(zp[offCmdlineSize:], k.CmdlineSize)
+			le.PutUint32(zp[offInitrdAddrMax:], uint32(k.InitrdAddrMax))
+		}
 	} else {
 		if err := mem.Write(KernelAddr, k.Payload); err != nil {
 			return nil, fmt.Errorf("loading the kernel (%d MiB) at %#x: %w", len(k.Payload)>>20, KernelAddr, err)
