@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sync"
 
 	"go.uber.org/zap"
 
@@ -71,6 +70,8 @@ func (d *datapath) addSwitch(s spec.Switch) error {
 		if err != nil {
 			return fmt.Errorf("switch %s: %w", s.Name, err)
 		}
+		// An uplink leads to a network of many hosts.
+		port.SetLearnLimit(uplinkLearnLimit)
 		if err := port.SetEndpoints([]netstack.Endpoint{ep}); err != nil {
 			return fmt.Errorf("switch %s: port %s: %w", s.Name, portName, err)
 		}
@@ -80,17 +81,17 @@ func (d *datapath) addSwitch(s spec.Switch) error {
 	return nil
 }
 
-// guestPort is the switch port of one guest NIC. It remembers the queue
-// pairs the guest's driver last attached, so that a pause can detach them
-// and a resume put them back.
+// uplinkLearnLimit is how many addresses an uplink port may have learned.
+const uplinkLearnLimit = 4096
+
+// guestPort is the switch port of one guest NIC, bound to the NIC's MAC:
+// frames the guest sends from any other source are dropped (counted as
+// spoofed), so a guest can neither take a neighbour's address nor fill
+// the switch's table.
 type guestPort struct {
 	log  *zap.Logger
 	port *netstack.Port
 	mac  net.HardwareAddr
-
-	mu     sync.Mutex
-	eps    []netstack.Endpoint
-	paused bool
 }
 
 // addGuestPort adds a port named vm/ethI to the switch for a NIC with mac.
@@ -106,8 +107,9 @@ func (d *datapath) addGuestPort(switchName, vm string, i int, mac net.HardwareAd
 	if err != nil {
 		return nil, err
 	}
-	// The switch knows where the guest is before its first frame.
-	if err := sw.Learn(mac, port); err != nil {
+	// Bound to its address, which the switch then knows before the
+	// guest's first frame.
+	if err := port.SetAllowedSources([][6]byte{[6]byte(mac)}); err != nil {
 		_ = sw.RemovePort(port)
 		return nil, err
 	}
@@ -123,57 +125,33 @@ func (g *guestPort) nic(noOffloads bool) vmm.NIC {
 
 // attach is the NIC's Attach callback: the driver's live queue pairs
 // (none on reset). It runs on a vCPU thread or the control queue worker
-// and returns once the pollers let go of the old pairs.
+// and returns once the pollers let go of the old pairs. While the port is
+// paused the switch only records them.
 func (g *guestPort) attach(pairs []*netdev.QueuePair) {
 	eps := make([]netstack.Endpoint, len(pairs))
 	for i, p := range pairs {
 		eps[i] = p
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.eps = eps
-	if g.paused {
-		return
 	}
 	if err := g.port.SetEndpoints(eps); err != nil {
 		g.log.Error("netstack: attach NIC queues", zap.String("port", g.port.Name()), zap.Error(err))
 	}
 }
 
-// setPaused detaches the guest's queues from the pollers (paused) or
-// attaches the ones its driver last gave (resumed). While paused, frames
-// to the guest are dropped and counted by the switch.
+// setPaused cuts the guest's queues off the pollers (frames to it are
+// dropped and counted as paused) or puts back the ones its driver last
+// gave.
 func (g *guestPort) setPaused(paused bool) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.paused == paused {
-		return nil
-	}
-	g.paused = paused
-	eps := g.eps
-	if paused {
-		eps = nil
-	}
-	if err := g.port.SetEndpoints(eps); err != nil {
+	if err := g.port.SetPaused(paused); err != nil {
 		return fmt.Errorf("port %s: %w", g.port.Name(), err)
 	}
 	return nil
 }
 
 // isPaused reports whether the port is cut off for a pause.
-func (g *guestPort) isPaused() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.paused
-}
+func (g *guestPort) isPaused() bool { return g.port.Paused() }
 
 // remove takes the port off its switch.
-func (g *guestPort) remove() error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.eps = nil
-	return g.port.Switch().RemovePort(g.port)
-}
+func (g *guestPort) remove() error { return g.port.Switch().RemovePort(g.port) }
 
 // close releases everything in the reverse order of its creation and
 // returns the first error.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"github.com/colibrivm/colibri/vmm/serial"
 	"github.com/colibrivm/colibri/vmm/virtio/netdev"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // Disk is a raw disk image given to the guest as a virtio-blk device.
@@ -71,6 +73,15 @@ type Config struct {
 	KVMDevice string
 	// Logger receives debug and info events; nil discards them.
 	Logger *zap.Logger
+	// NoDefaultArgs passes Cmdline to the guest as it is, without the
+	// arguments colibri adds unless the command line sets them
+	// (boot.DefaultArgs: pci=noearly, which spares a stock kernel on
+	// older AMD CPUs a scan of all 256 PCI buses through port I/O).
+	NoDefaultArgs bool
+	// GuestDecompress boots a bzImage through its own decompressor
+	// instead of decompressing its kernel on the host; NoKernelCache
+	// keeps colibri from caching decompressed kernels (see boot.Options).
+	GuestDecompress, NoKernelCache bool
 	// NoPCIConf1 stops decoding the legacy PCI configuration ports
 	// 0xcf8–0xcff: the guest then reaches configuration space only
 	// through the ECAM window declared in the ACPI MCFG table.
@@ -180,7 +191,14 @@ func New(cfg Config) (_ *VM, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading kernel: %w", err)
 	}
-	kernel, err := boot.Parse(kimg)
+	// A bzImage's kernel is decompressed by colibri (fast formats) or
+	// read from the cache of decompressed kernels; a slow format's
+	// first boot leaves it to the guest and fills the cache meanwhile.
+	opts := boot.Options{GuestDecompress: cfg.GuestDecompress, FillLater: true}
+	if dir, err := boot.DefaultCacheDir(); err == nil && !cfg.NoKernelCache {
+		opts.CacheDir = dir
+	}
+	kernel, err := boot.ParseWith(kimg, opts)
 	if err != nil {
 		return nil, fmt.Errorf("kernel %s: %w", cfg.Kernel, err)
 	}
@@ -278,10 +296,17 @@ func New(cfg Config) (_ *VM, err error) {
 		return nil, fmt.Errorf("writing the reset vector: %w", err)
 	}
 	ecam := []boot.E820Entry{{Addr: ecamBase, Size: pci.ECAMSize, Type: boot.E820Reserved}}
-	if v.loaded, err = boot.Load(v.mem, boot.Params{Kernel: kernel, Initrd: initrd, Cmdline: cfg.Cmdline, RSDPAddr: rsdp, Reserved: ecam}); err != nil {
+	cmdline := cfg.Cmdline
+	if !cfg.NoDefaultArgs {
+		cmdline = boot.DefaultArgs(cmdline)
+	}
+	if v.loaded, err = boot.Load(v.mem, boot.Params{Kernel: kernel, Initrd: initrd, Cmdline: cmdline, RSDPAddr: rsdp, Reserved: ecam}); err != nil {
 		return nil, err
 	}
-	log.Info("VM created", zap.String("kernel", cfg.Kernel), zap.Bool("elf", kernel.ELF), zap.Int("cpus", cfg.CPUs),
+	if kernel.FillCache != nil {
+		go fillKernelCache(log, kernel.FillCache)
+	}
+	log.Info("VM created", zap.String("kernel", cfg.Kernel), zap.Bool("elf", kernel.ELF), zap.String("kernel_note", kernel.Note), zap.Int("cpus", cfg.CPUs),
 		zap.Uint64("mem_mib", cfg.MemSize>>20), zap.Int("disks", len(cfg.Disks)), zap.Uint64("initrd_addr", v.loaded.InitrdAddr),
 		zap.Uint64("entry", v.loaded.Entry), zap.Uint64("rsdp", rsdp))
 	// The kernel and initrd images now live in guest memory: hand the
@@ -289,6 +314,19 @@ func New(cfg Config) (_ *VM, err error) {
 	kimg, initrd, kernel = nil, nil, nil
 	debug.FreeOSMemory()
 	return v, nil
+}
+
+// fillKernelCache runs fill on a thread of the lowest priority, so that
+// decompressing a kernel for the next boot takes only CPU time the guests
+// leave.
+func fillKernelCache(log *zap.Logger, fill func() error) {
+	runtime.LockOSThread() // never unlocked: its priority dies with it
+	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19)
+	if err := fill(); err != nil {
+		log.Warn("kernel cache", zap.Error(err))
+		return
+	}
+	log.Debug("kernel cache filled")
 }
 
 func (c *Config) validate() error {

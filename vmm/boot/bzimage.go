@@ -88,6 +88,10 @@ type Kernel struct {
 	Decompressed bool
 	// Cached is set when the decompressed kernel came from the cache.
 	Cached bool
+	// FillCache, when set (Options.FillLater), decompresses the kernel
+	// into the cache for the next boot; the caller runs it, typically in
+	// the background at a low priority. It holds on to the image.
+	FillCache func() error
 	// Note says, for a debug log, how a bzImage's kernel was handled:
 	// decompressed (or read from the cache), or left to the guest's own
 	// decompressor and why.

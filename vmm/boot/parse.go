@@ -21,6 +21,13 @@ type Options struct {
 	// when CacheDir is empty (nil: FastFormats). With a cache, every
 	// format colibri reads is decompressed once and cached.
 	HostFormats []string
+	// FillLater, with a CacheDir, leaves a kernel of a slow format (not in
+	// HostFormats) that is not in the cache yet to the guest's
+	// decompressor this time, and sets Kernel.FillCache for the caller
+	// to run beside the guest, so that the next boot finds it cached: a
+	// first boot is then as fast as the guest makes it, the later ones
+	// as fast as a vmlinux.
+	FillLater bool
 }
 
 // FastFormats are the formats whose Go decompressors are fast enough to
@@ -88,6 +95,21 @@ func ParseWith(img []byte, o Options) (*Kernel, error) {
 				return k, nil
 			}
 		}
+	}
+	if c != nil && o.FillLater && !slices.Contains(fast, k.Compression) {
+		k.Note = fmt.Sprintf("%s kernel left to the guest's decompressor this time: not cached yet", k.Compression)
+		format := k.Compression
+		k.FillCache = func() error {
+			vmlinux, err := decompressPayload(format, payload, limit)
+			if err != nil {
+				return fmt.Errorf("decompressing the %s kernel for the cache: %w", format, err)
+			}
+			if err := (&Kernel{}).setELF(vmlinux); err != nil {
+				return fmt.Errorf("the decompressed %s kernel is not one colibri boots: %w", format, err)
+			}
+			return c.put(vmlinux)
+		}
+		return k, nil
 	}
 	start := time.Now()
 	vmlinux, err := decompressPayload(k.Compression, payload, limit)
