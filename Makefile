@@ -44,16 +44,16 @@ test: deps images lint unit kvm-test cgroup2-test
 # unit runs every package's tests, and again under the race detector
 # those whose code is concurrent (the host composition, the scheduler, the
 # datapath, the virtio layer).
-RACE_PKGS := ./host/... ./sched/... ./netstack/... ./vmm/virtio/... ./internal/...
+RACE_PKGS := ./host/... ./agent/... ./sched/... ./netstack/... ./vmm/virtio/... ./internal/...
 unit: build
 	$(GO) test -count=1 ./...
 	$(GO) test -race -count=1 $(RACE_PKGS)
 
 # kvm-test builds the test binaries of the packages with KVM tests on the host
 # and runs their TestKVM* tests on real KVM (in the sandbox if need be).
-# The host composition's KVM tests also run from a -race binary.
-KVM_TEST_PKGS := ./kvm ./vmm ./host ./cmd/colibri
-KVM_RACE_PKGS := ./host
+# The host composition's and the agent's KVM tests also run from -race binaries.
+KVM_TEST_PKGS := ./kvm ./vmm ./host ./agent ./cmd/colibri
+KVM_RACE_PKGS := ./host ./agent
 kvm-test: build
 	@mkdir -p $(TESTBIN) $(TESTBIN)/race
 	@for p in $(KVM_TEST_PKGS); do \

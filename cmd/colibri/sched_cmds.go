@@ -138,10 +138,10 @@ func threadComm(tid int) string {
 func newSchedCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sched",
-		Short: "Central vCPU scheduler experiments",
+		Short: "The vCPU scheduler: experiments, and a running agent's policy",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newSchedBenchCmd())
+	cmd.AddCommand(newSchedBenchCmd(), newSchedGetCmd(), newSchedSetCmd())
 	return cmd
 }
 
