@@ -328,4 +328,3 @@ func settle(limit int) int {
 	}
 	return n
 }
-

@@ -198,10 +198,14 @@ func (c *Client) VM(ctx context.Context, name string) (api.VM, error) {
 }
 
 // Start boots a VM.
-func (c *Client) Start(ctx context.Context, name string) (api.VM, error) { return c.action(ctx, name, "start", nil) }
+func (c *Client) Start(ctx context.Context, name string) (api.VM, error) {
+	return c.action(ctx, name, "start", nil)
+}
 
 // Pause pauses a VM.
-func (c *Client) Pause(ctx context.Context, name string) (api.VM, error) { return c.action(ctx, name, "pause", nil) }
+func (c *Client) Pause(ctx context.Context, name string) (api.VM, error) {
+	return c.action(ctx, name, "pause", nil)
+}
 
 // Resume resumes a paused VM.
 func (c *Client) Resume(ctx context.Context, name string) (api.VM, error) {
