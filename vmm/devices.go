@@ -123,6 +123,12 @@ func (t *bootTimer) write(data []byte) {
 	}
 }
 
+func (t *bootTimer) setStart(at time.Time) {
+	t.mu.Lock()
+	t.start = at
+	t.mu.Unlock()
+}
+
 func (t *bootTimer) elapsed() time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -144,6 +150,12 @@ func (f *firstOutput) Write(p []byte) (int, error) {
 	}
 	f.mu.Unlock()
 	return f.w.Write(p)
+}
+
+func (f *firstOutput) setStart(at time.Time) {
+	f.mu.Lock()
+	f.start = at
+	f.mu.Unlock()
 }
 
 func (f *firstOutput) elapsed() time.Duration {

@@ -142,6 +142,8 @@ type VM struct {
 	timer   bootTimer
 	console *firstOutput
 
+	// runMu guards start and cpus, which Run sets once.
+	runMu    sync.Mutex
 	stopOnce sync.Once
 	started  chan struct{}
 	stopped  chan struct{}
@@ -417,16 +419,24 @@ func (v *VM) Run(ctx context.Context) (ExitKind, error) {
 	// handle an exit; give the runtime one more P per vCPU so exits never
 	// wait for the VMM's other goroutines (as sched's thread vCPUs do).
 	defer gomaxprocs.Reserve(v.cfg.CPUs)()
-	v.start = time.Now()
-	v.timer.start = v.start
-	v.console.start = v.start
 	// Every VCPU exists before any thread starts, so that a stop from the
-	// first vCPU reaches the ones still being created.
+	// first vCPU reaches the ones still being created; a Stop from another
+	// goroutine reads them under runMu.
 	cpus := make([]*VCPU, v.cfg.CPUs)
 	for i := range cpus {
 		cpus[i] = &VCPU{id: i, vm: v, ready: make(chan error, 1), done: make(chan struct{})}
 	}
-	v.cpus = cpus
+	start := time.Now()
+	v.runMu.Lock()
+	if v.start.IsZero() {
+		v.start = start
+		v.cpus = cpus
+	} else {
+		cpus = nil // Run called twice: nothing to run
+	}
+	v.runMu.Unlock()
+	v.timer.setStart(start)
+	v.console.setStart(start)
 	n := 0
 	for i, c := range cpus {
 		if v.ended() {
@@ -573,10 +583,15 @@ func (v *VM) stop(kind ExitKind, err error) {
 	v.stopOnce.Do(func() {
 		v.log.Info("VM stopping", zap.Stringer("how", kind), zap.Error(err))
 		v.exitKind, v.exitErr = kind, err
-		v.exitAt.Store(int64(time.Since(v.start)))
+		// Run sets start and cpus once, before any vCPU thread exists.
+		v.runMu.Lock()
+		if !v.start.IsZero() {
+			v.exitAt.Store(int64(time.Since(v.start)))
+		}
+		cpus := v.cpus
+		v.runMu.Unlock()
 		close(v.stopped)
-		// v.cpus is set before any vCPU thread exists and never changes.
-		for _, c := range v.cpus {
+		for _, c := range cpus {
 			c.stop()
 		}
 	})
