@@ -71,6 +71,9 @@ func Listen(path string) (*Listener, error) {
 	unix.Umask(old)
 	if err != nil {
 		lock.Close()
+		if errors.Is(err, unix.ENXIO) || errors.Is(err, unix.EOPNOTSUPP) {
+			return nil, fmt.Errorf("agent socket %s: its filesystem cannot hold Unix sockets (9p? NFS?): put it on a local one, such as /run: %w", path, err)
+		}
 		return nil, fmt.Errorf("agent socket: %w", err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/colibrivm/colibri/agent/client"
 	"github.com/colibrivm/colibri/host"
 	"github.com/colibrivm/colibri/host/spec"
+	"github.com/colibrivm/colibri/internal/testenv"
 )
 
 // testAgent is a host served by an agent on a real Unix socket.
@@ -42,7 +43,7 @@ func startAgent(t *testing.T, cfg host.Config) *testAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	socket := filepath.Join(t.TempDir(), "agent.sock")
+	socket := filepath.Join(testenv.SocketDir(t), "agent.sock")
 	ln, err := agent.Listen(socket)
 	if err != nil {
 		h.Close(context.Background())
@@ -271,7 +272,7 @@ func TestAPIWithoutVMs(t *testing.T) {
 // TestStaleSocketReplaced: the socket of an agent killed with SIGKILL is
 // replaced by the next one, which says so.
 func TestStaleSocketReplaced(t *testing.T) {
-	socket := filepath.Join(t.TempDir(), "agent.sock")
+	socket := filepath.Join(testenv.SocketDir(t), "agent.sock")
 	child := exec.Command(os.Args[0], "-test.run", "^TestListenChild$")
 	child.Env = append(os.Environ(), "COLIBRI_TEST_LISTEN="+socket)
 	out, err := child.StdoutPipe()

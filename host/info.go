@@ -70,6 +70,7 @@ func (v *VM) Info() VMInfo {
 		info.Exit = &e
 	}
 	cur := v.cur
+	ports := v.ports
 	past := make(map[int]pastTotals, len(v.past))
 	for id, t := range v.past {
 		past[id] = t
@@ -96,8 +97,8 @@ func (v *VM) Info() VMInfo {
 	}
 	for i, n := range v.spec.NICs {
 		ni := NICInfo{MAC: n.MAC.String(), Switch: n.Switch}
-		if i < len(v.ports) {
-			p := v.ports[i]
+		if i < len(ports) {
+			p := ports[i]
 			ni.Port = p.port.Name()
 			ni.PortStats = p.port.Stats()
 			ni.Paused = p.isPaused()

@@ -505,6 +505,13 @@ func (v *VM) Pause(ctx context.Context) error {
 	}
 	cur := v.cur
 	v.mu.Unlock()
+	// Start returns before the vCPU threads exist: let them.
+	select {
+	case <-cur.Started():
+	case <-cur.Done():
+	case <-ctx.Done():
+		return fmt.Errorf("pause VM %s: %w", v.name, ctx.Err())
+	}
 	if err := cur.Pause(ctx); err != nil {
 		_ = cur.Resume()
 		return fmt.Errorf("pause VM %s: %w", v.name, err)
@@ -713,17 +720,19 @@ func (h *Host) delete(v *VM, force bool) error {
 
 // release frees what the VM holds besides its incarnation.
 func (v *VM) release() {
-	for _, p := range v.ports {
+	v.mu.Lock()
+	ports, group := v.ports, v.group
+	v.ports, v.group = nil, nil
+	v.mu.Unlock()
+	for _, p := range ports {
 		if err := p.remove(); err != nil {
 			v.h.log.Warn("remove port", zap.String("vm", v.name), zap.Error(err))
 		}
 	}
-	v.ports = nil
-	if v.group != nil {
-		if err := v.group.Delete(); err != nil {
+	if group != nil {
+		if err := group.Delete(); err != nil {
 			v.h.log.Warn("remove cgroup", zap.String("vm", v.name), zap.Error(err))
 		}
-		v.group = nil
 	}
 	if v.console != nil {
 		v.console.close()

@@ -88,3 +88,17 @@ func Binary(t testing.TB) string {
 	}
 	return out
 }
+
+// SocketDir returns a new directory for Unix sockets that is removed when
+// the test ends: under /run (a tmpfs), since the test's temporary
+// directory may be on a filesystem that cannot hold sockets (the KVM
+// sandbox shares the host's /tmp over 9p).
+func SocketDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/run", "colibri-test-")
+	if err != nil {
+		return t.TempDir()
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
