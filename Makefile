@@ -12,7 +12,7 @@ STATICCHECK_VERSION := v0.8.2
 # Test binaries run inside the sandbox are built here.
 TESTBIN := $(BIN)/tests
 
-.PHONY: all build deps images demo test unit kvm-test cgroup2-test netbench lint fmt vet generate clean help
+.PHONY: all build deps images demo test unit kvm-test cgroup2-test netbench fuzz lint fmt vet generate clean help
 
 all: build
 
@@ -86,6 +86,12 @@ cgroup2-test:
 netbench: build images
 	$(GO) build -o $(BIN)/netbench ./scripts/netbench
 	@$(KVM_RUN) $(BIN)/netbench $(NETBENCH_FLAGS)
+
+# fuzz runs every fuzz target for FUZZTIME (default 30s) each and keeps the
+# new corpus entries as seeds in testdata/fuzz (they then run in 'make test').
+FUZZTIME ?= 30s
+fuzz:
+	@scripts/fuzz -t $(FUZZTIME)
 
 lint: fmt vet
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...

@@ -157,9 +157,16 @@ func (o Overhead) Total() uint64 { return o.Anon + o.File }
 // VMMOverheadRSS sums Rss over every mapping in /proc/self/smaps except
 // the guest memory's memfd (Firecracker's "VMM memory" measure), split into
 // anonymous and file-backed memory.
-func VMMOverheadRSS() (Overhead, error) {
+func VMMOverheadRSS() (Overhead, error) { return OverheadRSSOf(0) }
+
+// OverheadRSSOf is VMMOverheadRSS of process pid (0: this one).
+func OverheadRSSOf(pid int) (Overhead, error) {
 	var o Overhead
-	f, err := os.Open("/proc/self/smaps")
+	path := "/proc/self/smaps"
+	if pid != 0 {
+		path = "/proc/" + strconv.Itoa(pid) + "/smaps"
+	}
+	f, err := os.Open(path)
 	if err != nil {
 		return o, fmt.Errorf("reading smaps: %w", err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/colibrivm/colibri/agent/api"
 	"github.com/colibrivm/colibri/agent/client"
 	"github.com/colibrivm/colibri/internal/testenv"
+	"github.com/colibrivm/colibri/vmm"
 )
 
 // agentRun is a `colibri agent` process under test and its CLI.
@@ -154,6 +155,13 @@ func TestKVMAgentTwoGuests(t *testing.T) {
 			t.Fatalf("the agent did not answer within a minute:\n%s", a.stderr.String())
 		}
 	}
+	rss := func(what string) {
+		if o, err := vmm.OverheadRSSOf(a.cmd.Process.Pid); err == nil {
+			t.Logf("agent RSS beyond guest memory, %s: %.1f MiB (anonymous %.1f, binary and files %.1f) (sandbox)",
+				what, float64(o.Total())/(1<<20), float64(o.Anon)/(1<<20), float64(o.File)/(1<<20))
+		}
+	}
+	rss("no VM")
 	for _, args := range [][]string{{"addr", "add", "10.0.0.254/24", "dev", tap}, {"link", "set", tap, "up"}} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			t.Fatalf("ip %v: %v\n%s", args, err, out)
@@ -199,6 +207,13 @@ func TestKVMAgentTwoGuests(t *testing.T) {
 	a.waitConsole("b", 0, `pong=ok`, 3*time.Minute)
 	if out := a.must("vm", "list"); !regexp.MustCompile(`(?m)^a\s+running\s+1\s+256M`).MatchString(out) {
 		t.Errorf("vm list:\n%s", out)
+	}
+	rss("two VMs running")
+	for _, vm := range []string{"a", "b"} {
+		var ct api.Counters
+		if err := json.Unmarshal([]byte(a.must("vm", "counters", vm, "--json")), &ct); err == nil {
+			t.Logf("VM %s: created and started to its init in %.2f s (sandbox)", vm, ct.GuestInitSeconds)
+		}
 	}
 	if v := a.info("a"); v.State != "running" || len(v.VCPUs) != 1 || v.VCPUs[0].TID == 0 || len(v.NICs) != 1 || v.NICs[0].Port != "a/eth0" {
 		t.Fatalf("info of a: %+v", v)
@@ -249,7 +264,8 @@ func TestKVMAgentTwoGuests(t *testing.T) {
 			default:
 			}
 			pings.Add(1)
-			if exec.Command("ping", "-c", "1", "-W", "2", "10.0.0.1").Run() == nil {
+			// busybox (a make deps package) has ping; the host may have no iputils.
+			if exec.Command("busybox", "ping", "-c", "1", "-W", "2", "10.0.0.1").Run() == nil {
 				answered.Add(1)
 			}
 			time.Sleep(200 * time.Millisecond)
@@ -390,4 +406,3 @@ func TestKVMAgentTwoGuests(t *testing.T) {
 	}
 	t.Logf("agent log:\n%s", log)
 }
-
