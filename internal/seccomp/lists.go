@@ -163,6 +163,9 @@ func vcpuRules() []rule {
 	return append(allow(
 		"read", "pread64", "close", "eventfd2", "epoll_ctl",
 	),
+		// os.NewFile on a queue's kick eventfd asks whether it is
+		// non-blocking.
+		when("fcntl", anyOf(1, unix.F_GETFL, unix.F_SETFL)...),
 		when("ioctl", anyOf(1, kvmRun, kvmIRQLine, kvmIRQFD, kvmIOEventFD, kvmSetGSIRoute,
 			kvmKVMClockCtrl, kvmGetRegs, kvmGetSregs)...),
 	)
