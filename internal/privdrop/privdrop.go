@@ -183,7 +183,7 @@ func parseStatus(b []byte) (Creds, error) {
 			for _, g := range f {
 				n, err := strconv.Atoi(g)
 				if err != nil {
-					return c, fmt.Errorf("Groups line %q", val)
+					return c, fmt.Errorf("groups line %q", val)
 				}
 				c.Groups = append(c.Groups, n)
 			}

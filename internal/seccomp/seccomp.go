@@ -263,19 +263,26 @@ func policy(k Kind, opts Options, pid int) (libseccomp.Policy, error) {
 	default:
 		return libseccomp.Policy{}, fmt.Errorf("seccomp: unknown action %d", int(opts.Action))
 	}
-	rules := merge(list(k, opts, pid))
+	// The filter tests a call against the groups in order: ioctl, which
+	// carries KVM_RUN, goes first (vCPU threads make one per exit), then
+	// the calls allowed whatever their arguments, then the others.
+	hot := libseccomp.SyscallGroup{Action: libseccomp.ActionAllow}
 	allow := libseccomp.SyscallGroup{Action: libseccomp.ActionAllow}
-	for _, r := range rules {
+	for _, r := range merge(list(k, opts, pid)) {
+		g := &allow
+		if r.name == "ioctl" {
+			g = &hot
+		}
 		if len(r.conds) == 0 {
-			allow.Names = append(allow.Names, r.name)
+			g.Names = append(g.Names, r.name)
 			continue
 		}
 		for _, c := range r.conds {
-			allow.NamesWithCondtions = append(allow.NamesWithCondtions,
+			g.NamesWithCondtions = append(g.NamesWithCondtions,
 				libseccomp.NameWithConditions{Name: r.name, Conditions: c})
 		}
 	}
-	groups := []libseccomp.SyscallGroup{allow}
+	groups := []libseccomp.SyscallGroup{hot, allow}
 	if k == Process {
 		// glibc's pthread_create (cgo builds) tries clone3 first, whose
 		// flags a filter cannot read (they are in memory): answer ENOSYS

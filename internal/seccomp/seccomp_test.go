@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,6 +42,14 @@ func TestMain(m *testing.M) {
 // status is what the parent checks: 0 all went as expected, 3 an error,
 // 2 (Go's report of a SIGSYS) or death by SIGSYS when a call is refused.
 func runChild(sc string) error {
+	if rest, ok := strings.CutPrefix(sc, "bench:"); ok {
+		layers, n, _ := strings.Cut(rest, ":")
+		iters, err := strconv.Atoi(n)
+		if err != nil {
+			return err
+		}
+		return benchChild(layers, iters)
+	}
 	opts := Options{}
 	if strings.HasSuffix(sc, "-kill") {
 		opts.Action = Kill
