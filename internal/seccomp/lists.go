@@ -157,8 +157,9 @@ func list(k Kind, opts Options, pid int) []rule {
 // to its control eventfd), the ACPI and i8042 registers (the VM stops:
 // tgkill to kick the other vCPUs). After a pause it calls
 // KVM_KVMCLOCK_CTRL; on a crash KVM_GET_REGS/SREGS; as it ends it reads
-// its KVM stats (pread64), unmaps kvm_run and closes its fds. It never
-// opens a file, a socket or a process.
+// its KVM stats (pread64), unmaps kvm_run and closes its fds; os.NewFile
+// on a queue's kick eventfd (at DRIVER_OK) reads its flags with fcntl.
+// It never opens a file, a socket or a process.
 func vcpuRules() []rule {
 	return append(allow(
 		"read", "pread64", "close", "eventfd2", "epoll_ctl",
