@@ -63,6 +63,9 @@ type Config struct {
 	StopTimeout time.Duration
 	// Logger receives the host's events; nil discards them.
 	Logger *zap.Logger
+	// Confine, if set, confines the process once the host is set up
+	// (seccomp filters; DropPrivileges switches the user).
+	Confine *Confinement
 }
 
 // DefaultStopTimeout is Config.StopTimeout's default.
@@ -139,6 +142,9 @@ func New(ctx context.Context, cfg Config) (_ *Host, err error) {
 		}
 	}
 	if err := h.setupSched(); err != nil {
+		return nil, err
+	}
+	if err := h.confineProcess(); err != nil { // the process-wide syscall filter, before the threads that stack theirs
 		return nil, err
 	}
 	if err := h.net.stack.Start(h.ctx); err != nil {

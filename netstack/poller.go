@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/colibrivm/colibri/internal/seccomp"
 	"github.com/colibrivm/colibri/internal/vnet"
 )
 
@@ -184,6 +185,10 @@ func (p *poller) run(ready chan<- error) {
 			ready <- fmt.Errorf("poller %d: pin to core %d: sched_setaffinity: %w", p.index, p.core, err)
 			return
 		}
+	}
+	if err := seccomp.Thread(seccomp.Poller); err != nil { // the poller's syscall filter
+		ready <- fmt.Errorf("poller %d: %w", p.index, err)
+		return
 	}
 	p.tid.Store(int32(unix.Gettid()))
 	ready <- nil

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/colibrivm/colibri/internal/gomaxprocs"
+	"github.com/colibrivm/colibri/internal/seccomp"
 )
 
 // homeUnknown is the home of a vCPU no policy has placed yet.
@@ -545,6 +546,9 @@ func (s *Scheduler) loop(ctx context.Context) error {
 	}
 	if s.cfg.Mode != ModeBusyPoll {
 		_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
+	}
+	if err := seccomp.Thread(seccomp.Scheduler); err != nil { // the scheduler's syscall filter
+		return fmt.Errorf("sched: %w", err)
 	}
 	defer s.finish()
 	done := ctx.Done()

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/colibrivm/colibri/internal/seccomp"
 	"github.com/colibrivm/colibri/kvm"
 	"github.com/colibrivm/colibri/vmm/boot"
 	"github.com/colibrivm/colibri/vmm/cpuid"
@@ -197,6 +198,11 @@ func (c *VCPU) run(setup func(*kvm.VCPU) error) {
 		if st, err := kvm.OpenStats(fd); err == nil {
 			c.kstats = st
 		}
+	}
+	if err := seccomp.Thread(seccomp.VCPU); err != nil { // the vCPU's syscall filter, once set up
+		c.ready <- fmt.Errorf("vCPU %d: %w", c.id, err)
+		c.release()
+		return
 	}
 	c.live.Store(true)
 	c.ready <- nil

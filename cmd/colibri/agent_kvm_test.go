@@ -36,23 +36,6 @@ type agentRun struct {
 	c      *client.Client
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // cli runs a client command against the agent and returns its exit code
 // and output.
 func (a *agentRun) cli(args ...string) (int, string, string) {

@@ -38,6 +38,7 @@ type bootFlags struct {
 	hugePages               bool
 	kvmDevice               string
 	verbose                 bool
+	confine                 confineFlags
 }
 
 func newBootCmd() *cobra.Command {
@@ -77,6 +78,7 @@ colibri exits 0 when the guest powers off or reboots.`,
 	fl.BoolVar(&f.hugePages, "hugepages", false, "back guest memory with 2 MiB huge pages")
 	fl.StringVar(&f.kvmDevice, "kvm-device", "/dev/kvm", "KVM device to use")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log what the VMM does (to stderr)")
+	addConfineFlags(fl, &f.confine)
 	return cmd
 }
 
@@ -112,6 +114,9 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 		}
 	}
 	if err := resolveKernel(&cfg); err != nil {
+		return err
+	}
+	if _, _, _, err := f.confine.parse(); err != nil {
 		return err
 	}
 
@@ -156,9 +161,9 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 		runErr error
 	)
 	if f.net != "" {
-		kind, runErr, err = bootOnHost(ctx, cfg, ns, f.stats)
+		kind, runErr, err = bootOnHost(ctx, cfg, ns, f.stats, f.confine)
 	} else {
-		kind, runErr, err = bootAlone(ctx, cfg, f.stats)
+		kind, runErr, err = bootAlone(ctx, cfg, f.stats, f.confine)
 	}
 	if err != nil {
 		return err
@@ -185,12 +190,15 @@ func noKVMHint(err error) error {
 
 // bootAlone runs the VM cfg describes on its own, until it ends or ctx
 // does.
-func bootAlone(ctx context.Context, cfg vmm.Config, stats bool) (vmm.ExitKind, error, error) {
+func bootAlone(ctx context.Context, cfg vmm.Config, stats bool, conf confineFlags) (vmm.ExitKind, error, error) {
 	vm, err := vmm.New(cfg)
 	if err != nil {
 		return 0, nil, noKVMHint(err)
 	}
 	defer vm.Close()
+	if err := conf.confineAlone(); err != nil { // the VM's files are open: filters, then --user
+		return 0, nil, err
+	}
 	kind, runErr := vm.Run(ctx)
 	if stats {
 		printBootStats(kind, vm.Stats(), nil)
@@ -200,11 +208,16 @@ func bootAlone(ctx context.Context, cfg vmm.Config, stats bool) (vmm.ExitKind, e
 
 // bootOnHost runs the VM cfg describes on a host whose one switch links
 // its NIC to a TAP uplink, until it ends or ctx does.
-func bootOnHost(ctx context.Context, cfg vmm.Config, ns netSpec, stats bool) (vmm.ExitKind, error, error) {
+func bootOnHost(ctx context.Context, cfg vmm.Config, ns netSpec, stats bool, conf confineFlags) (vmm.ExitKind, error, error) {
 	const sw = "boot"
+	confine, err := conf.confinement()
+	if err != nil {
+		return 0, nil, err
+	}
 	h, err := host.New(ctx, host.Config{
-		Spec:   spec.File{Switches: []spec.Switch{{Name: sw, Uplinks: []spec.Uplink{{TAP: ns.tap}}}}},
-		Logger: cfg.Logger,
+		Spec:    spec.File{Switches: []spec.Switch{{Name: sw, Uplinks: []spec.Uplink{{TAP: ns.tap}}}}},
+		Logger:  cfg.Logger,
+		Confine: confine,
 	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("--net: %w", err)
@@ -221,6 +234,9 @@ func bootOnHost(ctx context.Context, cfg vmm.Config, ns netSpec, stats bool) (vm
 	}))
 	if err != nil {
 		return 0, nil, noKVMHint(err)
+	}
+	if err := h.DropPrivileges(); err != nil { // --user, once the VM's files are open
+		return 0, nil, err
 	}
 	if err := v.Start(); err != nil {
 		return 0, nil, err

@@ -24,6 +24,7 @@ type upFlags struct {
 	stats     bool
 	statsJSON string
 	verbose   bool
+	confine   confineFlags
 }
 
 func newUpCmd() *cobra.Command {
@@ -67,6 +68,7 @@ FILE (YAML; JSON with the same names works too):
 	fl.BoolVar(&f.stats, "stats", false, "print each VM's exits and the datapath and scheduler counters at exit (stderr)")
 	fl.StringVar(&f.statsJSON, "stats-json", "", "write the counters as JSON to `FILE` at exit")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log what the VMM does (to stderr)")
+	addConfineFlags(fl, &f.confine)
 	return cmd
 }
 
@@ -114,6 +116,10 @@ func runUp(cmd *cobra.Command, path string, f upFlags) error {
 	if err != nil {
 		return err
 	}
+	confine, err := f.confine.confinement()
+	if err != nil {
+		return err
+	}
 	log := newLogger(f.verbose)
 	ctx, cancel := context.WithCancel(cmd.Context())
 	defer cancel()
@@ -131,6 +137,7 @@ func runUp(cmd *cobra.Command, path string, f upFlags) error {
 		},
 		StopTimeout: upStopTimeout,
 		Logger:      log,
+		Confine:     confine,
 	})
 	if err != nil {
 		if e, ok := err.(*spec.Error); ok {
@@ -147,6 +154,12 @@ func runUp(cmd *cobra.Command, path string, f upFlags) error {
 			return fmt.Errorf("vm %s: %w", s.Name, err)
 		}
 		vms = append(vms, v)
+	}
+	if err := f.confine.prepareOutput(f.statsJSON); err != nil {
+		return fmt.Errorf("--stats-json: %w", err)
+	}
+	if err := h.DropPrivileges(); err != nil { // --user, once the VMs' files are open
+		return err
 	}
 
 	sigs := make(chan os.Signal, 4)
