@@ -29,6 +29,7 @@ type agentFlags struct {
 	switches    []string
 	stopTimeout time.Duration
 	verbose     bool
+	confine     confineFlags
 }
 
 func newAgentCmd() *cobra.Command {
@@ -67,6 +68,7 @@ replaced (and so are the cgroups it left), and the agent says so.`,
 	fl.StringArrayVar(&f.switches, "switch", nil, "an L2 switch NAME, with an uplink tap=TAP or xdp=IF (repeatable)")
 	fl.DurationVar(&f.stopTimeout, "stop-timeout", host.DefaultStopTimeout, "how long a graceful stop waits for a guest before forcing it off")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log every request and what the VMM does")
+	addConfineFlags(fl, &f.confine)
 	return cmd
 }
 
@@ -174,6 +176,11 @@ func runAgent(cmd *cobra.Command, f agentFlags) error {
 	if err != nil {
 		return err
 	}
+	confine, err := f.confine.confinement()
+	if err != nil {
+		return err
+	}
+	confine.API = true // the filters let it serve its socket
 	log := agentLogger(f.verbose)
 	defer log.Sync()
 	ln, err := agent.Listen(f.socket)
@@ -197,6 +204,7 @@ func runAgent(cmd *cobra.Command, f agentFlags) error {
 		DefaultCmdline: defaultCmdline,
 		StopTimeout:    f.stopTimeout,
 		Logger:         log,
+		Confine:        confine,
 	})
 	if err != nil {
 		if e, ok := err.(*spec.Error); ok && f.config != "" {
@@ -218,6 +226,11 @@ func runAgent(cmd *cobra.Command, f agentFlags) error {
 		if err := v.Start(); err != nil {
 			return fmt.Errorf("%s: vm %s: %w", f.config, s.Name, err)
 		}
+	}
+	// With --user, the VMs the API creates from now on open their files
+	// and the KVM device as that user.
+	if err := h.DropPrivileges(); err != nil {
+		return err
 	}
 
 	srv := &http.Server{Handler: agent.New(agent.Config{Host: h, Version: version, Logger: log}), ReadHeaderTimeout: 10 * time.Second}

@@ -218,6 +218,8 @@ func processRules(api bool) []rule {
 		"readlink", "readlinkat", "unlink", "unlinkat", "rmdir", "mkdir", "mkdirat",
 		"rename", "renameat", "renameat2", "fchmod", "fchmodat", "fchown", "fchownat",
 		"access", "faccessat", "faccessat2", "getcwd", "dup", "dup3", "pipe2",
+		// which filesystem a path is on (procfs, cgroup2), read only
+		"statfs", "fstatfs",
 		"copy_file_range", "sendfile",
 		"memfd_create", "eventfd2", "epoll_create1", "epoll_ctl", "poll", "ppoll",
 		// sockets made at setup (TAP, AF_XDP, netlink): used, never made
