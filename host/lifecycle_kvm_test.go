@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -173,6 +176,7 @@ func TestKVMHostLifecycle(t *testing.T) {
 	if len(info.VCPUs) != 1 || info.VCPUs[0].TID == 0 || len(info.NICs) != 1 || info.NICs[0].Port != "a/eth0" {
 		t.Fatalf("info of a: %+v", info)
 	}
+	bTID := b.Info().VCPUs[0].TID
 	// The vCPUs register with the scheduler once their threads run.
 	for deadline := time.Now().Add(30 * time.Second); h.SchedInfo().VCPUs != 2 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
@@ -239,6 +243,17 @@ func TestKVMHostLifecycle(t *testing.T) {
 	}
 	if _, err := h.VM("b"); !errors.Is(err, host.ErrNotFound) {
 		t.Fatalf("b after delete: %v", err)
+	}
+	// Nothing of b is left: its vCPU thread, its port.
+	if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", bTID)); err == nil {
+		t.Errorf("b's vCPU thread %d is still alive after b was deleted", bTID)
+	}
+	for _, sw := range h.Stats().Netstack.Switches {
+		for _, p := range sw.Ports {
+			if strings.HasPrefix(p.Name, "b/") {
+				t.Errorf("port %s/%s is still there after b was deleted", sw.Name, p.Name)
+			}
+		}
 	}
 
 	// c powers off by itself; d crashes at once and restarts until the
