@@ -122,32 +122,8 @@ func (a *attacker) randomLayout(d *vdev) layout {
 // up resets d and activates it with l; it reports whether DRIVER_OK
 // stuck without NEEDS_RESET.
 func (a *attacker) up(d *vdev, l layout) bool {
-	if !d.reset() {
-		d.dead = true
+	if !a.program(d, l) {
 		return false
-	}
-	if !d.negotiate(l.feat) {
-		return false
-	}
-	if l.vector != nil {
-		d.setCC(ccConfigMSIX, 2, uint64(l.vector(-1)))
-	}
-	for q := 0; q < d.nq; q++ {
-		r := d.rings[q]
-		if l.size[q] == 0 {
-			continue
-		}
-		r.clear(l.size[q])
-		r.eventIdx = l.feat&featEventIdx != 0
-		desc, avail, used := r.desc.pa, r.avail.pa, r.used.pa
-		if l.addr != nil {
-			desc, avail, used = l.addr(q, r)
-		}
-		if l.vector != nil {
-			d.setCC(ccQueueSel, 2, uint64(q))
-			d.setCC(ccQueueMSIX, 2, uint64(l.vector(q)))
-		}
-		d.setQueue(q, l.size[q], desc, avail, used, true)
 	}
 	d.driverOK()
 	st := d.status()

@@ -23,11 +23,7 @@ func (t attack) applies(d *vdev) bool { return t.on == "" || t.on == d.kind }
 // and on each device's requests.
 func catalogue() []attack {
 	list := []attack{
-		{"valid", "", func(a *attacker, d *vdev, k string) {
-			if _, ok := a.upValid(d); ok {
-				a.valid(k, d)
-			}
-		}},
+		{"valid", "", func(a *attacker, d *vdev, k string) { a.recheck(k, d) }},
 		{"status-order", "", (*attacker).statusOrder},
 		{"queue-size", "", (*attacker).queueSize},
 		{"queue-late", "", (*attacker).queueLate},
@@ -97,8 +93,8 @@ func (a *attacker) runRing(kind string, d *vdev, q int, ra ringAttack) {
 	a.expectBreak(kind, d, rx)
 }
 
-// program resets d and programs l's features and queues without setting
-// DRIVER_OK; it reports whether FEATURES_OK stuck.
+// program resets d and programs l's features, vectors and queues
+// without setting DRIVER_OK; it reports whether FEATURES_OK stuck.
 func (a *attacker) program(d *vdev, l layout) bool {
 	if !d.reset() {
 		d.dead = true
@@ -107,15 +103,35 @@ func (a *attacker) program(d *vdev, l layout) bool {
 	if !d.negotiate(l.feat) {
 		return false
 	}
+	if l.vector != nil {
+		d.setCC(ccConfigMSIX, 2, uint64(l.vector(-1)))
+	}
 	for q := 0; q < d.nq; q++ {
+		r := d.rings[q]
 		if l.size[q] == 0 {
 			continue
 		}
-		r := d.rings[q]
 		r.clear(l.size[q])
-		d.setQueue(q, l.size[q], r.desc.pa, r.avail.pa, r.used.pa, true)
+		r.eventIdx = l.feat&featEventIdx != 0
+		desc, avail, used := r.desc.pa, r.avail.pa, r.used.pa
+		if l.addr != nil {
+			desc, avail, used = l.addr(q, r)
+		}
+		if l.vector != nil {
+			d.setCC(ccQueueSel, 2, uint64(q))
+			d.setCC(ccQueueMSIX, 2, uint64(l.vector(q)))
+		}
+		d.setQueue(q, l.size[q], desc, avail, used, true)
 	}
 	return true
+}
+
+// recheck activates d afresh and runs a valid request: after an attack,
+// a reset must make the device work again.
+func (a *attacker) recheck(kind string, d *vdev) {
+	if _, ok := a.upValid(d); ok {
+		a.valid(kind, d)
+	}
 }
 
 // checkStatus is a miss unless device_status reads want.
@@ -387,9 +403,7 @@ func (a *attacker) cfgJunk(d *vdev, kind string) {
 			break
 		}
 	}
-	if _, ok := a.upValid(d); ok {
-		a.valid(kind, d)
-	}
+	a.recheck(kind, d)
 }
 
 // msiEntry returns an MSI address and data "pointing anywhere": random
@@ -536,9 +550,7 @@ func (a *attacker) barMove(d *vdev, kind string) {
 	} else {
 		a.noteBreak(kind, d)
 	}
-	if _, ok := a.upValid(d); ok {
-		a.valid(kind, d)
-	}
+	a.recheck(kind, d)
 }
 
 func (a *attacker) kickStorm(d *vdev, kind string) {
@@ -592,9 +604,7 @@ func (a *attacker) resetRace(d *vdev, kind string) {
 			return
 		}
 	}
-	if _, ok := a.upValid(d); ok {
-		a.valid(kind, d)
-	}
+	a.recheck(kind, d)
 }
 
 func (a *attacker) churn(d *vdev, kind string) {
@@ -690,9 +700,7 @@ func (a *attacker) ringsOverlap(d *vdev, kind string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	a.noteBreak(kind, d)
-	if _, ok := a.upValid(d); ok {
-		a.valid(kind, d)
-	}
+	a.recheck(kind, d)
 }
 
 // usedReadonly maps the used rings read-only in the attacker's own page
