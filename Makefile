@@ -51,18 +51,23 @@ unit: build
 
 # kvm-test builds the test binaries of the packages with KVM tests on the host
 # and runs their TestKVM* tests on real KVM (in the sandbox if need be).
-# The host composition's and the agent's KVM tests also run from -race binaries.
+# The host composition's and the agent's KVM tests also run from -race
+# binaries. The hostile guest's attacker (internal/hostile, a static binary
+# the test puts in a guest's initrd) is built here too: building it inside
+# the sandbox would take minutes of emulated compiler.
 KVM_TEST_PKGS := ./kvm ./vmm ./host ./agent ./cmd/colibri
 KVM_RACE_PKGS := ./host ./agent
 kvm-test: build
 	@mkdir -p $(TESTBIN) $(TESTBIN)/race
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(TESTBIN)/hostile ./internal/hostile
 	@for p in $(KVM_TEST_PKGS); do \
 		$(GO) test -c -o $(TESTBIN)/$$(echo $$p | tr / _ | sed 's/^\._//').test $$p || exit 1; \
 	done
 	@for p in $(KVM_RACE_PKGS); do \
 		$(GO) test -race -c -o $(TESTBIN)/race/$$(echo $$p | tr / _ | sed 's/^\._//').test $$p || exit 1; \
 	done
-	@COLIBRI_BIN=$(CURDIR)/$(BIN)/colibri COLIBRI_IMAGES=$(CURDIR)/$(IMAGES) COLIBRI_SANDBOX_RETRIES=3 COLIBRI_SANDBOX_TIMEOUT=900 \
+	@COLIBRI_BIN=$(CURDIR)/$(BIN)/colibri COLIBRI_IMAGES=$(CURDIR)/$(IMAGES) COLIBRI_HOSTILE=$(CURDIR)/$(TESTBIN)/hostile \
+		COLIBRI_SANDBOX_RETRIES=3 COLIBRI_SANDBOX_TIMEOUT=900 \
 		scripts/run-kvm-tests $(TESTBIN) $(TESTBIN)/race
 
 # cgroup2-test runs sched/cgroup's tests where cgroup v2 is mounted: here

@@ -34,7 +34,9 @@ type Endpoint interface {
 	// order, with the offloads the sender left pending (the zero Offload
 	// for a complete frame), and returns how many it handed over. A frame
 	// aliases the endpoint's memory and is valid only during the call to
-	// fn.
+	// fn, and must not change during it: the switch checks its addresses
+	// and then delivers it, so an endpoint whose memory someone else
+	// writes (a guest's buffers) hands over its own copy.
 	Transmit(max int, fn func(frame []byte, off vnet.Offload)) int
 	// Deliver copies a complete frame into the endpoint's receive side.
 	// It returns false, and the frame is dropped, when there is no room.

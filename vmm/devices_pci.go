@@ -57,6 +57,7 @@ func (v *VM) addVirtio(dev virtio.Device) error {
 		return err
 	}
 	v.closers = append(v.closers, p)
+	v.virtio = append(v.virtio, p)
 	if d, ok := any(p).(pausable); ok {
 		v.pausable = append(v.pausable, d)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/colibrivm/colibri/kvm"
+	"github.com/colibrivm/colibri/vmm/virtio"
+	"github.com/colibrivm/colibri/vmm/virtio/blk"
 	"github.com/colibrivm/colibri/vmm/virtio/netdev"
 )
 
@@ -39,6 +41,44 @@ type Stats struct {
 	TopPorts []string
 	// NICs are the virtio-net devices' counters, in NIC order.
 	NICs []netdev.StatsSnapshot
+	// Devices are every virtio device's counters, in PCI slot order.
+	Devices []DeviceStats
+}
+
+// DeviceStats are one virtio device's counters.
+type DeviceStats struct {
+	// Kind is "virtio-net", "virtio-blk", "virtio-rng" (or "virtio-N"
+	// for another device type N).
+	Kind string `json:"kind"`
+	// Transport counts what the driver did to the virtio-pci transport:
+	// activations, resets, refused writes, the times the device marked
+	// itself as needing a reset.
+	Transport virtio.TransportStats `json:"transport"`
+	// Errors counts the requests the device refused or failed:
+	// virtio-blk's failed requests, virtio-net's malformed transmit
+	// chains and control commands answered with an error.
+	Errors uint64 `json:"errors"`
+}
+
+// deviceStats reads the counters of one virtio transport and its device.
+func deviceStats(p *virtio.PCI) DeviceStats {
+	d := DeviceStats{Transport: p.Stats()}
+	switch dev := p.Device().(type) {
+	case *netdev.Net:
+		d.Kind = "virtio-net"
+		d.Errors = dev.Stats.TxMalformed.Load() + dev.Stats.CtrlErrors.Load()
+	case *blk.Blk:
+		d.Kind = "virtio-blk"
+		d.Errors = dev.Stats.Errors.Load()
+	default:
+		switch t := p.DeviceType(); t {
+		case virtio.TypeRNG:
+			d.Kind = "virtio-rng"
+		default:
+			d.Kind = fmt.Sprintf("virtio-%d", t)
+		}
+	}
+	return d
 }
 
 // Stats returns the run's measurements so far; it may be called at any
@@ -69,6 +109,9 @@ func (v *VM) Stats() Stats {
 	}
 	for _, n := range v.nics {
 		s.NICs = append(s.NICs, n.Snapshot())
+	}
+	for _, p := range v.virtio {
+		s.Devices = append(s.Devices, deviceStats(p))
 	}
 	s.Pauses = v.pauses.Load()
 	return s
@@ -120,6 +163,14 @@ func (s Stats) Format() string {
 	for i, n := range s.NICs {
 		fmt.Fprintf(&b, "eth%d (%s):         kicks %d, rx interrupts %d, tx interrupts %d, malformed tx %d, rx too big %d, control errors %d\n",
 			i, n.MAC, n.Kicks, n.RxInterrupts, n.TxInterrupts, n.TxMalformed, n.RxTooBig, n.CtrlErrors)
+	}
+	for _, d := range s.Devices {
+		t := d.Transport
+		if t.RefusedWrites+t.RefusedFeatures+t.NeedsReset+t.FailedActivations+d.Errors == 0 {
+			continue // a well-behaved driver: nothing worth a line
+		}
+		fmt.Fprintf(&b, "%-27s %d activations (%d failed), %d resets, %d refused writes, %d refused features, needs reset %d times, %d request errors\n",
+			d.Kind+":", t.Activations, t.FailedActivations, t.Resets, t.RefusedWrites, t.RefusedFeatures, t.NeedsReset, d.Errors)
 	}
 	return b.String()
 }

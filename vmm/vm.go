@@ -22,6 +22,7 @@ import (
 	"github.com/colibrivm/colibri/vmm/memory"
 	"github.com/colibrivm/colibri/vmm/pci"
 	"github.com/colibrivm/colibri/vmm/serial"
+	"github.com/colibrivm/colibri/vmm/virtio"
 	"github.com/colibrivm/colibri/vmm/virtio/netdev"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -137,6 +138,9 @@ type VM struct {
 	loaded  *boot.Loaded
 	closers []io.Closer
 	nics    []*netdev.Net
+	// virtio are the virtio-pci transports in bus order, kept after
+	// Close for their counters.
+	virtio []*virtio.PCI
 
 	start   time.Time
 	timer   bootTimer

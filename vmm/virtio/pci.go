@@ -123,6 +123,7 @@ type PCI struct {
 type transportCounters struct {
 	activations, failedActivations, resets atomic.Uint64
 	refusedWrites, refusedFeatures         atomic.Uint64
+	needsReset                             atomic.Uint64
 }
 
 // TransportStats counts what the driver did to the transport.
@@ -140,14 +141,27 @@ type TransportStats struct {
 	// RefusedFeatures counts FEATURES_OK writes refused because the
 	// driver's features were not a valid subset of the offer.
 	RefusedFeatures uint64 `json:"refused_features"`
+	// NeedsReset counts the times the device marked itself
+	// DEVICE_NEEDS_RESET: a malformed ring met by a worker or poller, or
+	// a failed activation (once per reset: a second error before the
+	// driver resets is not counted again).
+	NeedsReset uint64 `json:"needs_reset"`
 }
 
 // Stats returns the transport's counters.
 func (p *PCI) Stats() TransportStats {
 	c := &p.stats
 	return TransportStats{Activations: c.activations.Load(), FailedActivations: c.failedActivations.Load(),
-		Resets: c.resets.Load(), RefusedWrites: c.refusedWrites.Load(), RefusedFeatures: c.refusedFeatures.Load()}
+		Resets: c.resets.Load(), RefusedWrites: c.refusedWrites.Load(), RefusedFeatures: c.refusedFeatures.Load(),
+		NeedsReset: c.needsReset.Load()}
 }
+
+// DeviceType returns the virtio device type of the device behind the
+// transport (TypeNet, TypeBlock, TypeRNG, ...).
+func (p *PCI) DeviceType() uint16 { return p.dev.Type() }
+
+// Device returns the device model behind the transport.
+func (p *PCI) Device() Device { return p.dev }
 
 // worker serves one queue: it waits on the queue's kick eventfd. For a
 // queue the device serves itself (SelfServer) there is no goroutine; the

@@ -195,4 +195,12 @@ func TestBrokenQueueNeedsReset(t *testing.T) {
 	if p.Err() == nil {
 		t.Error("no error recorded")
 	}
+	if st := p.Stats(); st.NeedsReset != 1 || st.FailedActivations != 1 {
+		t.Errorf("stats %+v, want one failed activation counted as one NEEDS_RESET", st)
+	}
+	// A reset clears the mark but not the count.
+	w16(p, common+0x14, 0)
+	if st := p.Stats(); st.NeedsReset != 1 || r8(p, common+0x14)&0x40 != 0 {
+		t.Errorf("after reset: stats %+v, status %#x", st, r8(p, common+0x14))
+	}
 }

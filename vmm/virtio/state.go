@@ -342,6 +342,7 @@ func (p *PCI) fail(err error) {
 	if p.needsReset.Swap(true) {
 		return
 	}
+	p.stats.needsReset.Add(1)
 	p.isr.Or(2)
 	p.msix.Fire(int(p.configVector.Load()))
 }

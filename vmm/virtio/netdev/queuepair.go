@@ -61,9 +61,10 @@ var (
 // ParseTx returns the Ethernet frame of transmit chain c, the bytes after
 // the virtio-net header, and the offloads the header asks for: only those
 // the driver negotiated (csum: checksum offload, tso: TCP segmentation),
-// checked against the frame. The frame aliases guest memory when it lies
-// in one buffer and is gathered into scratch (at least MaxFrame bytes)
-// otherwise; the header is copied before it is read, once.
+// checked against the frame. The frame is gathered into scratch (at least
+// MaxFrame bytes), also when it lies in one buffer, so what the switch
+// checks is what it delivers; the header is copied before it is read,
+// once.
 func ParseTx(c *virtq.Chain, scratch []byte, csum, tso bool) ([]byte, vnet.Offload, error) {
 	frame, hdr, err := splitTx(c, scratch)
 	if err != nil {
@@ -103,11 +104,11 @@ func splitTx(c *virtq.Chain, scratch []byte) ([]byte, [HeaderLen]byte, error) {
 		skip -= uint32(len(segs[0].Buf))
 		segs = segs[1:]
 	}
-	first := segs[0].Buf[skip:]
-	if uint32(len(first)) == size {
-		return first, hdr, nil
-	}
-	n := copy(scratch, first)
+	// Always the device's own copy, even of a frame in one buffer: the
+	// switch checks the source address and then delivers the frame, and
+	// a frame left in guest memory could be rewritten in between (by the
+	// guest's other vCPU while the poller works) past the port's binding.
+	n := copy(scratch, segs[0].Buf[skip:])
 	for _, s := range segs[1:] {
 		n += copy(scratch[n:], s.Buf)
 	}

@@ -1,8 +1,9 @@
 // Package virtq is the device side of a virtio split virtqueue (virtio 1.2,
 // section 2.7), built to be driven from a polling thread: popping a chain
 // fills a caller-owned Chain without allocating, and every value the guest
-// wrote — descriptor indices, addresses, lengths, chain lengths, indirect
-// tables, ring indices — is checked before use. A queue that sees a
+// wrote — descriptor indices, addresses, lengths, chain lengths (in
+// descriptors and in bytes), indirect tables, ring indices — is checked
+// before use. A queue that sees a
 // malformed ring stops and reports it (the transport then sets
 // DEVICE_NEEDS_RESET); it never panics or touches memory outside the guest.
 package virtq
@@ -33,6 +34,12 @@ const MaxSize = 1024
 
 // maxIndirect bounds an indirect table (in descriptors).
 const maxIndirect = 1024
+
+// maxChainBytes bounds a chain's total length: virtio 1.2, 2.7.5 forbids
+// drivers chains longer than 2^32 bytes, and Chain counts in 32 bits, so
+// the device takes at most 2^32 - 1 (a longer chain would wrap ReadLen or
+// WriteLen to a small, plausible total).
+const maxChainBytes = 1<<32 - 1
 
 // ErrBroken wraps every error about a malformed ring.
 var ErrBroken = errors.New("virtqueue broken by the driver")
@@ -186,6 +193,7 @@ func (q *Queue) walk(head uint16, c *Chain) error {
 	table, count := q.desc, uint32(q.size)
 	idx := uint32(head)
 	indirect := false
+	var total uint64
 	for steps := uint32(0); ; steps++ {
 		if steps >= count {
 			return q.fail("descriptor chain from %d longer than its table (a loop?)", head)
@@ -215,6 +223,9 @@ func (q *Queue) walk(head uint16, c *Chain) error {
 		buf, err := q.mem.Slice(addr, uint64(length))
 		if err != nil {
 			return q.fail("buffer of chain %d: %v", head, err)
+		}
+		if total += uint64(length); total > maxChainBytes {
+			return q.fail("chain %d is longer than 4 GiB", head)
 		}
 		write := flags&descWrite != 0
 		if write {
