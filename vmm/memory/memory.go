@@ -91,13 +91,27 @@ func New(size uint64, opts Options) (*Memory, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("sizing guest memory to %d MiB: %w", size>>20, err)
 	}
-	host, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_NORESERVE)
+	// Huge pages are reserved when mapped (no MAP_NORESERVE): a host
+	// without enough of them refuses the VM now, instead of killing it
+	// with SIGBUS the first time the guest touches a page the pool lacks.
+	mapFlags := unix.MAP_SHARED
+	if !opts.HugePages {
+		mapFlags |= unix.MAP_NORESERVE
+	}
+	host, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, mapFlags)
 	if err != nil {
 		unix.Close(fd)
 		if opts.HugePages {
-			return nil, fmt.Errorf("mapping %d MiB of huge pages (are enough reserved in /proc/sys/vm/nr_hugepages?): %w", size>>20, err)
+			return nil, fmt.Errorf("mapping %d MiB of huge pages (not enough free 2 MiB pages: see /proc/sys/vm/nr_hugepages and HugePages_Free in /proc/meminfo): %w", size>>20, err)
 		}
 		return nil, fmt.Errorf("mapping %d MiB of guest memory: %w", size>>20, err)
+	}
+	// Guest memory is the tenant's, not the VMM's: it stays out of a core
+	// dump of colibri.
+	if err := unix.Madvise(host, unix.MADV_DONTDUMP); err != nil {
+		unix.Munmap(host)
+		unix.Close(fd)
+		return nil, fmt.Errorf("keeping guest memory out of core dumps (MADV_DONTDUMP): %w", err)
 	}
 	if !opts.HugePages {
 		// Transparent huge pages where the host allows them for shared

@@ -2,7 +2,12 @@ package memory
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestLayout(t *testing.T) {
@@ -72,4 +77,76 @@ func TestAtomicIndex(t *testing.T) {
 			t.Errorf("offset %d: %#x", off, v)
 		}
 	}
+}
+
+// TestGuestMemoryNotDumped: the guest's memory carries MADV_DONTDUMP ("dd"
+// in its smaps VmFlags), so a core dump of colibri holds none of it.
+func TestGuestMemoryNotDumped(t *testing.T) {
+	m, err := New(16<<20, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := fmt.Sprintf("%x-", uintptr(unsafe.Pointer(&m.Host()[0])))
+	inMapping := false
+	for _, line := range strings.Split(string(smaps), "\n") {
+		if strings.HasPrefix(line, start) {
+			inMapping = true
+			continue
+		}
+		if inMapping && strings.HasPrefix(line, "VmFlags:") {
+			if !strings.Contains(line+" ", " dd ") {
+				t.Fatalf("guest memory's VmFlags lack dd (MADV_DONTDUMP): %s", line)
+			}
+			return
+		}
+	}
+	t.Fatalf("no mapping starting at %s in smaps", start)
+}
+
+// TestHugePagesReservedUpFront: guest memory on huge pages is refused at
+// New when the pool cannot hold it (it used to be mapped MAP_NORESERVE and
+// killed later with SIGBUS), and works when the pool can.
+func TestHugePagesReservedUpFront(t *testing.T) {
+	free := hugePagesFree(t)
+	// One more 2 MiB page than the pool has free.
+	size := uint64(free+1) * (2 << 20)
+	size = max(size, MinSize+(2<<20))
+	m, err := New(size, Options{HugePages: true})
+	if err == nil {
+		m.Close()
+		t.Fatalf("%d MiB of huge pages with %d free: accepted", size>>20, free)
+	}
+	if !strings.Contains(err.Error(), "nr_hugepages") {
+		t.Fatalf("error does not say what to do: %v", err)
+	}
+	if free >= 8 {
+		m, err := New(16<<20, Options{HugePages: true})
+		if err != nil {
+			t.Fatalf("16 MiB of huge pages with %d free: %v", free, err)
+		}
+		m.Close()
+	} else {
+		t.Logf("only %d huge pages free here: the accepting half is not run", free)
+	}
+}
+
+func hugePagesFree(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "HugePages_Free:" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	t.Fatal("no HugePages_Free in /proc/meminfo")
+	return 0
 }
