@@ -141,6 +141,7 @@ func New(ctx context.Context, cfg Config) (_ *Host, err error) {
 	if err := h.setupSched(); err != nil {
 		return nil, err
 	}
+	h.housekeep()
 	if err := h.net.stack.Start(h.ctx); err != nil {
 		return nil, fmt.Errorf("netstack: %w", err)
 	}
