@@ -76,6 +76,9 @@ type Config struct {
 	// priority (1–99; needs CAP_SYS_NICE). Only sensible with its own
 	// core. Default 0: SCHED_OTHER.
 	FIFOPriority int
+	// Nice is the scheduler thread's nice value under SCHED_OTHER
+	// (-20–19; below 0 needs CAP_SYS_NICE). Default 0.
+	Nice int
 	// Period is the time between the starts of two passes. Default
 	// [DefaultPeriod] (5µs).
 	Period time.Duration
@@ -204,6 +207,9 @@ func New(cfg Config) (*Scheduler, error) {
 	cfg.Sleep = cfg.Mode == ModeSleep
 	if cfg.FIFOPriority < 0 || cfg.FIFOPriority > 99 {
 		return nil, fmt.Errorf("sched: SCHED_FIFO priority %d not in 1..99", cfg.FIFOPriority)
+	}
+	if cfg.Nice < -20 || cfg.Nice > 19 {
+		return nil, fmt.Errorf("sched: nice %d not in -20..19", cfg.Nice)
 	}
 	s := &Scheduler{cfg: cfg, clock: cfg.Clock, wake: make(chan struct{}, 1)}
 	if s.clock == nil {
@@ -622,6 +628,11 @@ func (s *Scheduler) loop(ctx context.Context) error {
 		set.Set(s.cfg.SchedCPU)
 		if err := unix.SchedSetaffinity(0, &set); err != nil {
 			return fmt.Errorf("sched: pin scheduler thread to CPU %d: %w", s.cfg.SchedCPU, err)
+		}
+	}
+	if s.cfg.Nice != 0 {
+		if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), s.cfg.Nice); err != nil {
+			return fmt.Errorf("sched: set the scheduler thread's nice to %d (below 0 needs CAP_SYS_NICE): %w", s.cfg.Nice, err)
 		}
 	}
 	if s.cfg.FIFOPriority > 0 {

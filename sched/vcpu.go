@@ -121,7 +121,7 @@ const (
 // SetThreadPrio sets thread tid of this process to p with sched_setattr;
 // under PrioNormal a non-zero slice becomes its EEVDF custom slice
 // (clamped to [MinHostSlice, MaxHostSlice]; ignored before Linux 6.12).
-// It refuses a tid that is not a thread of this process, so that a
+// The thread keeps its nice value. It refuses a tid that is not a thread of this process, so that a
 // made-up TID can never change another process's thread.
 func SetThreadPrio(tid int, p HostPrio, slice time.Duration) error {
 	if tid <= 0 {
@@ -131,6 +131,11 @@ func SetThreadPrio(tid int, p HostPrio, slice time.Duration) error {
 		return fmt.Errorf("sched: set priority of thread %d: not a thread of this process: %w", tid, err)
 	}
 	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}
+	// Keep the thread's nice value: it says what the thread is worth
+	// next to other processes, which is not the policy's business.
+	if cur, err := unix.SchedGetAttr(tid, 0); err == nil {
+		attr.Nice = cur.Nice
+	}
 	if p == PrioIdle {
 		attr.Policy = unix.SCHED_IDLE
 	} else if slice > 0 {

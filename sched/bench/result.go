@@ -146,6 +146,7 @@ type ConfigJSON struct {
 	Mode           string  `json:"mode"`
 	Sleep          bool    `json:"sleep"`
 	IsolatedPolicy string  `json:"isolated_policy"`
+	Nice           int     `json:"nice"`
 	ThresholdUS    float64 `json:"central_threshold_us"`
 	QuantumUS      float64 `json:"central_quantum_us"`
 	Observer       bool    `json:"observer"`

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/colibrivm/colibri/sched"
 	"github.com/colibrivm/colibri/sched/latency"
 	"github.com/colibrivm/colibri/sched/observer"
@@ -36,7 +38,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		LC: cfg.LC, Batch: cfg.Batch, Cores: cfg.Cores, SchedCPU: cfg.SchedCPU,
 		DurationS: cfg.Duration.Seconds(), Repeat: cfg.Repeat, Load: cfg.Load, Service: cfg.Service.String(),
 		PeriodUS: float64(cfg.Period) / 1e3, Mode: cfg.Mode.String(), Sleep: cfg.Sleep,
-		IsolatedPolicy: cfg.IsolatedPolicy, Observer: obs != nil,
+		IsolatedPolicy: cfg.IsolatedPolicy, Observer: obs != nil, Nice: cfg.Nice,
 	}}
 	// Keep this process's own threads (Go runtime, progress) off the
 	// managed cores, as the host does.
@@ -159,7 +161,7 @@ func runOne(ctx context.Context, cfg Config, policy string, nbatch int, obs *obs
 	}
 	s, err := sched.New(sched.Config{
 		Cores: cfg.Cores, SchedCPU: cfg.SchedCPU, FIFOPriority: cfg.FIFOPriority,
-		Period: cfg.Period, Mode: cfg.Mode, Observer: so, Policy: p,
+		Period: cfg.Period, Mode: cfg.Mode, Observer: so, Policy: p, Nice: cfg.Nice,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
@@ -190,6 +192,11 @@ func runOne(ctx context.Context, cfg Config, policy string, nbatch int, obs *obs
 		set.batch, set.spins = append(set.batch, v), append(set.spins, sp)
 	}
 	for _, v := range set.all() {
+		if cfg.Nice != 0 {
+			if err := unix.Setpriority(unix.PRIO_PROCESS, v.TID(), cfg.Nice); err != nil {
+				return nil, fmt.Errorf("bench: nice %d for thread vCPU %d (below 0 needs root): %w", cfg.Nice, v.TID(), err)
+			}
+		}
 		if err := s.Register(v); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
