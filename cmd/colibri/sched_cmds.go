@@ -186,7 +186,6 @@ hypervisor stole, and runqueue-latency histograms; with --json it writes
 			}
 			cfg.Service = d
 			cfg.Central = sched.CentralConfig{Threshold: threshold, Quantum: quantum, Grace: grace}
-			cfg.NormalNice = cfg.Nice == 0
 			if mode != "" {
 				m, err := sched.ParseMode(mode)
 				if err != nil {
@@ -207,7 +206,7 @@ hypervisor stole, and runqueue-latency histograms; with --json it writes
 	f.IntVar(&cfg.Repeat, "repeat", 3, "repetitions of the whole set (isolated, then every policy)")
 	f.StringVar(&cfg.IsolatedPolicy, "isolated-policy", "pinned", "policy of the isolated run")
 	f.BoolVar(&cfg.NoHousekeeping, "no-housekeeping", false, "leave this process's own threads free to run on the managed cores")
-	f.IntVar(&cfg.Nice, "nice", -20, "nice value of the vCPU and scheduler threads in every run (0: keep the default)")
+	f.IntVar(&cfg.Nice, "nice", 0, "nice value of the vCPU threads in every run (below 0 also of this process's autogroup)")
 	f.StringVar(&cores, "cores", "", "managed CPUs, e.g. 1-3 (default: all but --sched-cpu)")
 	f.IntVar(&cfg.SchedCPU, "sched-cpu", 0, "the scheduler thread's CPU")
 	f.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured time per policy")

@@ -12,12 +12,11 @@
 // reported, and a repetition in which the isolated p99 is worse than a
 // colocated one is flagged as a failed measurement (something disturbed
 // the isolated run) and left out of the medians. The process's own
-// threads are moved off the managed cores first (sched.Housekeep), the
-// vCPU and scheduler threads run at nice -20 in every run (so that other
-// processes of a shared machine, drawn to an isolated run's idle-looking
-// core by the host's load balancer, do not get it), and each run reports
-// how much of the managed cores other threads used and the hypervisor
-// stole, so that a disturbed run shows as one.
+// threads are moved off the managed cores first (sched.Housekeep), and
+// each run reports how much of the managed cores other threads used and
+// the hypervisor stole, so that a disturbed run shows as one: on a
+// shared machine the host's load balancer sends other processes' runnable
+// threads to an isolated run's idle-looking core.
 package bench
 
 import (
@@ -72,12 +71,12 @@ type Config struct {
 	// NoHousekeeping leaves the process's own threads (Go runtime,
 	// progress) free to run on the managed cores.
 	NoHousekeeping bool
-	// Nice is the nice value of the thread vCPUs and the scheduler
-	// thread, in every run alike: below 0 the managed cores go to them
-	// before other processes of a shared machine, as isolated cores
-	// would on a real host. Default -20; NormalNice keeps 0.
-	Nice       int
-	NormalNice bool
+	// Nice is the nice value of the thread vCPUs in every run alike
+	// (below 0 also that of the process's autogroup). Default 0. Tried
+	// at -20, vCPU and scheduler threads both, on the development VM: it
+	// did not keep other processes off an isolated run's core, and it
+	// made every LC p99 worse (tens of ms).
+	Nice int
 	// NoObserver runs without the eBPF observer (central then only
 	// time-slices batch vCPUs).
 	NoObserver bool
@@ -152,12 +151,7 @@ func (c *Config) setDefaults() error {
 	if c.Sleep {
 		c.Mode = sched.ModeSleep
 	}
-	switch {
-	case c.NormalNice:
-		c.Nice = 0
-	case c.Nice == 0:
-		c.Nice = -20
-	case c.Nice < -20 || c.Nice > 19:
+	if c.Nice < -20 || c.Nice > 19 {
 		return fmt.Errorf("bench: nice %d not in -20..19", c.Nice)
 	}
 	return nil

@@ -60,6 +60,16 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 			res.Housekeeping = fmt.Sprintf("%d threads of this process moved to CPUs %v (%d kept their own affinity)", len(hr.Moved), hk, hr.Kept)
 		}
 	}
+	// With autogroups (CONFIG_SCHED_AUTOGROUP), a nice value counts only
+	// inside the session's group, which competes with every other
+	// session's at its own nice: raise that one too.
+	if cfg.Nice < 0 {
+		if restore, err := autogroupNice(cfg.Nice); err == nil {
+			defer restore()
+		} else if progress != nil {
+			fmt.Fprintf(progress, "bench: %v: other sessions' threads compete at equal weight\n", err)
+		}
+	}
 	iters := threadvcpu.Calibrate()
 	pc := sched.PolicyConfig{Central: cfg.Central, Adaptive: cfg.Adaptive}
 	c := sched.NewCentral(cfg.Central).Config()
@@ -161,7 +171,7 @@ func runOne(ctx context.Context, cfg Config, policy string, nbatch int, obs *obs
 	}
 	s, err := sched.New(sched.Config{
 		Cores: cfg.Cores, SchedCPU: cfg.SchedCPU, FIFOPriority: cfg.FIFOPriority,
-		Period: cfg.Period, Mode: cfg.Mode, Observer: so, Policy: p, Nice: cfg.Nice,
+		Period: cfg.Period, Mode: cfg.Mode, Observer: so, Policy: p,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
@@ -423,4 +433,27 @@ func subHist(h, base *observer.Hist) {
 	for i := range h {
 		h[i] -= base[i]
 	}
+}
+
+// autogroupNice sets this process's autogroup nice value (when the
+// kernel has autogroups) and returns what puts the old one back.
+func autogroupNice(nice int) (restore func(), err error) {
+	const path = "/proc/self/autogroup"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("no autogroup: %w", err)
+	}
+	// "/autogroup-12 nice 0"
+	f := strings.Fields(string(b))
+	if len(f) != 3 || f[1] != "nice" {
+		return nil, fmt.Errorf("%s: unexpected %q", path, b)
+	}
+	old, err := strconv.Atoi(f[2])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %q: %w", path, b, err)
+	}
+	if err := os.WriteFile(path, []byte(strconv.Itoa(nice)), 0); err != nil {
+		return nil, fmt.Errorf("set autogroup nice %d: %w", nice, err)
+	}
+	return func() { _ = os.WriteFile(path, []byte(strconv.Itoa(old)), 0) }, nil
 }
