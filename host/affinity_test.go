@@ -44,6 +44,18 @@ func threadMasks(t *testing.T) map[int][]int {
 	return out
 }
 
+// defaultMask returns the widest of the threads' masks: that of threads
+// nobody pinned.
+func defaultMask(m map[int][]int) []int {
+	var def []int
+	for _, c := range m {
+		if len(c) > len(def) {
+			def = c
+		}
+	}
+	return def
+}
+
 // A host that manages CPU 1 moves the process's own threads, the
 // scheduler's included (it is not pinned), to CPU 0, and Close moves them
 // back. No KVM needed: no VM is started.
@@ -52,12 +64,7 @@ func TestHostHousekeeping(t *testing.T) {
 		t.Fatalf("needs 2 CPUs and root (the observer), have %d CPUs, euid %d", runtime.NumCPU(), os.Geteuid())
 	}
 	before := threadMasks(t)
-	var def []int
-	for _, m := range before {
-		if len(m) > len(def) {
-			def = m
-		}
-	}
+	def := defaultMask(before)
 	h, err := host.New(context.Background(), host.Config{
 		Spec:   spec.File{Sched: spec.Sched{Policy: "adaptive", Cores: []int{1}}},
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),

@@ -67,6 +67,26 @@ func tinyVMs(t *testing.T, h *host.Host) func(name, class, kernel string, want i
 	}
 }
 
+// schedHost returns a host with scheduler settings sc (tiny guests stop
+// within 2 s), closed when t ends.
+func schedHost(t *testing.T, sc spec.Sched) *host.Host {
+	t.Helper()
+	h, err := host.New(context.Background(), host.Config{
+		Spec:        spec.File{Sched: sc},
+		StopTimeout: 2 * time.Second,
+		Logger:      zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := h.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	return h
+}
+
 func vcpuTID(t *testing.T, v *host.VM) int {
 	t.Helper()
 	info := v.Info()
@@ -102,20 +122,8 @@ func cpusOf(t *testing.T, tid int) []int {
 func TestKVMCentralMigratesWaitingLC_CPUs2(t *testing.T) {
 	testenv.RequireKVM(t)
 	needCPUs(t, 2)
-	h, err := host.New(context.Background(), host.Config{
-		Spec:        spec.File{Sched: spec.Sched{Policy: spec.PolicyPinned, Cores: []int{0, 1}, Mode: "sleep", Period: 50 * time.Microsecond}},
-		StopTimeout: 2 * time.Second,
-		// Both cores are managed: housekeeping logs that none is left.
-		Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := h.Close(context.Background()); err != nil {
-			t.Error(err)
-		}
-	}()
+	// Both cores are managed: housekeeping logs that none is left.
+	h := schedHost(t, spec.Sched{Policy: spec.PolicyPinned, Cores: []int{0, 1}, Mode: "sleep", Period: 50 * time.Microsecond})
 	start := tinyVMs(t, h)
 	a := start("a", spec.ClassLC, "count", 1)
 	b := start("b", spec.ClassLC, "halt", 2)
@@ -172,25 +180,8 @@ func TestKVMHousekeepingIdleCost_CPUs2(t *testing.T) {
 	testenv.RequireKVM(t)
 	needCPUs(t, 2)
 	before := threadMasks(t)
-	var def []int
-	for _, m := range before {
-		if len(m) > len(def) {
-			def = m
-		}
-	}
-	h, err := host.New(context.Background(), host.Config{
-		Spec:        spec.File{Sched: spec.Sched{Policy: spec.PolicyCentral, Cores: []int{1}, Mode: "adaptive"}},
-		StopTimeout: 2 * time.Second,
-		Logger:      zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := h.Close(context.Background()); err != nil {
-			t.Error(err)
-		}
-	}()
+	def := defaultMask(before)
+	h := schedHost(t, spec.Sched{Policy: spec.PolicyCentral, Cores: []int{1}, Mode: "adaptive"})
 	start := tinyVMs(t, h)
 	lc := start("lc", spec.ClassLC, "halt", 1)
 	batch := start("batch", spec.ClassBatch, "halt", 2)

@@ -372,68 +372,29 @@ func (p *Adaptive) Decide(v *View, out []Action) []Action {
 	thr := int64(p.cfg.Threshold)
 	grace := int64(p.cfg.Grace)
 
-	// Charge batch run time to the groups; where are the LC vCPUs?
-	for c := range p.lcBusy {
-		p.lcBusy[c] = false
-		p.lcQuietAt[c] = 0
-	}
+	// Charge batch run time to the groups.
 	nwait := 0
 	for i := range v.VCPUs {
 		vc := &v.VCPUs[i]
-		if vc.Class != LatencyCritical {
-			if r := vc.Obs.RunTimeAt(now); r > p.lastRun[i] {
-				if g := vc.Group; g >= 0 && g < len(p.vtime) {
-					p.vtime[g] += r - p.lastRun[i]
-				}
-				p.lastRun[i] = r
-			}
-			if p.waiting[i] {
-				nwait++
-			}
+		if vc.Class == LatencyCritical {
 			continue
 		}
-		h := p.home[i]
-		if h < 0 {
-			continue
-		}
-		switch vc.Obs.State {
-		case Runnable, Running:
-			p.lcBusy[h] = true
-		case Sleeping:
-			if vc.Obs.Since > p.lcQuietAt[h] {
-				p.lcQuietAt[h] = vc.Obs.Since
+		if r := vc.Obs.RunTimeAt(now); r > p.lastRun[i] {
+			if g := vc.Group; g >= 0 && g < len(p.vtime) {
+				p.vtime[g] += r - p.lastRun[i]
 			}
+			p.lastRun[i] = r
+		}
+		if p.waiting[i] {
+			nwait++
 		}
 	}
-
-	// LC vCPUs that waited too long: kick the batch vCPU off their core,
-	// or migrate them.
-	for i := range v.VCPUs {
-		vc := &v.VCPUs[i]
-		if vc.Class != LatencyCritical || vc.Obs.State != Runnable ||
-			now-vc.Obs.Since < thr || now-p.actedAt[i] < thr || p.home[i] < 0 {
-			continue
-		}
-		h := p.home[i]
-		if b := p.batch[h]; b >= 0 && !p.preempted[h] && v.VCPUs[b].Obs.State != Sleeping {
-			out = append(out, Action{Op: OpPark, VCPU: b})
-			p.preempted[h] = true
-			p.actedAt[i] = now
-			continue
-		}
-		d := p.idleCore(h)
-		if d < 0 {
-			continue
-		}
-		out = append(out, Action{Op: OpPin, VCPU: i, Core: d})
-		p.home[i] = d
-		p.lcBusy[d] = true
-		p.actedAt[i] = now
-		if b := p.batch[d]; b >= 0 && !p.preempted[d] && p.cfg.NormalBatch {
-			out = append(out, Action{Op: OpPark, VCPU: b})
-			p.preempted[d] = true
-		}
-	}
+	markLC(v, p.home, p.lcBusy, p.lcQuietAt)
+	// LC vCPUs that waited too long: kick the batch vCPU off their core
+	// (parking a sleeping one would not help), or migrate them; a
+	// SCHED_IDLE batch vCPU on the destination needs no kick.
+	out = kickOrMigrate(v, thr, p.home, p.actedAt, p.batch, p.preempted, p.lcBusy,
+		func(b int) bool { return v.VCPUs[b].Obs.State != Sleeping }, p.cfg.NormalBatch, out)
 
 	// Batch cores: hand back, rotate, fill.
 	for c := range p.batch {
@@ -527,24 +488,6 @@ func (p *Adaptive) next(v *View, now int64, backoff bool) int {
 	}
 	if best < 0 && backoff {
 		return bestBack
-	}
-	return best
-}
-
-// idleCore returns a managed core other than not with no busy LC vCPU,
-// preferring one without a running batch vCPU; -1 if there is none.
-func (p *Adaptive) idleCore(not int) int {
-	best := -1
-	for c := range p.batch {
-		if c == not || p.lcBusy[c] {
-			continue
-		}
-		if p.batch[c] < 0 || p.preempted[c] {
-			return c
-		}
-		if best < 0 {
-			best = c
-		}
 	}
 	return best
 }
