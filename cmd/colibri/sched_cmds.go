@@ -206,6 +206,7 @@ hypervisor stole, and runqueue-latency histograms; with --json it writes
 	f.IntVar(&cfg.Repeat, "repeat", 3, "repetitions of the whole set (isolated, then every policy)")
 	f.StringVar(&cfg.IsolatedPolicy, "isolated-policy", "pinned", "policy of the isolated run")
 	f.BoolVar(&cfg.NoHousekeeping, "no-housekeeping", false, "leave this process's own threads free to run on the managed cores")
+	f.BoolVar(&cfg.NoBallast, "no-ballast", false, "let the isolated run's cores go idle (default: a SCHED_IDLE spinner keeps each awake)")
 	f.IntVar(&cfg.Nice, "nice", 0, "nice value of the vCPU threads in every run (below 0 also of this process's autogroup)")
 	f.StringVar(&cores, "cores", "", "managed CPUs, e.g. 1-3 (default: all but --sched-cpu)")
 	f.IntVar(&cfg.SchedCPU, "sched-cpu", 0, "the scheduler thread's CPU")

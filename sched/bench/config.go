@@ -71,6 +71,13 @@ type Config struct {
 	// NoHousekeeping leaves the process's own threads (Go runtime,
 	// progress) free to run on the managed cores.
 	NoHousekeeping bool
+	// NoBallast lets the isolated run's cores go idle. By default each
+	// managed core gets a SCHED_IDLE spinning thread in the isolated
+	// run (not a vCPU, not registered, its work not counted): a waking
+	// LC vCPU preempts it at once, and the core's wake-up latency is
+	// that of a busy core, as in the colocated runs — an idle (halted)
+	// core of a virtual machine wakes much later.
+	NoBallast bool
 	// Nice is the nice value of the thread vCPUs in every run alike
 	// (below 0 also that of the process's autogroup). Default 0. Tried
 	// at -20, vCPU and scheduler threads both, on the development VM: it

@@ -111,6 +111,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 }
 
 type vcpuSet struct {
+	ballast []*threadvcpu.VCPU // SCHED_IDLE spinners of an isolated run
 	lc      []*threadvcpu.VCPU
 	servers []*threadvcpu.Server
 	batch   []*threadvcpu.VCPU
@@ -124,7 +125,7 @@ func (s *vcpuSet) all() []*threadvcpu.VCPU {
 
 func (s *vcpuSet) stop() error {
 	var errs []error
-	for _, v := range s.all() {
+	for _, v := range append(s.all(), s.ballast...) {
 		errs = append(errs, v.Stop())
 	}
 	return errors.Join(errs...)
@@ -146,7 +147,8 @@ func (s *vcpuSet) batchWork() uint64 {
 	return n
 }
 
-// runTime sums the observed run time of the set's threads.
+// runTime sums the observed run time of the set's vCPU threads, and the
+// ballast threads' from /proc (they are not watched).
 func (s *vcpuSet) runTime(obs *observer.Observer) time.Duration {
 	var d time.Duration
 	if obs == nil {
@@ -157,7 +159,24 @@ func (s *vcpuSet) runTime(obs *observer.Observer) time.Duration {
 			d += obs.Totals(slot).RunTime
 		}
 	}
+	for _, v := range s.ballast {
+		d += threadRunTime(v.TID())
+	}
 	return d
+}
+
+// threadRunTime reads a thread's time on a CPU from its schedstat.
+func threadRunTime(tid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/schedstat", tid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	ns, _ := strconv.ParseInt(f[0], 10, 64)
+	return time.Duration(ns)
 }
 
 func runOne(ctx context.Context, cfg Config, policy string, nbatch int, obs *observer.Observer, iters int, pc sched.PolicyConfig, progress io.Writer, label string) (_ *PolicyResult, err error) {
@@ -200,6 +219,18 @@ func runOne(ctx context.Context, cfg Config, policy string, nbatch int, obs *obs
 			return nil, fmt.Errorf("bench: start batch vCPU: %w", err)
 		}
 		set.batch, set.spins = append(set.batch, v), append(set.spins, sp)
+	}
+	if nbatch == 0 && !cfg.NoBallast {
+		for _, c := range cfg.Cores {
+			v, err := threadvcpu.Start(vctx, threadvcpu.Config{Class: sched.Batch, Work: &threadvcpu.Spin{ItersPerUS: iters}, CPUs: []int{c}})
+			if err != nil {
+				return nil, fmt.Errorf("bench: start ballast thread: %w", err)
+			}
+			set.ballast = append(set.ballast, v)
+			if err := sched.SetThreadPrio(v.TID(), sched.PrioIdle, 0); err != nil {
+				return nil, fmt.Errorf("bench: ballast thread: %w", err)
+			}
+		}
 	}
 	for _, v := range set.all() {
 		if cfg.Nice != 0 {
