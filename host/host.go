@@ -144,6 +144,7 @@ func New(ctx context.Context, cfg Config) (_ *Host, err error) {
 	if err := h.setupSched(); err != nil {
 		return nil, err
 	}
+	h.housekeep()
 	if err := h.confineProcess(); err != nil { // the process-wide syscall filter, before the threads that stack theirs
 		return nil, err
 	}

@@ -20,7 +20,9 @@ type PolicySpec struct {
 }
 
 // needsObserver reports whether the policy reads the vCPUs' run states.
-func needsObserver(policy string) bool { return policy == spec.PolicyCentral }
+func needsObserver(policy string) bool {
+	return policy == spec.PolicyCentral || policy == "adaptive"
+}
 
 // check refuses unknown policies and parameters the policy does not take.
 func (p PolicySpec) check() error {

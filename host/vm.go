@@ -412,9 +412,13 @@ func (v *VM) runOnce(cur *vmm.VM) (vmm.ExitKind, error) {
 type schedVCPU struct {
 	*vmm.VCPU
 	class sched.Class
+	group string
 }
 
 func (s schedVCPU) Class() sched.Class { return s.class }
+
+// Group names the VM, for policies that share cores fairly between VMs.
+func (s schedVCPU) Group() string { return s.group }
 
 func (v *VM) register(cur *vmm.VM) {
 	h := v.h
@@ -449,7 +453,7 @@ func (v *VM) register(cur *vmm.VM) {
 				report("cgroup: add vCPU thread", err)
 			}
 		}
-		if err := h.sched.Register(schedVCPU{VCPU: c, class: v.class}); err != nil {
+		if err := h.sched.Register(schedVCPU{VCPU: c, class: v.class, group: v.name}); err != nil {
 			report("sched: register vCPU", err)
 			continue
 		}
@@ -481,7 +485,7 @@ func (v *VM) unregister() {
 			v.past[c.ID()] = p
 			v.mu.Unlock()
 		}
-		_ = v.h.sched.Unregister(schedVCPU{VCPU: c, class: v.class})
+		_ = v.h.sched.Unregister(schedVCPU{VCPU: c, class: v.class, group: v.name})
 	}
 }
 

@@ -3,6 +3,7 @@ package sched
 import (
 	"fmt"
 	"testing"
+	"time"
 )
 
 // nopVCPU does nothing; it isolates the scheduler's own cost.
@@ -17,6 +18,9 @@ func (v *nopVCPU) Kick() error             { return nil }
 func (v *nopVCPU) Park() error             { return nil }
 func (v *nopVCPU) Unpark() error           { return nil }
 func (v *nopVCPU) SetAffinity([]int) error { return nil }
+func (v *nopVCPU) SetHostPrio(HostPrio, time.Duration) error {
+	return nil
+}
 
 // BenchmarkPass measures one scheduling pass of each policy over n vCPUs
 // (half latency-critical, half batch, on 8 cores) whose observed states

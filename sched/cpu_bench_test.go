@@ -19,9 +19,9 @@ func (idleObserver) Load(_ int, st *ThreadState) {
 // BenchmarkSchedulerThreadCPU runs the real scheduler thread (pinned to
 // CPU 0, four idle vCPUs on CPU 1) for 2s per iteration under each policy
 // and mode and reports the thread's CPU time as a share of one core:
-// linux blocks (no passes), central busy-polls, sleeps every 5µs pass, or
-// (adaptive, the vCPUs being idle) sleeps 200µs between passes. Run with
-// -benchtime 1x.
+// linux blocks (no passes), central and adaptive busy-poll, sleep every
+// 5µs pass, or (mode adaptive, the vCPUs being idle) sleep 200µs between
+// passes. Run with -benchtime 1x.
 func BenchmarkSchedulerThreadCPU(b *testing.B) {
 	cases := []struct {
 		name   string
@@ -32,6 +32,8 @@ func BenchmarkSchedulerThreadCPU(b *testing.B) {
 		{"central/busy-poll", func() Policy { return NewCentral(CentralConfig{}) }, ModeBusyPoll},
 		{"central/sleep", func() Policy { return NewCentral(CentralConfig{}) }, ModeSleep},
 		{"central/adaptive-idle", func() Policy { return NewCentral(CentralConfig{}) }, ModeAdaptive},
+		{"adaptive/busy-poll", func() Policy { return NewAdaptive(AdaptiveConfig{}) }, ModeBusyPoll},
+		{"adaptive/adaptive-idle", func() Policy { return NewAdaptive(AdaptiveConfig{}) }, ModeAdaptive},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {

@@ -20,6 +20,10 @@ func (v *countVCPU) Kick() error             { v.calls.Add(1); return nil }
 func (v *countVCPU) Park() error             { v.calls.Add(1); return nil }
 func (v *countVCPU) Unpark() error           { v.calls.Add(1); return nil }
 func (v *countVCPU) SetAffinity([]int) error { v.calls.Add(1); return nil }
+func (v *countVCPU) SetHostPrio(HostPrio, time.Duration) error {
+	v.calls.Add(1)
+	return nil
+}
 
 // waitStats polls the scheduler's stats until ok or a second passes.
 func waitStats(t *testing.T, s *Scheduler, what string, ok func(Stats) bool) Stats {

@@ -3,6 +3,7 @@ package sched
 import (
 	"fmt"
 	"sort"
+	"time"
 )
 
 // Floating is the [VCPUView.Home] of a vCPU allowed on every managed core.
@@ -24,6 +25,15 @@ type VCPUView struct {
 	// Home is the index into [View.Cores] of the core the vCPU is pinned
 	// to, or [Floating].
 	Home int
+	// Group is the vCPU's group (its VM, see [Grouper]): a small
+	// number, the same for every vCPU of the group, below
+	// [View.Groups]; stable while a vCPU of the group is registered.
+	Group int
+	// Prio and Slice are the host scheduling class and slice the
+	// scheduler last set ([OpPrio]); PrioNormal and 0 until then. A
+	// policy change or Unregister puts them back to PrioNormal, 0.
+	Prio  HostPrio
+	Slice time.Duration
 }
 
 // View is the scheduler's state handed to a policy each pass. Policies
@@ -38,6 +48,8 @@ type View struct {
 	// vCPUs changes, and the scheduler then calls [Updater.Update] (or,
 	// for a policy that is no Updater, [Policy.Start]) again.
 	VCPUs []VCPUView
+	// Groups is one more than the largest VCPUView.Group.
+	Groups int
 }
 
 // CoreIndex returns the index in v.Cores of host CPU cpu, or -1.
@@ -62,6 +74,10 @@ const (
 	OpPin
 	// OpFloat lets a vCPU run on every managed core.
 	OpFloat
+	// OpPrio sets a vCPU thread's host scheduling class to
+	// [Action.Prio] and, under PrioNormal, its time slice to
+	// [Action.Slice] (see [PrioSetter]).
+	OpPrio
 )
 
 // String returns the op's name.
@@ -75,6 +91,8 @@ func (o Op) String() string {
 		return "pin"
 	case OpFloat:
 		return "float"
+	case OpPrio:
+		return "prio"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -86,12 +104,22 @@ type Action struct {
 	VCPU int
 	// Core is the index into [View.Cores] (OpPin only).
 	Core int
+	// Prio and Slice are the class and slice OpPrio sets.
+	Prio  HostPrio
+	Slice time.Duration
 }
 
-// String formats the action as "park 3", "pin 2→1".
+// String formats the action as "park 3", "pin 2→1", "prio 4 idle",
+// "prio 1 normal/200µs".
 func (a Action) String() string {
-	if a.Op == OpPin {
+	switch a.Op {
+	case OpPin:
 		return fmt.Sprintf("pin %d→%d", a.VCPU, a.Core)
+	case OpPrio:
+		if a.Slice > 0 && a.Prio == PrioNormal {
+			return fmt.Sprintf("prio %d %s/%v", a.VCPU, a.Prio, a.Slice)
+		}
+		return fmt.Sprintf("prio %d %s", a.VCPU, a.Prio)
 	}
 	return fmt.Sprintf("%s %d", a.Op, a.VCPU)
 }
@@ -156,16 +184,18 @@ func leastLoaded(load *[2][]int, c Class) int {
 type PolicyConfig struct {
 	// Central configures the central policy.
 	Central CentralConfig
+	// Adaptive configures the adaptive policy.
+	Adaptive AdaptiveConfig
 }
 
 // DefaultPolicyConfig returns the default parameters.
 func DefaultPolicyConfig() PolicyConfig {
-	return PolicyConfig{Central: DefaultCentralConfig()}
+	return PolicyConfig{Central: DefaultCentralConfig(), Adaptive: DefaultAdaptiveConfig()}
 }
 
 // PolicyNames lists the policies [NewPolicy] knows, sorted.
 func PolicyNames() []string {
-	n := []string{"linux", "pinned", "central"}
+	n := []string{"linux", "pinned", "central", "adaptive"}
 	sort.Strings(n)
 	return n
 }
@@ -179,6 +209,8 @@ func NewPolicy(name string, cfg PolicyConfig) (Policy, error) {
 		return Pinned{}, nil
 	case "central":
 		return NewCentral(cfg.Central), nil
+	case "adaptive":
+		return NewAdaptive(cfg.Adaptive), nil
 	}
 	return nil, fmt.Errorf("unknown scheduling policy %q (known: %v)", name, PolicyNames())
 }

@@ -243,54 +243,9 @@ func (p *Central) Decide(v *View, out []Action) []Action {
 	now := v.Now
 	thr := int64(p.cfg.Threshold)
 
-	// Where are the LC vCPUs?
-	for c := range p.lcBusy {
-		p.lcBusy[c] = false
-		p.lcQuietAt[c] = 0
-	}
-	for i := range v.VCPUs {
-		vc := &v.VCPUs[i]
-		if vc.Class != LatencyCritical {
-			continue
-		}
-		h := p.home[i]
-		switch vc.Obs.State {
-		case Runnable, Running:
-			p.lcBusy[h] = true
-		case Sleeping:
-			if vc.Obs.Since > p.lcQuietAt[h] {
-				p.lcQuietAt[h] = vc.Obs.Since
-			}
-		}
-	}
-
+	markLC(v, p.home, p.lcBusy, p.lcQuietAt)
 	// LC vCPUs that waited too long: preempt, or migrate.
-	for i := range v.VCPUs {
-		vc := &v.VCPUs[i]
-		if vc.Class != LatencyCritical || vc.Obs.State != Runnable ||
-			now-vc.Obs.Since < thr || now-p.actedAt[i] < thr {
-			continue
-		}
-		h := p.home[i]
-		if b := p.batch[h]; b >= 0 && !p.preempted[h] {
-			out = append(out, Action{Op: OpPark, VCPU: b})
-			p.preempted[h] = true
-			p.actedAt[i] = now
-			continue
-		}
-		d := p.idleCore(h)
-		if d < 0 {
-			continue
-		}
-		out = append(out, Action{Op: OpPin, VCPU: i, Core: d})
-		p.home[i] = d
-		p.lcBusy[d] = true
-		p.actedAt[i] = now
-		if b := p.batch[d]; b >= 0 && !p.preempted[d] {
-			out = append(out, Action{Op: OpPark, VCPU: b})
-			p.preempted[d] = true
-		}
-	}
+	out = kickOrMigrate(v, thr, p.home, p.actedAt, p.batch, p.preempted, p.lcBusy, nil, true, out)
 
 	// Cores handed back to batch, slices, empty cores.
 	for c := range p.batch {
@@ -329,15 +284,15 @@ func (p *Central) Decide(v *View, out []Action) []Action {
 	return out
 }
 
-// idleCore returns a managed core other than not with no busy LC vCPU,
-// preferring one without a running batch vCPU; -1 if there is none.
-func (p *Central) idleCore(not int) int {
+// idleCore returns a core other than not whose lcBusy is false, preferring
+// one with no batch vCPU (batch[c] < 0) or a preempted one; -1 if none.
+func idleCore(batch []int, preempted, lcBusy []bool, not int) int {
 	best := -1
-	for c := range p.batch {
-		if c == not || p.lcBusy[c] {
+	for c := range batch {
+		if c == not || lcBusy[c] {
 			continue
 		}
-		if p.batch[c] < 0 || p.preempted[c] {
+		if batch[c] < 0 || preempted[c] {
 			return c
 		}
 		if best < 0 {
@@ -345,4 +300,66 @@ func (p *Central) idleCore(not int) int {
 		}
 	}
 	return best
+}
+
+// markLC sets busy[c] for the cores whose homed LC vCPUs (home[i]) are
+// runnable or running, and quietAt[c] to when the last of the others went
+// to sleep.
+func markLC(v *View, home []int, busy []bool, quietAt []int64) {
+	for c := range busy {
+		busy[c] = false
+		quietAt[c] = 0
+	}
+	for i := range v.VCPUs {
+		vc := &v.VCPUs[i]
+		if vc.Class != LatencyCritical || home[i] < 0 || home[i] >= len(busy) {
+			continue
+		}
+		h := home[i]
+		switch vc.Obs.State {
+		case Runnable, Running:
+			busy[h] = true
+		case Sleeping:
+			if vc.Obs.Since > quietAt[h] {
+				quietAt[h] = vc.Obs.Since
+			}
+		}
+	}
+}
+
+// kickOrMigrate acts for every LC vCPU that has waited on a runqueue for
+// thr (and was not acted for within thr): it parks the batch vCPU holding
+// its core (batch, preempted per core), if parkable (nil: any) allows, or
+// else pins the LC vCPU to an [idleCore], parking the batch vCPU there too
+// if parkDest.
+func kickOrMigrate(v *View, thr int64, home []int, actedAt []int64, batch []int, preempted, busy []bool,
+	parkable func(b int) bool, parkDest bool, out []Action) []Action {
+	now := v.Now
+	for i := range v.VCPUs {
+		vc := &v.VCPUs[i]
+		if vc.Class != LatencyCritical || vc.Obs.State != Runnable ||
+			now-vc.Obs.Since < thr || now-actedAt[i] < thr || home[i] < 0 {
+			continue
+		}
+		h := home[i]
+		if b := batch[h]; b >= 0 && !preempted[h] && (parkable == nil || parkable(b)) {
+			out = append(out, Action{Op: OpPark, VCPU: b})
+			preempted[h] = true
+			actedAt[i] = now
+			continue
+		}
+		d := idleCore(batch, preempted, busy, h)
+		if d < 0 {
+			continue
+		}
+		out = append(out, Action{Op: OpPin, VCPU: i, Core: d})
+		home[i] = d
+		busy[d] = true
+		actedAt[i] = now
+		if b := batch[d]; b >= 0 && !preempted[d] && parkDest {
+			out = append(out, Action{Op: OpPark, VCPU: b})
+			preempted[d] = true
+		}
+	}
+	return out
 }

@@ -77,6 +77,9 @@ type Config struct {
 	// priority (1–99; needs CAP_SYS_NICE). Only sensible with its own
 	// core. Default 0: SCHED_OTHER.
 	FIFOPriority int
+	// Nice is the scheduler thread's nice value under SCHED_OTHER
+	// (-20–19; below 0 needs CAP_SYS_NICE). Default 0.
+	Nice int
 	// Period is the time between the starts of two passes. Default
 	// [DefaultPeriod] (5µs).
 	Period time.Duration
@@ -127,11 +130,15 @@ type Stats struct {
 	// Blocks counts the times the thread blocked because no pass was
 	// needed (a passive policy, or no vCPUs).
 	Blocks uint64
+	// PrioChanges counts the host scheduling class changes applied
+	// ([OpPrio], and the resets to PrioNormal).
+	PrioChanges uint64
 }
 
 type entry struct {
-	v    VCPU
-	slot int
+	v     VCPU
+	slot  int
+	group string // Grouper's name; "" for a group of its own
 }
 
 // Scheduler is the central scheduler. Register vCPUs, then call Run on a
@@ -162,10 +169,10 @@ type Scheduler struct {
 	gen           uint64        // changes made (under mu)
 	applied       atomic.Uint64 // changes the scheduling thread has applied
 
-	passes, parks, unparks, migrations, errs, blocks atomic.Uint64
-	passTime, cpuTime                                atomic.Int64
-	lastErr                                          atomic.Pointer[error]
-	running                                          atomic.Bool
+	passes, parks, unparks, migrations, errs, blocks, prios atomic.Uint64
+	passTime, cpuTime                                       atomic.Int64
+	lastErr                                                 atomic.Pointer[error]
+	running                                                 atomic.Bool
 }
 
 // New returns a scheduler for cfg.
@@ -201,6 +208,9 @@ func New(cfg Config) (*Scheduler, error) {
 	cfg.Sleep = cfg.Mode == ModeSleep
 	if cfg.FIFOPriority < 0 || cfg.FIFOPriority > 99 {
 		return nil, fmt.Errorf("sched: SCHED_FIFO priority %d not in 1..99", cfg.FIFOPriority)
+	}
+	if cfg.Nice < -20 || cfg.Nice > 19 {
+		return nil, fmt.Errorf("sched: nice %d not in -20..19", cfg.Nice)
 	}
 	s := &Scheduler{cfg: cfg, clock: cfg.Clock, wake: make(chan struct{}, 1)}
 	if s.clock == nil {
@@ -252,7 +262,11 @@ func (s *Scheduler) Register(v VCPU) error {
 			return fmt.Errorf("sched: watch vCPU thread %d: %w", v.TID(), err)
 		}
 	}
-	s.registered = append(s.registered[:len(s.registered):len(s.registered)], entry{v: v, slot: slot})
+	e := entry{v: v, slot: slot}
+	if g, ok := v.(Grouper); ok {
+		e.group = g.Group()
+	}
+	s.registered = append(s.registered[:len(s.registered):len(s.registered)], e)
 	s.setChanged = true
 	s.changed()
 	return nil
@@ -321,14 +335,15 @@ func (s *Scheduler) Policy() Policy {
 // Stats returns the counters.
 func (s *Scheduler) Stats() Stats {
 	st := Stats{
-		Passes:     s.passes.Load(),
-		Parks:      s.parks.Load(),
-		Unparks:    s.unparks.Load(),
-		Migrations: s.migrations.Load(),
-		Errors:     s.errs.Load(),
-		PassTime:   time.Duration(s.passTime.Load()),
-		CPUTime:    time.Duration(s.cpuTime.Load()),
-		Blocks:     s.blocks.Load(),
+		Passes:      s.passes.Load(),
+		Parks:       s.parks.Load(),
+		Unparks:     s.unparks.Load(),
+		Migrations:  s.migrations.Load(),
+		Errors:      s.errs.Load(),
+		PassTime:    time.Duration(s.passTime.Load()),
+		CPUTime:     time.Duration(s.cpuTime.Load()),
+		Blocks:      s.blocks.Load(),
+		PrioChanges: s.prios.Load(),
 	}
 	if e := s.lastErr.Load(); e != nil {
 		st.LastError = *e
@@ -359,14 +374,26 @@ func (s *Scheduler) applyChanges() {
 		s.entries = set
 		s.view.VCPUs = make([]VCPUView, len(set))
 		s.prev = make([]int, len(set))
+		kept := make([]bool, len(oldEntries))
 		for i, e := range set {
-			s.view.VCPUs[i] = VCPUView{Class: e.v.Class(), Home: homeUnknown, Obs: ThreadState{CPU: -1}}
+			s.view.VCPUs[i] = VCPUView{Class: e.v.Class(), Home: homeUnknown, Obs: ThreadState{CPU: -1}, Group: -1}
 			s.prev[i] = -1
 			for j, o := range oldEntries {
 				if o.v == e.v {
 					s.view.VCPUs[i] = old[j]
 					s.prev[i] = j
+					kept[j] = true
 					break
+				}
+			}
+		}
+		s.assignGroups()
+		// A vCPU that leaves gets its thread's default class back; its
+		// thread may be gone already, so errors are not counted.
+		for j, o := range oldEntries {
+			if !kept[j] && (old[j].Prio != PrioNormal || old[j].Slice != 0) {
+				if setPrio(o.v, PrioNormal, 0) == nil {
+					s.prios.Add(1)
 				}
 			}
 		}
@@ -377,6 +404,15 @@ func (s *Scheduler) applyChanges() {
 	u, incremental := s.policy.(Updater)
 	switch {
 	case restart:
+		// The previous policy's host classes do not outlive it: reset
+		// them first, so that Start sees the threads as they are.
+		s.actions = s.actions[:0]
+		for i := range s.view.VCPUs {
+			if vc := &s.view.VCPUs[i]; vc.Prio != PrioNormal || vc.Slice != 0 {
+				s.actions = append(s.actions, Action{Op: OpPrio, VCPU: i, Prio: PrioNormal})
+			}
+		}
+		s.apply()
 		s.actions = s.policy.Start(&s.view, s.actions[:0])
 	case setChanged && incremental:
 		s.actions = u.Update(&s.view, s.prev, s.actions[:0])
@@ -388,6 +424,54 @@ func (s *Scheduler) applyChanges() {
 	s.started = true
 	s.apply()
 	s.applied.Store(gen)
+}
+
+// assignGroups numbers the groups of the vCPUs in s.view: a vCPU keeps
+// its number, a new one takes that of a vCPU of its group, or else the
+// lowest number no group uses. It runs on the scheduling thread.
+func (s *Scheduler) assignGroups() {
+	used := map[int]bool{}
+	byName := map[string]int{}
+	for i, e := range s.entries {
+		if g := s.view.VCPUs[i].Group; g >= 0 {
+			used[g] = true
+			if e.group != "" {
+				byName[e.group] = g
+			}
+		}
+	}
+	next := 0
+	for i, e := range s.entries {
+		vc := &s.view.VCPUs[i]
+		if vc.Group >= 0 {
+			continue
+		}
+		if g, ok := byName[e.group]; ok && e.group != "" {
+			vc.Group = g
+			continue
+		}
+		for used[next] {
+			next++
+		}
+		vc.Group = next
+		used[next] = true
+		if e.group != "" {
+			byName[e.group] = next
+		}
+	}
+	s.view.Groups = 0
+	for i := range s.view.VCPUs {
+		s.view.Groups = max(s.view.Groups, s.view.VCPUs[i].Group+1)
+	}
+}
+
+// setPrio applies a host scheduling class to v: through its own
+// SetHostPrio if it is a [PrioSetter], else by TID.
+func setPrio(v VCPU, p HostPrio, slice time.Duration) error {
+	if ps, ok := v.(PrioSetter); ok {
+		return ps.SetHostPrio(p, slice)
+	}
+	return SetThreadPrio(v.TID(), p, slice)
 }
 
 // passive reports whether the scheduling thread needs no passes: no vCPUs,
@@ -495,6 +579,15 @@ func (s *Scheduler) apply() {
 				}
 				vv.Home = Floating
 			}
+		case OpPrio:
+			slice := a.Slice
+			if a.Prio != PrioNormal || slice < 0 {
+				slice = 0
+			}
+			if err = setPrio(v, a.Prio, slice); err == nil {
+				vv.Prio, vv.Slice = a.Prio, slice
+				s.prios.Add(1)
+			}
 		default:
 			err = fmt.Errorf("unknown op %d", a.Op)
 		}
@@ -536,6 +629,11 @@ func (s *Scheduler) loop(ctx context.Context) error {
 		set.Set(s.cfg.SchedCPU)
 		if err := unix.SchedSetaffinity(0, &set); err != nil {
 			return fmt.Errorf("sched: pin scheduler thread to CPU %d: %w", s.cfg.SchedCPU, err)
+		}
+	}
+	if s.cfg.Nice != 0 {
+		if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), s.cfg.Nice); err != nil {
+			return fmt.Errorf("sched: set the scheduler thread's nice to %d (below 0 needs CAP_SYS_NICE): %w", s.cfg.Nice, err)
 		}
 	}
 	if s.cfg.FIFOPriority > 0 {
@@ -602,10 +700,19 @@ func (s *Scheduler) updateCPUTime() {
 	}
 }
 
-// finish unparks every parked vCPU and records the CPU time.
+// finish unparks every parked vCPU, gives every vCPU its thread's default
+// host class back and records the CPU time.
 func (s *Scheduler) finish() {
 	s.updateCPUTime()
 	for i := range s.entries {
+		if vc := &s.view.VCPUs[i]; vc.Prio != PrioNormal || vc.Slice != 0 {
+			if err := setPrio(s.entries[i].v, PrioNormal, 0); err != nil {
+				s.fail(fmt.Errorf("sched: reset host class of vCPU thread %d on exit: %w", s.entries[i].v.TID(), err))
+			} else {
+				vc.Prio, vc.Slice = PrioNormal, 0
+				s.prios.Add(1)
+			}
+		}
 		if s.view.VCPUs[i].Parked {
 			if err := s.entries[i].v.Unpark(); err != nil {
 				s.fail(fmt.Errorf("sched: unpark vCPU thread %d on exit: %w", s.entries[i].v.TID(), err))

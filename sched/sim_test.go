@@ -26,11 +26,21 @@ func (o *simObserver) Load(slot int, st *ThreadState) { *st = o.st[slot] }
 type simVCPU struct {
 	tid   int
 	class Class
+	group string
 	log   *[]string
 }
 
-func (v *simVCPU) TID() int     { return v.tid }
-func (v *simVCPU) Class() Class { return v.class }
+func (v *simVCPU) TID() int      { return v.tid }
+func (v *simVCPU) Class() Class  { return v.class }
+func (v *simVCPU) Group() string { return v.group }
+func (v *simVCPU) SetHostPrio(p HostPrio, slice time.Duration) error {
+	if slice > 0 {
+		*v.log = append(*v.log, fmt.Sprintf("prio %d %s/%v", v.tid, p, slice))
+	} else {
+		*v.log = append(*v.log, fmt.Sprintf("prio %d %s", v.tid, p))
+	}
+	return nil
+}
 func (v *simVCPU) Kick() error {
 	*v.log = append(*v.log, fmt.Sprintf("kick %d", v.tid))
 	return nil

@@ -149,6 +149,7 @@ func newSchedBenchCmd() *cobra.Command {
 	var (
 		cfg                       bench.Config
 		policy, cores, service    string
+		mode                      string
 		jsonPath                  string
 		plotPath                  string
 		threshold, quantum, grace time.Duration
@@ -159,10 +160,16 @@ func newSchedBenchCmd() *cobra.Command {
 		Long: `bench runs latency-critical thread vCPUs serving open-loop Poisson requests
 (--load of a core each, --service time distribution) beside batch vCPUs that
 spin, on the managed --cores, under each policy; first an isolated run with no
-batch vCPUs. It prints request latency p50/p99/p99.9, throughput,
-preemptions/s, migrations/s, the scheduler's CPU time and runqueue-latency
-histograms, and with --json writes them as
-{"policies":[{"policy":…,"p50_us":…,"p99_us":…,…}],"isolated_p99_us":…}.`,
+batch vCPUs (the same cores, scheduler thread and LC placement: policy
+--isolated-policy). The set is measured --repeat times; the table shows the
+medians, the p99's range, p99 against the isolated p99 and batch work against
+linux's. A repetition whose isolated p99 is worse than a colocated one is
+flagged as a failed measurement and left out of the medians. It prints
+request latency p50/p99/p99.9, batch work, preemptions/s, migrations/s, the
+scheduler's CPU time, the managed cores' time other threads took and the
+hypervisor stole, and runqueue-latency histograms; with --json it writes
+{"policies":[{"policy":…,"p50_us":…,"p99_us":…,"spread":{…},…}],
+"isolated_p99_us":…,"repetitions":[…],"failed":…}.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Policies = strings.Split(policy, ",")
@@ -179,6 +186,13 @@ histograms, and with --json writes them as
 			}
 			cfg.Service = d
 			cfg.Central = sched.CentralConfig{Threshold: threshold, Quantum: quantum, Grace: grace}
+			if mode != "" {
+				m, err := sched.ParseMode(mode)
+				if err != nil {
+					return fmt.Errorf("--mode: %w", err)
+				}
+				cfg.Mode = m
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runSchedBench(ctx, cmd, cfg, jsonPath, plotPath)
@@ -188,6 +202,12 @@ histograms, and with --json writes them as
 	f.StringVar(&policy, "policy", "all", "policies to compare: "+strings.Join(sched.PolicyNames(), ", ")+", comma-separated, or all")
 	f.IntVar(&cfg.LC, "lc", 1, "latency-critical vCPUs")
 	f.IntVar(&cfg.Batch, "batch", 2, "batch vCPUs")
+	f.IntVar(&cfg.BatchVMs, "batch-vms", 0, "batch VMs the batch vCPUs are spread over (default: one VM each)")
+	f.IntVar(&cfg.Repeat, "repeat", 3, "repetitions of the whole set (isolated, then every policy)")
+	f.StringVar(&cfg.IsolatedPolicy, "isolated-policy", "pinned", "policy of the isolated run")
+	f.BoolVar(&cfg.NoHousekeeping, "no-housekeeping", false, "leave this process's own threads free to run on the managed cores")
+	f.BoolVar(&cfg.NoBallast, "no-ballast", false, "let the isolated run's cores go idle (default: a SCHED_IDLE spinner keeps each awake)")
+	f.IntVar(&cfg.Nice, "nice", 0, "nice value of the vCPU threads in every run (below 0 also of this process's autogroup)")
 	f.StringVar(&cores, "cores", "", "managed CPUs, e.g. 1-3 (default: all but --sched-cpu)")
 	f.IntVar(&cfg.SchedCPU, "sched-cpu", 0, "the scheduler thread's CPU")
 	f.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured time per policy")
@@ -195,7 +215,8 @@ histograms, and with --json writes them as
 	f.Float64Var(&cfg.Load, "load", 0.2, "offered load per LC vCPU, as a fraction of one core")
 	f.StringVar(&service, "service", "exp:20us", "LC service time: fixed:D, exp:MEAN or bimodal:SHORT,LONG,PLONG")
 	f.DurationVar(&cfg.Period, "period", 5*time.Microsecond, "scheduler pass period")
-	f.BoolVar(&cfg.Sleep, "sleep", false, "sleep between passes instead of busy-polling the scheduler's CPU")
+	f.BoolVar(&cfg.Sleep, "sleep", false, "sleep between passes instead of busy-polling the scheduler's CPU (--mode sleep)")
+	f.StringVar(&mode, "mode", "busy-poll", "how the scheduler waits between passes: busy-poll, sleep or adaptive")
 	f.IntVar(&cfg.FIFOPriority, "fifo", 0, "run the scheduler SCHED_FIFO at this priority (0: off)")
 	f.DurationVar(&threshold, "threshold", 0, "central: runqueue latency at which an LC vCPU preempts (default 20µs)")
 	f.DurationVar(&quantum, "quantum", 0, "central: batch time slice (default 2ms)")

@@ -248,7 +248,7 @@ var badFiles = []struct {
 	{"duplicate tap", okVM + "switches: [{name: s, uplinks: [{tap: t}]}, {name: r, uplinks: [{tap: t}]}]\n", YAML, `switches[1].uplinks[0].tap: duplicate interface "t" (also switches[0].uplinks[0].tap)`},
 
 	// Cores and the scheduler.
-	{"bad policy", okVM + "sched: {policy: cfs}\n", YAML, `sched.policy: "cfs": not a policy (use linux, pinned or central)`},
+	{"bad policy", okVM + "sched: {policy: cfs}\n", YAML, `sched.policy: "cfs": not a policy (use linux, pinned, central or adaptive)`},
 	{"negative core", okVM + "pollers: {cores: [-1]}\n", YAML, "pollers.cores[0]: negative core -1"},
 	{"huge core", okVM + "sched: {cores: [4096]}\n", YAML, "sched.cores[0]: core 4096 is beyond 1023"},
 	{"duplicate poller core", okVM + "pollers: {cores: [3, 3]}\n", YAML, "pollers.cores[1]: duplicate core 3 (also pollers.cores[0])"},

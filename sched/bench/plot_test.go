@@ -8,8 +8,8 @@ import (
 
 func TestWriteSVG(t *testing.T) {
 	r := &Result{
-		Isolated: &PolicyResult{Policy: "isolated", CDF: []CDFPoint{{0.5, 20}, {0.99, 150}, {1, 300}}},
-		Policies: []PolicyResult{
+		Isolated: &Summary{Policy: "isolated", CDF: []CDFPoint{{0.5, 20}, {0.99, 150}, {1, 300}}},
+		Policies: []Summary{
 			{Policy: "linux", CDF: []CDFPoint{{0.5, 25}, {0.99, 7800}, {1, 12000}}},
 			{Policy: "central", CDF: []CDFPoint{{0.5, 21}, {0.99, 140}, {1, 400}}},
 		},

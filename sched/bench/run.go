@@ -5,7 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/colibrivm/colibri/sched"
 	"github.com/colibrivm/colibri/sched/latency"
@@ -13,9 +19,9 @@ import (
 	"github.com/colibrivm/colibri/sched/threadvcpu"
 )
 
-// Run runs the experiment: an isolated run (LC vCPUs only, linux policy),
-// then each policy with the batch vCPUs. Progress lines go to progress
-// (nil for none).
+// Run runs the experiment Repeat times: each time an isolated run (LC
+// vCPUs only, under IsolatedPolicy), then each policy with the batch
+// vCPUs. Progress lines go to progress (nil for none).
 func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -28,36 +34,84 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		}
 		defer obs.Close()
 	}
-	iters := threadvcpu.Calibrate()
 	res := &Result{Config: ConfigJSON{
 		LC: cfg.LC, Batch: cfg.Batch, Cores: cfg.Cores, SchedCPU: cfg.SchedCPU,
-		DurationS: cfg.Duration.Seconds(), Load: cfg.Load, Service: cfg.Service.String(),
-		PeriodUS: float64(cfg.Period) / 1e3, Sleep: cfg.Sleep,
-		Observer: obs != nil,
+		DurationS: cfg.Duration.Seconds(), Repeat: cfg.Repeat, Load: cfg.Load, Service: cfg.Service.String(),
+		PeriodUS: float64(cfg.Period) / 1e3, Mode: cfg.Mode.String(), Sleep: cfg.Sleep,
+		IsolatedPolicy: cfg.IsolatedPolicy, Observer: obs != nil, Nice: cfg.Nice,
 	}}
-	pc := sched.PolicyConfig{Central: cfg.Central}
+	// Keep this process's own threads (Go runtime, progress) off the
+	// managed cores, as the host does.
+	res.Housekeeping = "off (--no-housekeeping)"
+	if !cfg.NoHousekeeping {
+		online := make([]int, runtime.NumCPU())
+		for i := range online {
+			online[i] = i
+		}
+		hk := sched.HousekeepingCPUs(online, cfg.Cores)
+		if len(hk) == 0 {
+			res.Housekeeping = fmt.Sprintf("none: every CPU is managed (%v), so the process's threads share them", cfg.Cores)
+		} else {
+			hr, restore, err := sched.Housekeep(hk, nil)
+			if err != nil {
+				return nil, fmt.Errorf("bench: %w", err)
+			}
+			defer restore()
+			res.Housekeeping = fmt.Sprintf("%d threads of this process moved to CPUs %v (%d kept their own affinity)", len(hr.Moved), hk, hr.Kept)
+		}
+	}
+	// With autogroups (CONFIG_SCHED_AUTOGROUP), a nice value counts only
+	// inside the session's group, which competes with every other
+	// session's at its own nice: raise that one too.
+	if cfg.Nice < 0 {
+		if restore, err := autogroupNice(cfg.Nice); err == nil {
+			defer restore()
+		} else if progress != nil {
+			fmt.Fprintf(progress, "bench: %v: other sessions' threads compete at equal weight\n", err)
+		}
+	}
+	iters := threadvcpu.Calibrate()
+	pc := sched.PolicyConfig{Central: cfg.Central, Adaptive: cfg.Adaptive}
 	c := sched.NewCentral(cfg.Central).Config()
 	res.Config.ThresholdUS = float64(c.Threshold) / 1e3
 	res.Config.QuantumUS = float64(c.Quantum) / 1e3
 
-	iso, err := runOne(ctx, cfg, "linux", 0, obs, iters, pc, progress, "isolated")
-	if err != nil {
-		return nil, err
-	}
-	iso.Policy = "isolated"
-	res.Isolated = iso
-	res.IsolatedP99US = iso.P99US
-	for _, p := range cfg.Policies {
-		r, err := runOne(ctx, cfg, p, cfg.Batch, obs, iters, pc, progress, p)
+	for r := 1; r <= cfg.Repeat; r++ {
+		rep := Repetition{Repeat: r}
+		label := "isolated"
+		if cfg.Repeat > 1 {
+			label = fmt.Sprintf("%d/%d isolated", r, cfg.Repeat)
+		}
+		iso, err := runOne(ctx, cfg, cfg.IsolatedPolicy, 0, obs, iters, pc, progress, label)
 		if err != nil {
 			return nil, err
 		}
-		res.Policies = append(res.Policies, *r)
+		iso.Policy, iso.Repeat = "isolated", r
+		rep.Isolated = *iso
+		for _, p := range cfg.Policies {
+			label := p
+			if cfg.Repeat > 1 {
+				label = fmt.Sprintf("%d/%d %s", r, cfg.Repeat, p)
+			}
+			pr, err := runOne(ctx, cfg, p, cfg.Batch, obs, iters, pc, progress, label)
+			if err != nil {
+				return nil, err
+			}
+			pr.Repeat = r
+			rep.Policies = append(rep.Policies, *pr)
+		}
+		checkRepetition(&rep)
+		if rep.Failed && progress != nil {
+			fmt.Fprintf(progress, "repetition %d failed: %s\n", r, rep.Reason)
+		}
+		res.Repetitions = append(res.Repetitions, rep)
 	}
+	res.summarize()
 	return res, nil
 }
 
 type vcpuSet struct {
+	ballast []*threadvcpu.VCPU // SCHED_IDLE spinners of an isolated run
 	lc      []*threadvcpu.VCPU
 	servers []*threadvcpu.Server
 	batch   []*threadvcpu.VCPU
@@ -71,7 +125,7 @@ func (s *vcpuSet) all() []*threadvcpu.VCPU {
 
 func (s *vcpuSet) stop() error {
 	var errs []error
-	for _, v := range s.all() {
+	for _, v := range append(s.all(), s.ballast...) {
 		errs = append(errs, v.Stop())
 	}
 	return errors.Join(errs...)
@@ -93,6 +147,38 @@ func (s *vcpuSet) batchWork() uint64 {
 	return n
 }
 
+// runTime sums the observed run time of the set's vCPU threads, and the
+// ballast threads' from /proc (they are not watched).
+func (s *vcpuSet) runTime(obs *observer.Observer) time.Duration {
+	var d time.Duration
+	if obs == nil {
+		return 0
+	}
+	for _, v := range s.all() {
+		if slot, ok := obs.Slot(v.TID()); ok {
+			d += obs.Totals(slot).RunTime
+		}
+	}
+	for _, v := range s.ballast {
+		d += threadRunTime(v.TID())
+	}
+	return d
+}
+
+// threadRunTime reads a thread's time on a CPU from its schedstat.
+func threadRunTime(tid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/schedstat", tid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	ns, _ := strconv.ParseInt(f[0], 10, 64)
+	return time.Duration(ns)
+}
+
 func runOne(ctx context.Context, cfg Config, policy string, nbatch int, obs *observer.Observer, iters int, pc sched.PolicyConfig, progress io.Writer, label string) (_ *PolicyResult, err error) {
 	p, err := sched.NewPolicy(policy, pc)
 	if err != nil {
@@ -104,7 +190,7 @@ func runOne(ctx context.Context, cfg Config, policy string, nbatch int, obs *obs
 	}
 	s, err := sched.New(sched.Config{
 		Cores: cfg.Cores, SchedCPU: cfg.SchedCPU, FIFOPriority: cfg.FIFOPriority,
-		Period: cfg.Period, Sleep: cfg.Sleep, Observer: so, Policy: p,
+		Period: cfg.Period, Mode: cfg.Mode, Observer: so, Policy: p,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
@@ -120,7 +206,7 @@ func runOne(ctx context.Context, cfg Config, policy string, nbatch int, obs *obs
 	rate := cfg.Load / cfg.Service.Mean().Seconds()
 	for i := 0; i < cfg.LC; i++ {
 		srv := &threadvcpu.Server{Rate: rate, Service: cfg.Service, ItersPerUS: iters, Seed: cfg.Seed + uint64(i), Latency: &set.lat}
-		v, err := threadvcpu.Start(vctx, threadvcpu.Config{Class: sched.LatencyCritical, Work: srv, CPUs: cfg.Cores})
+		v, err := threadvcpu.Start(vctx, threadvcpu.Config{Class: sched.LatencyCritical, Work: srv, CPUs: cfg.Cores, Group: fmt.Sprintf("lc%d", i)})
 		if err != nil {
 			return nil, fmt.Errorf("bench: start LC vCPU: %w", err)
 		}
@@ -128,13 +214,30 @@ func runOne(ctx context.Context, cfg Config, policy string, nbatch int, obs *obs
 	}
 	for i := 0; i < nbatch; i++ {
 		sp := &threadvcpu.Spin{ItersPerUS: iters}
-		v, err := threadvcpu.Start(vctx, threadvcpu.Config{Class: sched.Batch, Work: sp, CPUs: cfg.Cores})
+		v, err := threadvcpu.Start(vctx, threadvcpu.Config{Class: sched.Batch, Work: sp, CPUs: cfg.Cores, Group: fmt.Sprintf("batch%d", i%cfg.BatchVMs)})
 		if err != nil {
 			return nil, fmt.Errorf("bench: start batch vCPU: %w", err)
 		}
 		set.batch, set.spins = append(set.batch, v), append(set.spins, sp)
 	}
+	if nbatch == 0 && !cfg.NoBallast {
+		for _, c := range cfg.Cores {
+			v, err := threadvcpu.Start(vctx, threadvcpu.Config{Class: sched.Batch, Work: &threadvcpu.Spin{ItersPerUS: iters}, CPUs: []int{c}})
+			if err != nil {
+				return nil, fmt.Errorf("bench: start ballast thread: %w", err)
+			}
+			set.ballast = append(set.ballast, v)
+			if err := sched.SetThreadPrio(v.TID(), sched.PrioIdle, 0); err != nil {
+				return nil, fmt.Errorf("bench: ballast thread: %w", err)
+			}
+		}
+	}
 	for _, v := range set.all() {
+		if cfg.Nice != 0 {
+			if err := unix.Setpriority(unix.PRIO_PROCESS, v.TID(), cfg.Nice); err != nil {
+				return nil, fmt.Errorf("bench: nice %d for thread vCPU %d (below 0 needs root): %w", cfg.Nice, v.TID(), err)
+			}
+		}
 		if err := s.Register(v); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
@@ -162,6 +265,8 @@ func runOne(ctx context.Context, cfg Config, policy string, nbatch int, obs *obs
 	if obs != nil {
 		lcH0, bH0 = sumHists(obs, set.lc), sumHists(obs, set.batch)
 	}
+	cpu0, cpuErr := readCPUStat()
+	run0 := set.runTime(obs)
 	for _, sv := range set.servers {
 		sv.Record(true)
 	}
@@ -192,7 +297,8 @@ func runOne(ctx context.Context, cfg Config, policy string, nbatch int, obs *obs
 	for _, sv := range set.servers {
 		sv.Record(false)
 	}
-	el := time.Since(t0).Seconds()
+	elapsed := time.Since(t0)
+	el := elapsed.Seconds()
 	st := s.Stats()
 	served, work := set.served()-served0, set.batchWork()-work0
 	r := &PolicyResult{
@@ -209,6 +315,9 @@ func runOne(ctx context.Context, cfg Config, policy string, nbatch int, obs *obs
 		ForeignPerS:     float64(foreignSum(obs, cfg.Cores)-foreign0) / el,
 		SchedErrors:     st.Errors - st0.Errors,
 		CDF:             cdf(&set.lat),
+	}
+	if cpu1, err := readCPUStat(); err == nil && cpuErr == nil {
+		r.ForeignCPU, r.StealCPU = interference(cpu0, cpu1, cfg.Cores, set.runTime(obs)-run0, elapsed, obs != nil)
 	}
 	if obs != nil {
 		lc, b := sumHists(obs, set.lc), sumHists(obs, set.batch)
@@ -228,6 +337,71 @@ func runOne(ctx context.Context, cfg Config, policy string, nbatch int, obs *obs
 		return r, fmt.Errorf("bench: %d scheduler actions failed under %s, last: %w", r.SchedErrors, policy, st.LastError)
 	}
 	return r, nil
+}
+
+// cpuTimes are one CPU's /proc/stat counters, in clock ticks.
+type cpuTimes struct{ busy, steal uint64 }
+
+// readCPUStat reads the per-CPU lines of /proc/stat.
+func readCPUStat() (map[int]cpuTimes, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	return parseCPUStat(string(b))
+}
+
+func parseCPUStat(s string) (map[int]cpuTimes, error) {
+	out := map[int]cpuTimes{}
+	for _, line := range strings.Split(s, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || !strings.HasPrefix(f[0], "cpu") || f[0] == "cpu" {
+			continue
+		}
+		cpu, err := strconv.Atoi(f[0][3:])
+		if err != nil {
+			continue
+		}
+		var v [8]uint64
+		for i := range v {
+			if v[i], err = strconv.ParseUint(f[i+1], 10, 64); err != nil {
+				return nil, fmt.Errorf("bench: /proc/stat: %q: %w", line, err)
+			}
+		}
+		// user nice system idle iowait irq softirq steal
+		out[cpu] = cpuTimes{busy: v[0] + v[1] + v[2] + v[5] + v[6], steal: v[7]}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("bench: /proc/stat has no per-CPU lines")
+	}
+	return out, nil
+}
+
+// clockTick is /proc/stat's unit (USER_HZ, 100 on every Linux
+// architecture colibri runs on).
+const clockTick = 10 * time.Millisecond
+
+// interference returns the share of the managed cores' time used by
+// threads other than the vCPUs (busy time less the vCPUs' run time; only
+// with the observer), and the share of all CPUs' time stolen by the
+// hypervisor, between two /proc/stat readings elapsed apart.
+func interference(a, b map[int]cpuTimes, cores []int, vcpuRun, elapsed time.Duration, observed bool) (foreign, steal float64) {
+	if elapsed <= 0 {
+		return 0, 0
+	}
+	var busy time.Duration
+	for _, c := range cores {
+		busy += time.Duration(b[c].busy-a[c].busy) * clockTick
+	}
+	if observed && len(cores) > 0 {
+		foreign = max(0, float64(busy-vcpuRun)/float64(elapsed*time.Duration(len(cores))))
+	}
+	var st time.Duration
+	for c := range b {
+		st += time.Duration(b[c].steal-a[c].steal) * clockTick
+	}
+	steal = float64(st) / float64(elapsed*time.Duration(len(b)))
+	return foreign, steal
 }
 
 func us(d time.Duration) float64 { return float64(d) / 1e3 }
@@ -290,4 +464,27 @@ func subHist(h, base *observer.Hist) {
 	for i := range h {
 		h[i] -= base[i]
 	}
+}
+
+// autogroupNice sets this process's autogroup nice value (when the
+// kernel has autogroups) and returns what puts the old one back.
+func autogroupNice(nice int) (restore func(), err error) {
+	const path = "/proc/self/autogroup"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("no autogroup: %w", err)
+	}
+	// "/autogroup-12 nice 0"
+	f := strings.Fields(string(b))
+	if len(f) != 3 || f[1] != "nice" {
+		return nil, fmt.Errorf("%s: unexpected %q", path, b)
+	}
+	old, err := strconv.Atoi(f[2])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %q: %w", path, b, err)
+	}
+	if err := os.WriteFile(path, []byte(strconv.Itoa(nice)), 0); err != nil {
+		return nil, fmt.Errorf("set autogroup nice %d: %w", nice, err)
+	}
+	return func() { _ = os.WriteFile(path, []byte(strconv.Itoa(old)), 0) }, nil
 }

@@ -228,8 +228,10 @@ func (o *Observer) WatchProcess(pid int) (map[int]int, error) {
 }
 
 // Load implements [sched.Observer]: a seqcount-checked read of the
-// mmapped record with plain (atomic, on amd64 ordinary MOV) loads. On a
-// torn read that persists, st is left unchanged.
+// mmapped record with plain (atomic, on amd64 ordinary MOV) loads, state
+// and totals (run and wait time up to the last state change, switches,
+// wakeups, preemptions). On a torn read that persists, st is left
+// unchanged.
 func (o *Observer) Load(slot int, st *sched.ThreadState) {
 	if slot < 0 || slot >= MaxSlots {
 		return
@@ -240,8 +242,14 @@ func (o *Observer) Load(slot int, st *sched.ThreadState) {
 		state := atomic.LoadUint32(&r.State)
 		cpu := int32(atomic.LoadUint32((*uint32)(unsafe.Pointer(&r.Cpu))))
 		since := atomic.LoadUint64(&r.Since)
+		run := atomic.LoadUint64(&r.RunNs)
+		wait := atomic.LoadUint64(&r.WaitNs)
+		sw := atomic.LoadUint64(&r.Switches)
+		wk := atomic.LoadUint64(&r.Wakeups)
+		pre := atomic.LoadUint64(&r.Preempts)
 		if s1&1 == 0 && atomic.LoadUint32(&r.Seq) == s1 {
-			st.State, st.CPU, st.Since = sched.RunState(state), int(cpu), int64(since)
+			*st = sched.ThreadState{State: sched.RunState(state), CPU: int(cpu), Since: int64(since),
+				RunTime: int64(run), WaitTime: int64(wait), Switches: sw, Wakeups: wk, Preemptions: pre}
 			return
 		}
 	}

@@ -152,6 +152,13 @@ func TestWakeupOfRunningThreadStaysRunning(t *testing.T) {
 	if tot.Wakeups == 0 || tot.Switches == 0 {
 		t.Fatalf("no ordinary wakeups or switches: %+v", tot)
 	}
+	// The thread has exited: Load's totals are the same counters.
+	var st sched.ThreadState
+	o.Load(slot, &st)
+	if st.Switches != tot.Switches || st.Wakeups != tot.Wakeups || st.Preemptions != tot.Preemptions ||
+		time.Duration(st.RunTimeAt(sched.Nanotime())) != tot.RunTime && time.Duration(st.RunTime) != tot.RunTime {
+		t.Fatalf("Load gave %+v, Totals %+v", st, tot)
+	}
 }
 
 // schedstat reads /proc/TID/schedstat: time on a CPU, time waiting on a

@@ -40,6 +40,9 @@ type Config struct {
 	KickSignal unix.Signal
 	// CPUs is the initial affinity; empty leaves it inherited.
 	CPUs []int
+	// Group names the vCPU's VM ([sched.Grouper]); empty: a VM of its
+	// own.
+	Group string
 }
 
 // Stats count what happened to a thread vCPU.
@@ -71,7 +74,10 @@ type VCPU struct {
 	stop sync.Once
 }
 
-var _ sched.VCPU = (*VCPU)(nil)
+var (
+	_ sched.VCPU    = (*VCPU)(nil)
+	_ sched.Grouper = (*VCPU)(nil)
+)
 
 // Start starts a thread vCPU; it runs until ctx is done or Stop. It
 // returns once the thread exists and has its initial affinity.
@@ -172,6 +178,9 @@ func (v *VCPU) TID() int { return v.tid }
 
 // Class implements [sched.VCPU].
 func (v *VCPU) Class() sched.Class { return v.cfg.Class }
+
+// Group implements [sched.Grouper].
+func (v *VCPU) Group() string { return v.cfg.Group }
 
 func (v *VCPU) signal() error {
 	if err := unix.Tgkill(v.pid, v.tid, v.cfg.KickSignal); err != nil {
