@@ -511,7 +511,7 @@ func (s *Server) setSched(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if body.Policy == "" {
-		return badRequest("policy: missing (one of linux, pinned, central)")
+		return badRequest("policy: missing (one of linux, pinned, central, adaptive)")
 	}
 	p := host.PolicySpec{Name: body.Policy}
 	var err error

@@ -12,7 +12,7 @@ import (
 // PolicySpec names a scheduling policy and its parameters; zero
 // parameters take the policy's defaults.
 type PolicySpec struct {
-	// Name is linux, pinned or central.
+	// Name is linux, pinned, central or adaptive.
 	Name string
 	// Threshold, Quantum and Grace are the central policy's parameters
 	// (see sched.CentralConfig).
@@ -21,7 +21,7 @@ type PolicySpec struct {
 
 // needsObserver reports whether the policy reads the vCPUs' run states.
 func needsObserver(policy string) bool {
-	return policy == spec.PolicyCentral || policy == "adaptive"
+	return policy == spec.PolicyCentral || policy == spec.PolicyAdaptive
 }
 
 // check refuses unknown policies and parameters the policy does not take.

@@ -63,7 +63,7 @@ replaced (and so are the cgroups it left), and the agent says so.`,
 	fl.StringVar(&f.socket, "socket", agent.DefaultSocket, "Unix socket to serve the API on")
 	fl.StringVar(&f.config, "config", "", "host settings (and VMs to start) in an up file's schema, YAML or JSON")
 	fl.StringVar(&f.pollers, "pollers", "", "host cores for the datapath's pollers, e.g. 1 or 2-3 (default: one unpinned poller)")
-	fl.StringVar(&f.policy, "sched-policy", "", "scheduling policy: linux, pinned or central (default linux, or the file's)")
+	fl.StringVar(&f.policy, "sched-policy", "", "scheduling policy: linux, pinned, central or adaptive (default linux, or the file's)")
 	fl.StringVar(&f.schedCores, "sched-cores", "", "host cores the scheduler manages, e.g. 0,2-3 (default: every core the pollers do not use)")
 	fl.StringArrayVar(&f.switches, "switch", nil, "an L2 switch NAME, with an uplink tap=TAP or xdp=IF (repeatable)")
 	fl.DurationVar(&f.stopTimeout, "stop-timeout", host.DefaultStopTimeout, "how long a graceful stop waits for a guest before forcing it off")

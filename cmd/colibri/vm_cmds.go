@@ -522,7 +522,7 @@ func newSchedSetCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "set POLICY [--threshold D] [--quantum D] [--grace D]",
-		Short: "Change a running agent's scheduling policy, live (linux, pinned, central)",
+		Short: "Change a running agent's scheduling policy, live (linux, pinned, central, adaptive)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := clientContext(cmd)

@@ -7,7 +7,7 @@
 // The file is YAML or JSON with the same schema:
 //
 //	pollers: {cores: [1]}                 # host cores for the datapath
-//	sched: {policy: central, cores: [0]}  # linux | pinned | central
+//	sched: {policy: central, cores: [0]}  # linux | pinned | central | adaptive
 //	                                      # also: period (5us), mode (adaptive | busy-poll | sleep),
 //	                                      # cpu (the scheduler thread's core), fifo (priority);
 //	                                      # central: threshold, quantum, grace
@@ -112,6 +112,9 @@ const (
 	PolicyLinux   = "linux"
 	PolicyPinned  = "pinned"
 	PolicyCentral = "central"
+	// PolicyAdaptive shares cores fairly between VMs, with slices adapted
+	// to what the observer sees.
+	PolicyAdaptive = "adaptive"
 )
 
 // File is what an up file declares.
@@ -135,7 +138,7 @@ type Pollers struct {
 
 // Sched configures the vCPU scheduler.
 type Sched struct {
-	// Policy is linux, pinned or central. Default linux.
+	// Policy is linux, pinned, central or adaptive. Default linux.
 	Policy string
 	// Cores are the host cores the scheduler manages (its cpuset). Empty:
 	// every online core the pollers do not use.

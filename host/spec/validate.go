@@ -230,7 +230,7 @@ func (f *File) validate(needVMs bool) *Error {
 		return err
 	}
 	s := f.Sched
-	if !slices.Contains([]string{PolicyLinux, PolicyPinned, PolicyCentral, "adaptive"}, s.Policy) {
+	if !slices.Contains([]string{PolicyLinux, PolicyPinned, PolicyCentral, PolicyAdaptive}, s.Policy) {
 		return &Error{Path: "sched.policy", Msg: fmt.Sprintf("%q: not a policy (use linux, pinned, central or adaptive)", s.Policy)}
 	}
 	if err := checkCores("sched.cores", s.Cores, cores); err != nil {
