@@ -20,7 +20,7 @@ func SpecJSON(s spec.VM) api.VMSpec {
 		out.Mem = spec.FormatSize(s.Mem)
 	}
 	for _, d := range s.Disks {
-		out.Disks = append(out.Disks, api.Disk{Path: d.Path, ReadOnly: d.ReadOnly})
+		out.Disks = append(out.Disks, api.Disk{Path: d.Path, ReadOnly: d.ReadOnly, OnError: d.OnError})
 	}
 	for _, n := range s.NICs {
 		offloads := !n.NoOffloads
@@ -59,7 +59,7 @@ func vmJSON(info host.VMInfo) api.VM {
 		out.NICs = append(out.NICs, jn)
 	}
 	for _, d := range info.Disks {
-		out.Disks = append(out.Disks, api.Disk{Path: d.Path, ReadOnly: d.ReadOnly})
+		out.Disks = append(out.Disks, api.Disk{Path: d.Path, ReadOnly: d.ReadOnly, OnError: d.OnError})
 	}
 	return out
 }

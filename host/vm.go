@@ -218,7 +218,7 @@ func (v *VM) newVMM() (*vmm.VM, error) {
 		cfg.Cmdline += " " + s.Append
 	}
 	for _, d := range s.Disks {
-		cfg.Disks = append(cfg.Disks, vmm.Disk{Path: d.Path, ReadOnly: d.ReadOnly})
+		cfg.Disks = append(cfg.Disks, vmm.Disk{Path: d.Path, ReadOnly: d.ReadOnly, StopOnError: d.OnError == spec.ActionStop})
 	}
 	for i, n := range s.NICs {
 		cfg.NICs = append(cfg.NICs, v.ports[i].nic(n.NoOffloads))

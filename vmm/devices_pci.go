@@ -20,7 +20,13 @@ func (v *VM) createPCIDevices() error {
 	}
 	for i, d := range v.cfg.Disks {
 		// The serial names the disk by its place, never by its host path.
-		dev, err := blk.New(blk.Config{Path: d.Path, ReadOnly: d.ReadOnly, Serial: fmt.Sprintf("colibri-disk%d", i)})
+		cfg := blk.Config{Path: d.Path, ReadOnly: d.ReadOnly, Serial: fmt.Sprintf("colibri-disk%d", i)}
+		if d.StopOnError {
+			cfg.OnError = func(err error) {
+				v.stop(ExitError, fmt.Errorf("disk %d (%s): %w; the VM stopped, as its disk's error policy says, with the request unanswered", i, d.Path, err))
+			}
+		}
+		dev, err := blk.New(cfg)
 		if err != nil {
 			return fmt.Errorf("disk %d: %w", i, err)
 		}

@@ -32,6 +32,10 @@ import (
 type Disk struct {
 	Path     string
 	ReadOnly bool
+	// StopOnError ends the VM (ExitError, naming the disk) when a write
+	// or a flush of the image fails, leaving the failed request
+	// unanswered, instead of reporting the failure to the guest.
+	StopOnError bool
 }
 
 // NIC is a virtio-net device on netstack's polled datapath.

@@ -55,6 +55,9 @@ type VMSpec struct {
 type Disk struct {
 	Path     string `json:"path"`
 	ReadOnly bool   `json:"readonly,omitempty"`
+	// OnError is report (the guest sees the I/O error) or stop (the VM
+	// ends as failed).
+	OnError string `json:"on_error,omitempty"`
 }
 
 // NICSpec is a virtio-net NIC on a switch.

@@ -70,7 +70,7 @@ colibri exits 0 when the guest powers off or reboots.`,
 	fl.StringVar(&f.appendArgs, "append", "", "text appended to the kernel command line")
 	fl.IntVar(&f.cpus, "cpus", 1, "number of vCPUs")
 	fl.StringVar(&f.mem, "mem", "512M", "guest memory (e.g. 256M, 2G)")
-	fl.StringArrayVar(&f.disks, "disk", nil, "raw disk image as virtio-blk, PATH[,ro] (repeatable)")
+	fl.StringArrayVar(&f.disks, "disk", nil, "raw disk image as virtio-blk, PATH[,ro][,on-error=stop|report] (repeatable; on-error=stop ends the VM when a write or flush of the image fails, instead of telling the guest)")
 	fl.StringVar(&f.net, "net", "", "a virtio-net NIC on colibri's polled datapath with a TAP uplink (created if absent, removed on exit if created), tap=NAME[,mac=MAC]")
 	fl.BoolVar(&f.noRNG, "no-rng", false, "do not give the guest a virtio-rng device")
 	fl.BoolVar(&f.stats, "stats", false, "print timings and VM exits by reason on exit (to stderr)")
@@ -226,7 +226,7 @@ func bootOnHost(ctx context.Context, cfg vmm.Config, ns netSpec, stats bool, con
 	s := spec.VM{Name: "guest", Kernel: cfg.Kernel, Initrd: cfg.Initrd, Cmdline: cfg.Cmdline, CPUs: cfg.CPUs, Mem: cfg.MemSize,
 		NICs: []spec.NIC{{Switch: sw, MAC: ns.mac}}}
 	for _, d := range cfg.Disks {
-		s.Disks = append(s.Disks, spec.Disk{Path: d.Path, ReadOnly: d.ReadOnly})
+		s.Disks = append(s.Disks, spec.Disk{Path: d.Path, ReadOnly: d.ReadOnly, OnError: map[bool]string{true: spec.ActionStop, false: ""}[d.StopOnError]})
 	}
 	v, err := h.CreateVM(s, host.WithVMMConfig(func(c *vmm.Config) {
 		c.Console, c.ConsoleIn = cfg.Console, cfg.ConsoleIn
@@ -347,8 +347,11 @@ func parseDisk(s string) (vmm.Disk, error) {
 			case "ro", "readonly":
 				d.ReadOnly = true
 			case "rw":
+			case "on-error=stop":
+				d.StopOnError = true
+			case "on-error=report":
 			default:
-				return d, fmt.Errorf("--disk %q: unknown option %q (want ro or rw)", s, o)
+				return d, fmt.Errorf("--disk %q: unknown option %q (want ro, rw, on-error=stop or on-error=report)", s, o)
 			}
 		}
 	}

@@ -59,7 +59,7 @@ FILE (YAML; JSON with the same names works too):
       cpus: 1
       mem: 256M
       class: lc                         # lc | batch
-      disks: [{path: a.img, readonly: false}]
+      disks: [{path: a.img, readonly: false}]  # also: on_error (report | stop)
       nics: [{switch: sw0, mac: "52:54:00:00:00:0a"}]  # also: offloads (true: checksum/TSO)`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return runUp(cmd, args[0], f) },

@@ -69,6 +69,7 @@ type rawVM struct {
 type rawDisk struct {
 	Path     string `yaml:"path" json:"path"`
 	ReadOnly bool   `yaml:"readonly" json:"readonly"`
+	OnError  string `yaml:"on_error" json:"on_error"`
 }
 
 type rawNIC struct {

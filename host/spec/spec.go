@@ -23,7 +23,7 @@
 //	    cpus: 1
 //	    mem: 256M
 //	    class: lc                         # lc | batch
-//	    disks: [{path: a.img, readonly: false}]
+//	    disks: [{path: a.img, readonly: false}]  # also: on_error (report | stop)
 //	    nics: [{switch: sw0, mac: "52:54:00:00:00:0a"}]  # also: offloads (true)
 //	    console: a.log                    # empty: stdout, lines prefixed "a| "
 //	    on_reboot: stop                   # stop | restart, when the guest reboots
@@ -99,10 +99,13 @@ const (
 	ClassBatch = "batch"
 )
 
-// What to do when a guest reboots or crashes (on_reboot, on_crash).
+// What to do when a guest reboots or crashes (on_reboot, on_crash), or a
+// disk's write or flush fails (a disk's on_error: stop or report).
 const (
 	// ActionStop ends the VM.
 	ActionStop = "stop"
+	// DiskReport tells the guest of a failed write or flush.
+	DiskReport = "report"
 	// ActionRestart boots it again from its kernel.
 	ActionRestart = "restart"
 )
@@ -224,6 +227,11 @@ type Disk struct {
 	// ReadOnly makes the disk read-only. A file shared by several disks
 	// must be read-only in all of them.
 	ReadOnly bool
+	// OnError is what a failed write or flush of the file does: report
+	// (the default: the guest sees an I/O error, and every later flush
+	// fails too) or stop (the VM ends as failed, the request unanswered,
+	// as QEMU's werror=stop pauses it).
+	OnError string
 }
 
 // NIC is a virtio-net NIC on a switch.

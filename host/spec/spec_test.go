@@ -51,7 +51,7 @@ func TestGoodYAMLAndJSONAgree(t *testing.T) {
 			CPUs:     2,
 			Mem:      512 << 20,
 			Class:    "lc",
-			Disks:    []Disk{{Path: filepath.Join(dir, "a.img")}, {Path: filepath.Join(dir, "shared.img"), ReadOnly: true}},
+			Disks:    []Disk{{Path: filepath.Join(dir, "a.img"), OnError: "stop"}, {Path: filepath.Join(dir, "shared.img"), ReadOnly: true, OnError: "report"}},
 			NICs:     []NIC{{Switch: "sw0", MAC: mac("52:54:00:00:00:0a")}, {Switch: "sw1", MAC: mac("52:54:00:00:01:01")}},
 			Console:  filepath.Join(dir, "logs/a.log"),
 			OnReboot: "restart", OnCrash: "stop",
@@ -60,7 +60,7 @@ func TestGoodYAMLAndJSONAgree(t *testing.T) {
 			CPUs:     1,
 			Mem:      1 << 30,
 			Class:    "batch",
-			Disks:    []Disk{{Path: filepath.Join(dir, "shared.img"), ReadOnly: true}},
+			Disks:    []Disk{{Path: filepath.Join(dir, "shared.img"), ReadOnly: true, OnError: "report"}},
 			NICs:     []NIC{{Switch: "sw0", MAC: mac("52:54:00:00:02:00"), NoOffloads: true}},
 			OnReboot: "stop", OnCrash: "restart",
 		}, {
@@ -261,6 +261,7 @@ var badFiles = []struct {
 	{"bad mode", okVM + "sched: {mode: spin}\n", YAML, `sched.mode: "spin": not a mode (use adaptive, busy-poll or sleep)`},
 	{"sched cpu managed", okVM + "sched: {cores: [0, 1], cpu: 1}\n", YAML, "sched.cpu: core 1 is also in sched.cores: the scheduler thread needs a core of its own"},
 	{"sched cpu negative", okVM + "sched: {cpu: -3}\n", YAML, "sched.cpu: core -3: must be from 0 to 1023"},
+	{"bad disk policy", "vms: [{name: a, disks: [{path: d.img, on_error: retry}]}]\n", YAML, `vms[0].disks[0].on_error: "retry": use report or stop`},
 	{"bad fifo", okVM + "sched: {fifo: 120}\n", YAML, "sched.fifo: 120: a SCHED_FIFO priority is from 1 to 99 (0: not FIFO)"},
 }
 

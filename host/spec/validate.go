@@ -103,7 +103,7 @@ func (v *rawVM) convert(baseDir, p string) (VM, *Error) {
 		vm.Mem = n
 	}
 	for _, d := range v.Disks {
-		vm.Disks = append(vm.Disks, Disk{Path: resolve(baseDir, d.Path), ReadOnly: d.ReadOnly})
+		vm.Disks = append(vm.Disks, Disk{Path: resolve(baseDir, d.Path), ReadOnly: d.ReadOnly, OnError: d.OnError})
 	}
 	for j, n := range v.NICs {
 		nic := NIC{Switch: n.Switch, NoOffloads: n.Offloads != nil && !*n.Offloads}
@@ -196,6 +196,11 @@ func (vm *VM) normalizeAlone() {
 	}
 	if vm.OnCrash == "" {
 		vm.OnCrash = DefaultOnCrash
+	}
+	for i := range vm.Disks {
+		if vm.Disks[i].OnError == "" {
+			vm.Disks[i].OnError = DiskReport
+		}
 	}
 }
 
@@ -496,6 +501,9 @@ func (vm *VM) validateAlone(p string) *Error {
 		}
 		if strings.IndexByte(d.Path, 0) >= 0 {
 			return &Error{Path: dp + ".path", Msg: "contains a NUL byte"}
+		}
+		if d.OnError != "" && d.OnError != DiskReport && d.OnError != ActionStop {
+			return &Error{Path: dp + ".on_error", Msg: fmt.Sprintf("%q: use report or stop", d.OnError)}
 		}
 	}
 	for j, n := range vm.NICs {

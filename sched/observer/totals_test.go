@@ -152,9 +152,18 @@ func TestWakeupOfRunningThreadStaysRunning(t *testing.T) {
 	if tot.Wakeups == 0 || tot.Switches == 0 {
 		t.Fatalf("no ordinary wakeups or switches: %+v", tot)
 	}
-	// The thread has exited: Load's totals are the same counters.
+	// The thread's function has returned: Load's totals are the same
+	// counters. Its OS thread may still be switched out once more after
+	// <-done, so compare a Load taken between two equal Totals.
 	var st sched.ThreadState
-	o.Load(slot, &st)
+	for i := 0; i < 1000; i++ {
+		tot = o.Totals(slot)
+		o.Load(slot, &st)
+		if o.Totals(slot) == tot {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if st.Switches != tot.Switches || st.Wakeups != tot.Wakeups || st.Preemptions != tot.Preemptions ||
 		time.Duration(st.RunTimeAt(sched.Nanotime())) != tot.RunTime && time.Duration(st.RunTime) != tot.RunTime {
 		t.Fatalf("Load gave %+v, Totals %+v", st, tot)

@@ -51,6 +51,11 @@ type Blk struct {
 	id       [idLen]byte
 	// lost is set once a write or a flush of the image failed: see do.
 	lost atomic.Bool
+	// onError is Config.OnError; halted is set once it was called.
+	onError func(error)
+	halted  atomic.Bool
+	// failure is the error of the last failed write or flush.
+	failure error
 	// Stats are updated by the worker.
 	Stats Stats
 
@@ -68,6 +73,12 @@ type Config struct {
 	// Empty returns an empty (all-zero) serial. It is the guest's only
 	// name for the disk: never a host path.
 	Serial string
+	// OnError, if set, is called once when a write or a flush of the
+	// image fails, instead of reporting the failure to the guest (QEMU's
+	// werror=stop): the failed request is not completed, the device
+	// serves no request after it, and the caller is expected to stop the
+	// VM. Nil reports errors to the guest (VIRTIO_BLK_S_IOERR).
+	OnError func(error)
 }
 
 // New opens cfg.Path as a raw disk image and locks it (flock): shared
@@ -117,7 +128,7 @@ func New(cfg Config) (*Blk, error) {
 		f.Close()
 		return nil, fmt.Errorf("disk image %s is %d bytes, smaller than one sector", path, size)
 	}
-	b := &Blk{file: f, img: f, readOnly: readOnly, sectors: uint64(size) / SectorSize}
+	b := &Blk{file: f, img: f, readOnly: readOnly, sectors: uint64(size) / SectorSize, onError: cfg.OnError}
 	copy(b.id[:], cfg.Serial)
 	return b, nil
 }
@@ -190,7 +201,43 @@ func (b *Blk) Activate(uint64, []*virtio.Queue) error { return nil }
 func (b *Blk) Reset() { b.lost.Store(false) }
 
 // Process implements virtio.Device: it serves every available request.
-func (b *Blk) Process(q *virtio.Queue) { q.Drain(&b.chain, b.serve) }
+// With Config.OnError, the request whose write or flush fails is given
+// back unanswered and the device stops serving (Halted).
+func (b *Blk) Process(q *virtio.Queue) {
+	if b.onError == nil {
+		q.Drain(&b.chain, b.serve)
+		return
+	}
+	for !b.halted.Load() {
+		ok, err := q.Pop(&b.chain)
+		if err != nil {
+			q.Fail(err)
+			return
+		}
+		if !ok {
+			q.RearmNotification()
+			if q.Pending() == 0 {
+				break
+			}
+			continue
+		}
+		n := b.serve(&b.chain)
+		if b.lost.Load() {
+			// Not answered: the guest must not take it for done, nor
+			// for failed — the VM stops instead.
+			q.Unpop(1)
+			b.halted.Store(true)
+			b.onError(b.failure)
+			return
+		}
+		q.Push(b.chain.Head, n)
+	}
+	q.Signal()
+}
+
+// Halted reports whether a failed write or flush stopped the device
+// (Config.OnError).
+func (b *Blk) Halted() bool { return b.halted.Load() }
 
 // serve runs one request and returns the bytes written to guest memory.
 func (b *Blk) serve(c *virtq.Chain) uint32 {
@@ -236,6 +283,7 @@ func (b *Blk) do(r *Request) (byte, uint32) {
 			}
 			if err != nil && !(r.Type == TypeIn && errors.Is(err, io.EOF) && n == len(s.Buf)) {
 				if r.Type == TypeOut {
+					b.failure = fmt.Errorf("writing %d bytes at sector %d: %w", len(s.Buf), r.Sector, err)
 					b.lost.Store(true)
 				}
 				return StatusIOErr, done
@@ -260,6 +308,7 @@ func (b *Blk) do(r *Request) (byte, uint32) {
 			return StatusOK, 0
 		}
 		if err := b.img.Sync(); err != nil {
+			b.failure = fmt.Errorf("flushing: %w", err)
 			b.lost.Store(true)
 		}
 		if b.lost.Load() {
