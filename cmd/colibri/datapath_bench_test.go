@@ -28,15 +28,17 @@ import (
 // (busy%: passes that found frames; frames/pass in those).
 //
 // Two kinds of drivers:
+//
 //   - drivers=copy: as a guest's: A's driver copies each frame into its
 //     buffer, B's copies each out, on two goroutines that share the other
 //     core (on a 2-core machine they, not the poller, set the rate);
+//
 //   - drivers=cheap: one goroutine locked to CPU 0 drives both rings, A's
 //     buffers hold the frame already (written once) and B's frames are
 //     reposted unread: the poller's rate per core when the guests cost
 //     next to nothing.
 //
-//	go test -run X -bench DatapathVirtio ./cmd/colibri
+//     go test -run X -bench DatapathVirtio ./cmd/colibri
 func BenchmarkDatapathVirtio(b *testing.B) {
 	for _, cheap := range []bool{false, true} {
 		kind := "copy"
