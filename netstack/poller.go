@@ -19,13 +19,22 @@ type poller struct {
 	st    *Stack
 	index int
 	core  int // -1: unpinned
-	epfd  int
-	ctlfd int
-	tid   atomic.Int32
+	// shared is true when the poller shares its core with other busy
+	// threads (Config.Sharing): it then yields the core on every pass
+	// that finds nothing.
+	shared bool
+	epfd   int
+	ctlfd  int
+	tid    atomic.Int32
 
-	// seq is odd while the poller may be inside an endpoint method;
-	// quiesce waits for it to move past an odd value.
-	seq   atomic.Uint64
+	// seen is the stack generation (Stack.gen) the poller last read at
+	// the start of a pass or on waking: it is outside every endpoint
+	// method it entered before reading it. idle is true while it is
+	// outside all of them for an unbounded time (asleep in epoll_wait,
+	// not started, stopped). quiesce waits for one or the other, so a
+	// pass costs no locked instruction of its own.
+	seen  atomic.Uint64
+	idle  atomic.Bool
 	owned atomic.Pointer[[]*epSlot]
 	// nOwned is len(*owned), guarded by Stack.mu.
 	nOwned int
@@ -49,7 +58,22 @@ type poller struct {
 	dirty   []dirtyDest
 	hash    uint32
 	hashOK  bool
+	// gen is what seen holds; polls and empty count passes not yet added
+	// to cnt (published every publishEvery passes and before sleeping).
+	gen          uint64
+	polls, empty uint64
+	// spin is how long the poller now polls without frames before it
+	// sleeps: between Config.IdleAfter and Config.MaxIdleAfter, doubled
+	// after a short sleep and halved after a long one.
+	spin, maxSpin int64
+	// rxArmed lists the owned slots whose receivers were asked to
+	// notify (ArmRx) before the last sleep.
+	rxArmed []*epSlot
 }
+
+// publishEvery is how many passes a poller counts locally before adding
+// them to its counters (a power of two).
+const publishEvery = 1024
 
 // dirtyDest is an endpoint delivered to in the current batch, with the
 // frames and bytes delivered, added to its port's counters at Flush.
@@ -63,12 +87,29 @@ type pollerCounters struct {
 	sleeps, wakeups, ctlWakeups atomic.Uint64
 	armRaces, sleepNanos        atomic.Uint64
 	waitErrors                  atomic.Uint64
+	spin                        atomic.Int64
 }
 
 func newPoller(st *Stack, index, core int) (*poller, error) {
 	p := &poller{st: st, index: index, core: core, epfd: -1, ctlfd: -1,
 		batch: st.cfg.Batch, events: make([]unix.EpollEvent, 64),
-		dirty: make([]dirtyDest, 0, 64)}
+		dirty: make([]dirtyDest, 0, 64), spin: int64(st.cfg.IdleAfter)}
+	switch st.cfg.Sharing {
+	case SharingShared:
+		p.shared = true
+	case SharingAuto:
+		p.shared = core < 0 || runtime.NumCPU() == 1
+	}
+	switch {
+	case st.cfg.MaxIdleAfter > 0:
+		p.maxSpin = max(int64(st.cfg.MaxIdleAfter), p.spin)
+	case p.shared:
+		p.maxSpin = p.spin
+	default:
+		p.maxSpin = max(int64(DefaultMaxIdleAfter), p.spin)
+	}
+	p.idle.Store(true)
+	p.cnt.spin.Store(p.spin)
 	p.initSwitching()
 	p.owned.Store(new([]*epSlot))
 	var err error
@@ -112,20 +153,28 @@ func (p *poller) kick() {
 // add makes p the owner of s and registers its wait fd. Called with
 // Stack.mu held.
 func (p *poller) add(s *epSlot) error {
-	s.owner = p
+	s.owner.Store(p)
 	old := *p.owned.Load()
 	list := make([]*epSlot, len(old), len(old)+1)
 	copy(list, old)
-	var err error
-	if fd := s.ep.WaitFD(); fd >= 0 {
+	var errs []error
+	register := func(fd int, what string) int {
+		if fd < 0 {
+			return -1
+		}
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(fd)}
 		if e := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); e != nil {
-			err = fmt.Errorf("poller %d: register wait fd %d of port %s/%s: %w",
-				p.index, fd, s.port.sw.name, s.port.name, e)
-		} else {
-			s.fd = fd
+			errs = append(errs, fmt.Errorf("poller %d: register %s fd %d of port %s/%s: %w",
+				p.index, what, fd, s.port.sw.name, s.port.name, e))
+			return -1
 		}
+		return fd
 	}
+	s.fd = register(s.ep.WaitFD(), "wait")
+	if s.rxw != nil {
+		s.rxfd = register(s.rxw.RxWaitFD(), "receive wait")
+	}
+	err := errors.Join(errs...)
 	list = append(list, s)
 	p.nOwned = len(list)
 	p.owned.Store(&list)
@@ -142,28 +191,46 @@ func (p *poller) remove(s *epSlot) {
 			list = append(list, q)
 		}
 	}
-	if s.fd >= 0 {
-		// The owner may already have closed the fd, which unregistered it.
-		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
+	for _, fd := range []int{s.fd, s.rxfd} {
+		if fd >= 0 {
+			// The owner may already have closed the fd, which unregistered it.
+			_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		}
 	}
-	s.owner = nil
+	s.owner.Store(nil)
 	p.nOwned = len(list)
 	p.owned.Store(&list)
 }
 
 // quiesce returns once p is outside any endpoint method it may have
-// entered before the call.
-func (p *poller) quiesce() {
-	s := p.seq.Load()
-	if s&1 == 0 {
-		return
-	}
-	for spins := 0; p.seq.Load() == s; spins++ {
+// entered before the stack's generation reached gen (Stack.gen.Add).
+func (p *poller) quiesce(gen uint64) {
+	for spins := 0; p.seen.Load() < gen && !p.idle.Load(); spins++ {
 		if spins < 100 {
 			runtime.Gosched()
 		} else {
 			time.Sleep(10 * time.Microsecond)
 		}
+	}
+}
+
+// ack acknowledges the stack's generation: everything the poller did
+// before is done, and what it loads next (owned lists, ports' endpoint
+// sets) is at least as new as that generation. A plain load unless the
+// generation moved.
+func (p *poller) ack() {
+	if g := p.st.gen.Load(); g != p.gen {
+		p.gen = g
+		p.seen.Store(g)
+	}
+}
+
+// publish adds the passes counted locally to the poller's counters.
+func (p *poller) publish() {
+	if p.polls != 0 {
+		p.cnt.polls.Add(p.polls)
+		p.cnt.emptyPolls.Add(p.empty)
+		p.polls, p.empty = 0, 0
 	}
 }
 
@@ -192,13 +259,15 @@ func (p *poller) run(ready chan<- error) {
 }
 
 func (p *poller) loop() {
+	p.idle.Store(false)
+	defer p.idle.Store(true)
 	idleAfter := int64(p.st.cfg.IdleAfter)
 	var list *[]*epSlot
 	var idleSince int64 // 0: found work in the last pass
 	for {
-		p.seq.Add(1)
+		p.ack()
 		if p.st.stopping.Load() {
-			p.seq.Add(1)
+			p.publish()
 			return
 		}
 		if l := p.owned.Load(); l != list {
@@ -208,14 +277,24 @@ func (p *poller) loop() {
 			}
 		}
 		n := p.pass(*list)
-		p.seq.Add(1)
-		p.cnt.polls.Add(1)
+		p.polls++
 		if n > 0 {
 			p.cnt.frames.Add(n)
 			idleSince = 0
+			if p.polls >= publishEvery {
+				p.publish()
+			}
 			continue
 		}
-		p.cnt.emptyPolls.Add(1)
+		p.empty++
+		if p.polls >= publishEvery {
+			p.publish()
+		}
+		if p.shared {
+			// Whoever waits for this core (a guest's vCPU) runs now,
+			// not when the spin below ends.
+			_, _, _ = unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+		}
 		if idleAfter < 0 {
 			continue
 		}
@@ -224,7 +303,8 @@ func (p *poller) loop() {
 			idleSince = now
 			continue
 		}
-		if now-idleSince >= idleAfter {
+		if now-idleSince >= p.spin {
+			p.publish()
 			p.sleep()
 			idleSince = 0
 		}
@@ -238,11 +318,19 @@ func (p *poller) initSwitching() {
 	p.finSeg = p.deliverFinished
 }
 
-// pass drains each owned endpoint once, up to a batch each, and returns
-// how many frames it switched.
+// pass drains each owned endpoint once, up to a batch each, after
+// retrying the frames held for its receive side, and returns how many
+// frames it switched or delivered from a hold queue.
 func (p *poller) pass(list []*epSlot) uint64 {
 	var total uint64
 	for _, s := range list {
+		if s.holding.Load() {
+			p.lock(s)
+			if k := p.drainHeld(s); k > 0 {
+				total += uint64(k)
+			}
+			p.flush()
+		}
 		p.cur = s
 		p.nowOK = false
 		p.rxPkts, p.rxBytes = 0, 0
@@ -271,25 +359,41 @@ func (p *poller) flush() {
 		d.s = nil
 	}
 	p.dirty = p.dirty[:0]
-	if p.held != nil {
-		p.held.mu.Unlock()
-		p.held = nil
-	}
+	p.unlockHeld()
 }
 
-// lock makes s the one destination whose lock p holds.
+// lock makes s the one destination whose lock p holds. p keeps it from
+// frame to frame while they go to s and no other poller waits for it
+// (yieldLock lets go of it between frames when one does).
 func (p *poller) lock(s *epSlot) {
 	if p.held == s {
 		return
 	}
-	if p.held != nil {
-		p.held.mu.Unlock()
-	}
-	s.mu.Lock()
+	p.unlockHeld()
+	s.mu.lock()
 	p.held = s
 }
 
-// sleep arms every owned endpoint and waits on their fds, unless one has
+// unlockHeld releases the held destination lock, if any.
+func (p *poller) unlockHeld() {
+	if p.held != nil {
+		p.held.mu.unlock()
+		p.held = nil
+	}
+}
+
+// yieldLock releases the held destination lock if another poller waits
+// for it: a destination is never kept from others across a source's
+// batch. It costs one plain load when nobody waits.
+func (p *poller) yieldLock() {
+	if h := p.held; h != nil && h.mu.waiters() != 0 {
+		h.mu.unlock()
+		p.held = nil
+	}
+}
+
+// sleep arms every owned endpoint (and the receivers of those holding
+// frames for want of buffers) and waits on their fds, unless one has
 // frames already. It returns once the poller should poll again.
 func (p *poller) sleep() {
 	// Drop readiness left from while polling: after this, only events
@@ -304,9 +408,8 @@ func (p *poller) sleep() {
 			break
 		}
 	}
-	p.seq.Add(1)
+	p.ack()
 	if p.st.stopping.Load() {
-		p.seq.Add(1)
 		return
 	}
 	list := *p.owned.Load()
@@ -319,17 +422,28 @@ func (p *poller) sleep() {
 		if s.fd < 0 {
 			timeout = 1 // ms: an endpoint that cannot wake us is polled anyway
 		}
+		if s.holding.Load() {
+			// Frames wait for s's receive buffers: sleep until it posts
+			// some (or poll for them when it cannot say).
+			if s.rxw == nil || s.rxfd < 0 {
+				timeout = 1
+				continue
+			}
+			p.lock(s)
+			if s.rxw.ArmRx() {
+				busy = true
+			}
+			p.unlockHeld()
+			p.rxArmed = append(p.rxArmed, s)
+		}
 	}
 	if busy {
-		for _, s := range list {
-			s.ep.Disarm()
-		}
-		p.seq.Add(1)
+		p.wake(list)
 		p.cnt.armRaces.Add(1)
 		return
 	}
-	p.seq.Add(1)
 	p.cnt.sleeps.Add(1)
+	p.idle.Store(true)
 	t0 := monoNanos()
 	var n int
 	var err error
@@ -339,10 +453,13 @@ func (p *poller) sleep() {
 			break
 		}
 	}
+	slept := monoNanos() - t0
+	p.idle.Store(false)
+	p.ack()
 	if p.st.cfg.OnWake != nil {
 		p.st.cfg.OnWake(p.index)
 	}
-	p.cnt.sleepNanos.Add(uint64(monoNanos() - t0))
+	p.cnt.sleepNanos.Add(uint64(slept))
 	if err != nil {
 		if p.cnt.waitErrors.Add(1) == 1 {
 			p.st.log.Error("netstack poller: epoll_wait failed", zap.Int("poller", p.index), zap.Error(err))
@@ -357,16 +474,49 @@ func (p *poller) sleep() {
 	p.cnt.wakeups.Add(1)
 	if ctl {
 		p.cnt.ctlWakeups.Add(1)
+	} else {
+		p.adapt(slept)
 	}
-	p.seq.Add(1)
-	for _, s := range *p.owned.Load() {
+	p.wake(*p.owned.Load())
+}
+
+// wake disarms the endpoints of list, and the receivers sleep armed, for
+// polling again.
+func (p *poller) wake(list []*epSlot) {
+	for _, s := range list {
 		s.ep.Disarm()
 	}
-	p.seq.Add(1)
+	for i, s := range p.rxArmed {
+		if s.owner.Load() == p { // still ours: not dropped meanwhile
+			p.lock(s)
+			s.rxw.DisarmRx()
+			p.unlockHeld()
+		}
+		p.rxArmed[i] = nil
+	}
+	p.rxArmed = p.rxArmed[:0]
+}
+
+// adapt sets how long the poller spins before its next sleep from how
+// long this one lasted (as KVM's halt polling does): a sleep shorter than
+// the longest spin would have been saved by spinning longer, so the spin
+// doubles; a longer one halves it, down to IdleAfter.
+func (p *poller) adapt(slept int64) {
+	lo, hi := int64(p.st.cfg.IdleAfter), p.maxSpin
+	switch {
+	case hi <= lo:
+		p.spin = lo
+	case slept < hi:
+		p.spin = min(2*p.spin, hi)
+	default:
+		p.spin = max(p.spin/2, lo)
+	}
+	p.cnt.spin.Store(p.spin)
 }
 
 // handle switches one frame transmitted by p.cur, with off pending.
 func (p *poller) handle(frame []byte, off vnet.Offload) {
+	p.yieldLock()
 	src := p.cur.port
 	p.rxPkts++
 	p.rxBytes += uint64(len(frame))
@@ -436,15 +586,24 @@ func (p *poller) deliver(dst *Port, frame []byte, off vnet.Offload) {
 		s = slots[p.hash%uint32(len(slots))]
 	}
 	p.lock(s)
+	if s.holding.Load() {
+		// Older frames wait for s's buffers: they go first, and this one
+		// waits behind them if they cannot.
+		p.drainHeld(s)
+		if s.holding.Load() {
+			p.hold(s, frame, off)
+			return
+		}
+	}
 	switch {
 	case !off.Pending():
 		if !s.ep.Deliver(frame) {
-			dst.cnt.noRoom.Add(1)
+			p.refused(s, frame, off)
 			return
 		}
 	case s.oep != nil && s.oep.AcceptsOffload(off):
 		if !s.oep.DeliverOffload(frame, off) {
-			dst.cnt.noRoom.Add(1)
+			p.refused(s, frame, off)
 			return
 		}
 	default:
@@ -462,11 +621,84 @@ func (p *poller) deliver(dst *Port, frame []byte, off vnet.Offload) {
 // deliverFinished delivers one frame the finisher made to p.finSlot.
 func (p *poller) deliverFinished(frame []byte) {
 	s := p.finSlot
+	if s.holding.Load() {
+		p.hold(s, frame, vnet.Offload{})
+		return
+	}
 	if !s.ep.Deliver(frame) {
-		s.port.cnt.noRoom.Add(1)
+		p.refused(s, frame, vnet.Offload{})
 		return
 	}
 	p.delivered(s, len(frame))
+}
+
+// refused handles a frame s's receive side did not take: held when the
+// receiver only lacks buffers for now, dropped otherwise. Called with s
+// locked.
+func (p *poller) refused(s *epSlot, frame []byte, off vnet.Offload) {
+	if s.rxw != nil && s.rxw.RxFull() {
+		p.hold(s, frame, off)
+		return
+	}
+	s.port.cnt.noRoom.Add(1)
+}
+
+// hold queues a copy of frame on s, to be delivered once s's receiver
+// posts buffers; a full hold queue drops it. The first frame held wakes
+// s's owner, which retries the queue on every pass and, asleep, waits for
+// the receiver's notification. Called with s locked.
+func (p *poller) hold(s *epSlot, frame []byte, off vnet.Offload) {
+	if !s.hold.push(frame, off, s.port.sw.now()) {
+		s.port.cnt.noRoom.Add(1)
+		return
+	}
+	s.port.cnt.held.Add(1)
+	if !s.holding.Load() {
+		s.holding.Store(true)
+		if o := s.owner.Load(); o != nil && o != p {
+			o.kick()
+		}
+	}
+}
+
+// drainHeld delivers the frames s holds, oldest first, until its receive
+// side is full again, and returns how many it delivered. Frames held
+// longer than holdFor, or refused for another reason than room, are
+// dropped. Called with s locked.
+func (p *poller) drainHeld(s *epSlot) int {
+	q := &s.hold
+	now := s.port.sw.now()
+	n := 0
+	for q.len() > 0 {
+		frame, off, at := q.peek()
+		if now-at > int64(holdFor) {
+			q.pop()
+			s.port.cnt.noRoom.Add(1)
+			continue
+		}
+		var ok bool
+		switch {
+		case !off.Pending():
+			ok = s.ep.Deliver(frame)
+		case s.oep != nil:
+			ok = s.oep.DeliverOffload(frame, off)
+		}
+		if !ok {
+			if s.rxw != nil && s.rxw.RxFull() {
+				break
+			}
+			q.pop()
+			s.port.cnt.noRoom.Add(1)
+			continue
+		}
+		p.delivered(s, len(frame))
+		q.pop()
+		n++
+	}
+	if q.len() == 0 {
+		s.holding.Store(false)
+	}
+	return n
 }
 
 // delivered notes a frame of n bytes delivered to s, for Flush and the
