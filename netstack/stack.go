@@ -86,7 +86,7 @@ type Stack struct {
 	// acknowledge it (poller.seen) between passes.
 	gen  atomic.Uint64
 	done chan struct{}
-	wg       sync.WaitGroup
+	wg   sync.WaitGroup
 
 	mu       sync.Mutex // guards everything below and endpoint assignment
 	state    int

@@ -111,7 +111,7 @@ type Driver struct {
 	rx, tx   *ring
 	kickFD   int
 	rxKickFD int
-	scratch []byte
+	scratch  []byte
 	// prepared is the length of the header and frame Prepare wrote.
 	prepared uint32
 }
