@@ -297,76 +297,111 @@ func BenchmarkPollerIdle(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// BenchmarkPollerContention: two pollers, pinned to CPUs 0 and 1, each
-// draining an in-memory source whose frames all go to one sink, so both
-// deliver into the same endpoint under its lock. Mpps is what reached the
-// sink. It needs two CPUs.
+// BenchmarkPollerContention: two pollers, pinned to CPUs 0 and 1, both
+// delivering into one endpoint, so they meet at its lock. one-sink: each
+// drains an in-memory source whose frames all go to the sink; Mpps is what
+// reached it. mixed: poller 1 also drains a second source whose frames go
+// to a sink of its own, which nobody else delivers to; private-Mpps is
+// that sink's rate while the first one is fought over (a poller waiting
+// for one destination's lock serves nothing else meanwhile). It needs two
+// CPUs.
 //
 //	go test -run X -bench PollerContention ./netstack
 func BenchmarkPollerContention(b *testing.B) {
 	if runtime.NumCPU() < 2 {
 		b.Skip("needs 2 CPUs")
 	}
-	for _, size := range benchSizes {
-		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
-			frame := netstacktest.Frame(macB, macA, size)
-			sw := netstack.NewSwitch("contention")
-			var gens []*netstacktest.Generator
-			for i := range 2 {
-				g, err := netstacktest.NewGenerator(frame)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer g.Close()
-				p, _ := sw.AddPort(fmt.Sprintf("gen%d", i))
-				if err := p.SetEndpoints([]netstack.Endpoint{g}); err != nil {
-					b.Fatal(err)
-				}
-				gens = append(gens, g)
-			}
-			sink, err := netstacktest.NewSink()
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer sink.Close()
-			ps, _ := sw.AddPort("sink")
-			if err := ps.SetEndpoints([]netstack.Endpoint{sink}); err != nil {
-				b.Fatal(err)
-			}
-			if err := sw.Learn(macB[:], ps); err != nil {
-				b.Fatal(err)
-			}
-			st, err := netstack.New(netstack.Config{PollerCores: []int{0, 1}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
-			if err := st.AddSwitch(sw); err != nil {
-				b.Fatal(err)
-			}
-			if err := st.Start(context.Background()); err != nil {
-				b.Fatal(err)
-			}
-			for _, g := range gens {
-				g.Send(1000)
-			}
-			if err := netstacktest.WaitDelivered(sink, 2000, 2*time.Second); err != nil {
-				b.Fatal(err)
-			}
-			base := sink.Delivered()
-			b.ResetTimer()
-			start := time.Now()
-			for _, g := range gens {
-				g.Send(b.N / 2)
-			}
-			want := base + 2*uint64(b.N/2)
-			if err := netstacktest.WaitDelivered(sink, want, 2*time.Second); err != nil {
-				b.Fatalf("%v\n%s", err, statsOf(st))
-			}
-			elapsed := time.Since(start)
-			b.StopTimer()
-			b.ReportMetric(float64(want-base)/elapsed.Seconds()/1e6, "Mpps")
-			b.ReportMetric(0, "ns/op")
-		})
+	for _, mode := range []string{"one-sink", "mixed"} {
+		for _, size := range benchSizes {
+			b.Run(fmt.Sprintf("%s/%dB", mode, size), func(b *testing.B) { benchContention(b, mode == "mixed", size) })
+		}
 	}
+}
+
+func benchContention(b *testing.B, mixed bool, size int) {
+	sw := netstack.NewSwitch("contention")
+	newGen := func(name string, dst [6]byte) *netstacktest.Generator {
+		g, err := netstacktest.NewGenerator(netstacktest.Frame(dst, macA, size))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { g.Close() })
+		p, _ := sw.AddPort(name)
+		if err := p.SetEndpoints([]netstack.Endpoint{g}); err != nil {
+			b.Fatal(err)
+		}
+		return g
+	}
+	newSink := func(name string, mac [6]byte) *netstacktest.Sink {
+		k, err := netstacktest.NewSink()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { k.Close() })
+		p, _ := sw.AddPort(name)
+		if err := p.SetEndpoints([]netstack.Endpoint{k}); err != nil {
+			b.Fatal(err)
+		}
+		if err := sw.Learn(mac[:], p); err != nil {
+			b.Fatal(err)
+		}
+		return k
+	}
+	// Endpoints go to the pollers in turn: gen0 to 0, gen1 to 1, the
+	// sink to 0, gen2 (mixed) to 1.
+	gens := []*netstacktest.Generator{newGen("gen0", macB), newGen("gen1", macB)}
+	sink := newSink("sink", macB)
+	var own *netstacktest.Sink
+	if mixed {
+		gens = append(gens, newGen("gen2", macC))
+		own = newSink("own", macC)
+	}
+	st, err := netstack.New(netstack.Config{PollerCores: []int{0, 1}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.AddSwitch(sw); err != nil {
+		b.Fatal(err)
+	}
+	if err := st.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	for _, g := range gens {
+		g.Send(1000)
+	}
+	if err := netstacktest.WaitDelivered(sink, 2000, 2*time.Second); err != nil {
+		b.Fatal(err)
+	}
+	base := sink.Delivered()
+	var ownBase uint64
+	if own != nil {
+		if err := netstacktest.WaitDelivered(own, 1000, 2*time.Second); err != nil {
+			b.Fatal(err)
+		}
+		ownBase = own.Delivered()
+	}
+	n := uint64(b.N / 2)
+	b.ResetTimer()
+	start := time.Now()
+	for _, g := range gens {
+		g.Send(int(n))
+	}
+	var ownDone time.Duration
+	if own != nil {
+		if err := netstacktest.WaitDelivered(own, ownBase+n, 2*time.Second); err != nil {
+			b.Fatalf("%v\n%s", err, statsOf(st))
+		}
+		ownDone = time.Since(start)
+	}
+	if err := netstacktest.WaitDelivered(sink, base+2*n, 2*time.Second); err != nil {
+		b.Fatalf("%v\n%s", err, statsOf(st))
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(2*n)/elapsed.Seconds()/1e6, "Mpps")
+	if own != nil {
+		b.ReportMetric(float64(n)/ownDone.Seconds()/1e6, "private-Mpps")
+	}
+	b.ReportMetric(0, "ns/op")
 }

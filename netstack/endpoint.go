@@ -61,7 +61,8 @@ type Endpoint interface {
 type OffloadEndpoint interface {
 	Endpoint
 	// AcceptsOffload reports whether DeliverOffload takes a frame with
-	// off pending now (what a guest negotiated changes as it resets).
+	// off pending now (what a guest negotiated changes as it resets). It
+	// is called like Deliver.
 	AcceptsOffload(off vnet.Offload) bool
 	// DeliverOffload is Deliver for a frame with off pending.
 	DeliverOffload(frame []byte, off vnet.Offload) bool
@@ -91,4 +92,16 @@ type RxWaiter interface {
 	ArmRx() bool
 	// DisarmRx turns that signal off again.
 	DisarmRx()
+}
+
+// TxCompleter is an Endpoint whose sender learns of finished
+// transmissions (a guest's transmit interrupt) from CompleteTx rather
+// than from Transmit itself: the poller calls CompleteTx, on the owning
+// poller, after each Transmit call once it has delivered and flushed that
+// batch, with no destination's lock held.
+type TxCompleter interface {
+	Endpoint
+	// CompleteTx notifies the sender of the transmissions Transmit
+	// returned, if it asked for that.
+	CompleteTx()
 }

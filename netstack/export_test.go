@@ -33,16 +33,6 @@ func (sp *SyncPoller) Poll(ports ...*Port) uint64 {
 // FlowHash exposes flowHash.
 var FlowHash = flowHash
 
-// LockWaiters returns how many pollers wait for the locks of port p's
-// endpoints.
-func LockWaiters(p *Port) uint32 {
-	var n uint32
-	for _, s := range p.eps.Load().slots {
-		n += s.mu.waiters()
-	}
-	return n
-}
-
 // HoldLimits exposes the hold queue's limits.
 const (
 	HoldFrames = holdFrames

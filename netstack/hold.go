@@ -17,34 +17,35 @@ const (
 	holdFor    = 100 * time.Millisecond
 )
 
-// holdQueue is a FIFO of copied frames with the offloads still pending in
-// them, in one buffer allocated the first time it is needed (most
+// frameQueue is a FIFO of copied frames with the offloads still pending
+// in them, in one buffer allocated the first time it is needed (most
 // endpoints never need one). It is guarded by its slot's lock.
-type holdQueue struct {
-	buf   []byte
-	ents  []heldFrame
-	first int // ents[first:] are queued
-	end   int // buf[:end] is in use (from ents[first].start)
+type frameQueue struct {
+	maxFrames, maxBytes int
+	buf                 []byte
+	ents                []queuedFrame
+	first               int // ents[first:] are queued
+	end                 int // buf[:end] is in use (from ents[first].start)
 }
 
-type heldFrame struct {
+type queuedFrame struct {
 	start, n int
 	off      vnet.Offload
 	at       int64 // the switch's clock when it was held
 }
 
 // len returns how many frames are queued.
-func (q *holdQueue) len() int { return len(q.ents) - q.first }
+func (q *frameQueue) len() int { return len(q.ents) - q.first }
 
 // push queues a copy of frame, held since at; false when the queue is
 // full.
-func (q *holdQueue) push(frame []byte, off vnet.Offload, at int64) bool {
-	if q.len() >= holdFrames || len(frame) > holdBytes {
+func (q *frameQueue) push(frame []byte, off vnet.Offload, at int64) bool {
+	if q.len() >= q.maxFrames || len(frame) > q.maxBytes {
 		return false
 	}
 	if q.buf == nil {
-		q.buf = make([]byte, holdBytes)
-		q.ents = make([]heldFrame, 0, holdFrames)
+		q.buf = make([]byte, q.maxBytes)
+		q.ents = make([]queuedFrame, 0, q.maxFrames)
 	}
 	if q.end+len(frame) > len(q.buf) || len(q.ents) == cap(q.ents) {
 		q.compact()
@@ -53,13 +54,13 @@ func (q *holdQueue) push(frame []byte, off vnet.Offload, at int64) bool {
 		}
 	}
 	copy(q.buf[q.end:], frame)
-	q.ents = append(q.ents, heldFrame{start: q.end, n: len(frame), off: off, at: at})
+	q.ents = append(q.ents, queuedFrame{start: q.end, n: len(frame), off: off, at: at})
 	q.end += len(frame)
 	return true
 }
 
 // compact moves the queued frames to the front of the buffer.
-func (q *holdQueue) compact() {
+func (q *frameQueue) compact() {
 	if q.first == 0 {
 		return
 	}
@@ -77,15 +78,15 @@ func (q *holdQueue) compact() {
 	q.first = 0
 }
 
-// peek returns the oldest queued frame (aliasing the queue's buffer),
-// its offloads and when it was held. The queue must not be empty.
-func (q *holdQueue) peek() ([]byte, vnet.Offload, int64) {
+// peek returns the oldest queued frame (aliasing the queue's buffer) and
+// its entry. The queue must not be empty.
+func (q *frameQueue) peek() ([]byte, *queuedFrame) {
 	e := &q.ents[q.first]
-	return q.buf[e.start : e.start+e.n], e.off, e.at
+	return q.buf[e.start : e.start+e.n], e
 }
 
 // pop drops the oldest queued frame.
-func (q *holdQueue) pop() {
+func (q *frameQueue) pop() {
 	q.first++
 	if q.first == len(q.ents) {
 		q.ents, q.first, q.end = q.ents[:0], 0, 0

@@ -311,8 +311,8 @@ func TestHoldTwoPollers(t *testing.T) {
 	}
 }
 
-// gatedSource transmits two frames in one batch, pausing between them
-// until released.
+// gatedSource transmits a frame for dst, then one that goes nowhere (a
+// runt), then pauses until released before a last frame for dst.
 type gatedSource struct {
 	*netstacktest.Queue
 	f1, f2           []byte
@@ -321,17 +321,18 @@ type gatedSource struct {
 
 func (g *gatedSource) Transmit(max int, fn func([]byte, vnet.Offload)) int {
 	fn(g.f1, vnet.Offload{})
+	fn(make([]byte, 10), vnet.Offload{})
 	close(g.between)
 	<-g.release
 	fn(g.f2, vnet.Offload{})
-	return 2
+	return 3
 }
 
-// TestDestinationLockNotHeldAcrossBatch: a poller that delivered a frame
-// to an endpoint lets go of its lock at its next frame when another poller
-// waits for it, instead of keeping it for the rest of its source's batch:
-// the other poller's frame lands between the two.
-func TestDestinationLockNotHeldAcrossBatch(t *testing.T) {
+// TestDestinationLockNotHeldAcrossOtherWork: a poller keeps a
+// destination's lock while its frames go there, not while it handles a
+// frame that goes nowhere: another poller delivers to the destination
+// meanwhile without waiting for the rest of the first one's batch.
+func TestDestinationLockNotHeldAcrossOtherWork(t *testing.T) {
 	sw := netstack.NewSwitch("sw0")
 	g := &gatedSource{Queue: newQueue(t, 0), f1: seqFrame(macB, macA, 1, 64), f2: seqFrame(macB, macA, 2, 64),
 		between: make(chan struct{}), release: make(chan struct{})}
@@ -347,24 +348,54 @@ func TestDestinationLockNotHeldAcrossBatch(t *testing.T) {
 	sp1, sp2 := netstack.NewSyncPoller(64), netstack.NewSyncPoller(64)
 	done1, done2 := make(chan struct{}), make(chan struct{})
 	go func() { defer close(done1); sp1.Poll(p1) }()
-	<-g.between // sp1 delivered f1 and holds dst's lock
+	<-g.between // sp1 delivered f1, dropped the runt, and waits
 	other.Inject(seqFrame(macB, macC, 3, 64))
 	go func() { defer close(done2); sp2.Poll(p2) }()
-	for deadline := time.Now().Add(5 * time.Second); netstack.LockWaiters(pd) == 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("the second poller never waited for the destination's lock")
-		}
-		time.Sleep(100 * time.Microsecond)
+	select {
+	case <-done2:
+	case <-time.After(5 * time.Second):
+		close(g.release)
+		t.Fatal("the second poller waited for the first one's batch to deliver to dst")
 	}
 	close(g.release)
 	<-done1
-	<-done2
 	var order []uint32
 	for _, f := range dst.Take() {
 		order = append(order, seqOf(f))
 	}
 	if !bytes.Equal(u32s(order), u32s([]uint32{1, 3, 2})) {
-		t.Fatalf("dst got frames %v, want [1 3 2]: the lock was kept across the batch", order)
+		t.Fatalf("dst got frames %v, want [1 3 2]", order)
+	}
+}
+
+// completer is a source that notes, when CompleteTx comes, how many times
+// the destination had been flushed.
+type completer struct {
+	*netstacktest.Queue
+	dst         *netstacktest.Queue
+	completions []uint64
+}
+
+func (c *completer) CompleteTx() { c.completions = append(c.completions, c.dst.Flushes()) }
+
+// TestCompleteTxAfterFlush: the poller tells a TxCompleter's sender about
+// its transmissions after every Transmit, once the batch is delivered and
+// flushed.
+func TestCompleteTxAfterFlush(t *testing.T) {
+	sw := netstack.NewSwitch("sw0")
+	dst := newQueue(t, 0)
+	src := &completer{Queue: newQueue(t, 0), dst: dst}
+	ps, _ := sw.AddPort("src")
+	pd, _ := sw.AddPort("dst")
+	_ = ps.SetEndpoints([]netstack.Endpoint{src})
+	_ = pd.SetEndpoints([]netstack.Endpoint{dst})
+	_ = sw.Learn(macB[:], pd)
+	sp := netstack.NewSyncPoller(64)
+	sp.Poll(ps) // nothing to send: still completed
+	src.Inject(frame(macB, macA), frame(macB, macA))
+	sp.Poll(ps)
+	if want := []uint64{0, 1}; len(src.completions) != 2 || src.completions[0] != want[0] || src.completions[1] != want[1] {
+		t.Fatalf("CompleteTx saw %v flushes of dst, want %v", src.completions, want)
 	}
 }
 

@@ -341,6 +341,11 @@ func (p *poller) pass(list []*epSlot) uint64 {
 			s.port.cnt.rxBytes.Add(p.rxBytes)
 			p.flush()
 		}
+		if s.txc != nil {
+			// The sender's completion notice (an interrupt: a system
+			// call) comes with no destination's lock held.
+			s.txc.CompleteTx()
+		}
 	}
 	p.cur = nil
 	return total
@@ -363,31 +368,22 @@ func (p *poller) flush() {
 }
 
 // lock makes s the one destination whose lock p holds. p keeps it from
-// frame to frame while they go to s and no other poller waits for it
-// (yieldLock lets go of it between frames when one does).
+// frame to frame while they go to s (one lock and one Flush for a run of
+// them), and lets go of it as soon as a frame goes elsewhere or nowhere,
+// and before the source's completion work (TxCompleter).
 func (p *poller) lock(s *epSlot) {
 	if p.held == s {
 		return
 	}
 	p.unlockHeld()
-	s.mu.lock()
+	s.mu.Lock()
 	p.held = s
 }
 
 // unlockHeld releases the held destination lock, if any.
 func (p *poller) unlockHeld() {
 	if p.held != nil {
-		p.held.mu.unlock()
-		p.held = nil
-	}
-}
-
-// yieldLock releases the held destination lock if another poller waits
-// for it: a destination is never kept from others across a source's
-// batch. It costs one plain load when nobody waits.
-func (p *poller) yieldLock() {
-	if h := p.held; h != nil && h.mu.waiters() != 0 {
-		h.mu.unlock()
+		p.held.mu.Unlock()
 		p.held = nil
 	}
 }
@@ -516,26 +512,34 @@ func (p *poller) adapt(slept int64) {
 
 // handle switches one frame transmitted by p.cur, with off pending.
 func (p *poller) handle(frame []byte, off vnet.Offload) {
-	p.yieldLock()
+	if !p.switchFrame(frame, off) {
+		// Delivered nowhere: keep no destination waiting meanwhile.
+		p.unlockHeld()
+	}
+}
+
+// switchFrame switches one frame and reports whether it was handed to a
+// destination endpoint.
+func (p *poller) switchFrame(frame []byte, off vnet.Offload) bool {
 	src := p.cur.port
 	p.rxPkts++
 	p.rxBytes += uint64(len(frame))
 	if len(frame) < ethHeaderLen {
 		src.cnt.runt.Add(1)
-		return
+		return false
 	}
 	if frame[6]&1 != 0 { // multicast source address
 		src.cnt.badSource.Add(1)
-		return
+		return false
 	}
 	srcKey := macKey(frame[6:12])
 	if !src.allows(srcKey) { // a bound port sending as someone else
 		src.cnt.spoofed.Add(1)
-		return
+		return false
 	}
 	if off.Pending() && off.Check(len(frame)) != nil {
 		src.cnt.badOffload.Add(1)
-		return
+		return false
 	}
 	sw := src.sw
 	if !p.nowOK {
@@ -549,23 +553,25 @@ func (p *poller) handle(frame []byte, off vnet.Offload) {
 		if dst != nil && !dst.removed.Load() {
 			if dst == src {
 				src.cnt.filtered.Add(1)
-				return
+				return false
 			}
-			p.deliver(dst, frame, off)
-			return
+			return p.deliver(dst, frame, off)
 		}
 	}
+	sent := false
 	for _, dst := range *sw.ports.Load() {
-		if dst != src {
-			p.deliver(dst, frame, off)
+		if dst != src && p.deliver(dst, frame, off) {
+			sent = true
 		}
 	}
+	return sent
 }
 
 // deliver hands frame to one of dst's endpoints, chosen by flow hash: as
 // it is when nothing is pending or the endpoint takes the offloads,
-// finished in software otherwise.
-func (p *poller) deliver(dst *Port, frame []byte, off vnet.Offload) {
+// finished in software otherwise. It reports whether an endpoint was
+// there to take it.
+func (p *poller) deliver(dst *Port, frame []byte, off vnet.Offload) bool {
 	slots := dst.eps.Load().slots
 	var s *epSlot
 	switch len(slots) {
@@ -575,7 +581,7 @@ func (p *poller) deliver(dst *Port, frame []byte, off vnet.Offload) {
 		} else {
 			dst.cnt.portDown.Add(1)
 		}
-		return
+		return false
 	case 1:
 		s = slots[0]
 	default:
@@ -586,6 +592,25 @@ func (p *poller) deliver(dst *Port, frame []byte, off vnet.Offload) {
 		s = slots[p.hash%uint32(len(slots))]
 	}
 	p.lock(s)
+	if off.Pending() && (s.oep == nil || !s.oep.AcceptsOffload(off)) {
+		p.finSlot = s
+		if _, err := p.fin.Finish(frame, off, p.finSeg); err != nil {
+			p.cur.port.cnt.badOffload.Add(1)
+		} else {
+			dst.cnt.softOffload.Add(1)
+		}
+		return true
+	}
+	p.put(s, frame, off)
+	return true
+}
+
+// deliverFinished delivers one frame the finisher made to p.finSlot.
+func (p *poller) deliverFinished(frame []byte) { p.put(p.finSlot, frame, vnet.Offload{}) }
+
+// put delivers frame to s, whose lock p holds, behind any frames s holds
+// for want of receive buffers.
+func (p *poller) put(s *epSlot, frame []byte, off vnet.Offload) {
 	if s.holding.Load() {
 		// Older frames wait for s's buffers: they go first, and this one
 		// waits behind them if they cannot.
@@ -595,38 +620,14 @@ func (p *poller) deliver(dst *Port, frame []byte, off vnet.Offload) {
 			return
 		}
 	}
-	switch {
-	case !off.Pending():
-		if !s.ep.Deliver(frame) {
-			p.refused(s, frame, off)
-			return
-		}
-	case s.oep != nil && s.oep.AcceptsOffload(off):
-		if !s.oep.DeliverOffload(frame, off) {
-			p.refused(s, frame, off)
-			return
-		}
-	default:
-		p.finSlot = s
-		if _, err := p.fin.Finish(frame, off, p.finSeg); err != nil {
-			p.cur.port.cnt.badOffload.Add(1)
-		} else {
-			dst.cnt.softOffload.Add(1)
-		}
-		return
+	var ok bool
+	if off.Pending() {
+		ok = s.oep.DeliverOffload(frame, off)
+	} else {
+		ok = s.ep.Deliver(frame)
 	}
-	p.delivered(s, len(frame))
-}
-
-// deliverFinished delivers one frame the finisher made to p.finSlot.
-func (p *poller) deliverFinished(frame []byte) {
-	s := p.finSlot
-	if s.holding.Load() {
-		p.hold(s, frame, vnet.Offload{})
-		return
-	}
-	if !s.ep.Deliver(frame) {
-		p.refused(s, frame, vnet.Offload{})
+	if !ok {
+		p.refused(s, frame, off)
 		return
 	}
 	p.delivered(s, len(frame))
@@ -670,8 +671,9 @@ func (p *poller) drainHeld(s *epSlot) int {
 	now := s.port.sw.now()
 	n := 0
 	for q.len() > 0 {
-		frame, off, at := q.peek()
-		if now-at > int64(holdFor) {
+		frame, e := q.peek()
+		off := e.off
+		if now-e.at > int64(holdFor) {
 			q.pop()
 			s.port.cnt.noRoom.Add(1)
 			continue

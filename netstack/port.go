@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
 	"sync/atomic"
 )
 
@@ -57,8 +58,9 @@ type epSlot struct {
 	ep   Endpoint
 	oep  OffloadEndpoint // ep, if it can take pending offloads; else nil
 	rxw  RxWaiter        // ep, if frames it has no room for may wait; else nil
+	txc  TxCompleter     // ep, if it notifies its sender apart from Transmit; else nil
 	port *Port
-	mu   slotLock
+	mu   sync.Mutex
 	// owner is the poller that calls Transmit, Arm and Disarm (changed
 	// with Stack.mu held); nil once the slot is dropped.
 	owner atomic.Pointer[poller]
@@ -66,7 +68,7 @@ type epSlot struct {
 	rxfd  int // RxWaitFD registered with owner's epoll, or -1
 	// hold queues frames waiting for the receiver's buffers; holding is
 	// true while it is not empty (read without mu by the owner's passes).
-	hold    holdQueue
+	hold    frameQueue
 	holding atomic.Bool
 }
 
@@ -166,7 +168,9 @@ func (p *Port) apply(eps []Endpoint) (bool, error) {
 		}
 		oep, _ := ep.(OffloadEndpoint)
 		rxw, _ := ep.(RxWaiter)
-		s := &epSlot{ep: ep, oep: oep, rxw: rxw, port: p, fd: -1, rxfd: -1}
+		txc, _ := ep.(TxCompleter)
+		s := &epSlot{ep: ep, oep: oep, rxw: rxw, txc: txc, port: p, fd: -1, rxfd: -1,
+			hold: frameQueue{maxFrames: holdFrames, maxBytes: holdBytes}}
 		set.slots[i], fresh = s, append(fresh, s)
 	}
 	for _, s := range fresh {

@@ -62,6 +62,10 @@ func TestTransmitReceive(t *testing.T) {
 			t.Errorf("frame %d: transmitted %d bytes differ from the %d sent", i, len(got[i]), len(want[i]))
 		}
 	}
+	if d.TxInterrupts.Load() != 0 {
+		t.Error("transmit completion interrupt before CompleteTx")
+	}
+	d.Pair.CompleteTx()
 	if d.TxInterrupts.Load() == 0 {
 		t.Error("no transmit completion interrupt")
 	}

@@ -123,8 +123,9 @@ func splitTx(c *virtq.Chain, scratch []byte) ([]byte, [HeaderLen]byte, error) {
 }
 
 // Transmit hands up to max frames the guest sent to fn and returns the
-// chains to the guest. A malformed chain is dropped and counted; a broken
-// ring stops the pair and asks the driver for a reset.
+// chains to the guest (CompleteTx then interrupts it for them). A
+// malformed chain is dropped and counted; a broken ring stops the pair
+// and asks the driver for a reset.
 func (p *QueuePair) Transmit(max int, fn func(frame []byte, off vnet.Offload)) int {
 	q := p.tx
 	if q.Broken() != nil {
@@ -158,10 +159,17 @@ func (p *QueuePair) Transmit(max int, fn func(frame []byte, off vnet.Offload)) i
 		// Keep avail_event out of the driver's way as the ring moves.
 		q.SetNotification(false)
 	}
-	if q.Signal() {
+	return sent
+}
+
+// CompleteTx implements netstack.TxCompleter: it interrupts the guest for
+// the transmit chains Transmit returned, if its used_event asks for it.
+// The poller calls it after each Transmit, once it has delivered the
+// batch.
+func (p *QueuePair) CompleteTx() {
+	if p.tx.Signal() {
 		p.dev.Stats.TxInterrupts.Add(1)
 	}
-	return sent
 }
 
 // Deliver copies a complete frame into the guest's receive buffers: with
