@@ -276,10 +276,12 @@ func (p *poller) loop() {
 				s.ep.Disarm()
 			}
 		}
-		n := p.pass(*list)
+		n, work := p.pass(*list)
 		p.polls++
 		if n > 0 {
 			p.cnt.frames.Add(n)
+		}
+		if work {
 			idleSince = 0
 			if p.polls >= publishEvery {
 				p.publish()
@@ -319,15 +321,17 @@ func (p *poller) initSwitching() {
 }
 
 // pass drains each owned endpoint once, up to a batch each, after
-// retrying the frames held for its receive side, and returns how many
-// frames it switched or delivered from a hold queue.
-func (p *poller) pass(list []*epSlot) uint64 {
+// retrying the frames held for its receive side. It returns how many
+// frames it took from transmit sides, and whether it moved any frame
+// (taken, or delivered from a hold queue).
+func (p *poller) pass(list []*epSlot) (uint64, bool) {
 	var total uint64
+	work := false
 	for _, s := range list {
 		if s.holding.Load() {
 			p.lock(s)
-			if k := p.drainHeld(s); k > 0 {
-				total += uint64(k)
+			if p.drainHeld(s) > 0 {
+				work = true
 			}
 			p.flush()
 		}
@@ -348,7 +352,7 @@ func (p *poller) pass(list []*epSlot) uint64 {
 		}
 	}
 	p.cur = nil
-	return total
+	return total, work || total > 0
 }
 
 // flush flushes every endpoint delivered to since the last flush, adds
