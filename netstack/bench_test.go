@@ -272,17 +272,7 @@ func BenchmarkPollerIdle(b *testing.B) {
 			}
 		}
 	}
-	st, err := netstack.New(netstack.Config{PollerCores: []int{benchCore}, IdleAfter: -1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.AddSwitch(sw); err != nil {
-		b.Fatal(err)
-	}
-	if err := st.Start(context.Background()); err != nil {
-		b.Fatal(err)
-	}
+	st := startStack(b, netstack.Config{PollerCores: []int{benchCore}, IdleAfter: -1}, sw)
 	time.Sleep(10 * time.Millisecond)
 	base := st.Stats().Pollers[0].Polls
 	b.ResetTimer()
@@ -356,17 +346,7 @@ func benchContention(b *testing.B, mixed bool, size int) {
 		gens = append(gens, newGen("gen2", macC))
 		own = newSink("own", macC)
 	}
-	st, err := netstack.New(netstack.Config{PollerCores: []int{0, 1}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.AddSwitch(sw); err != nil {
-		b.Fatal(err)
-	}
-	if err := st.Start(context.Background()); err != nil {
-		b.Fatal(err)
-	}
+	st := startStack(b, netstack.Config{PollerCores: []int{0, 1}}, sw)
 	for _, g := range gens {
 		g.Send(1000)
 	}

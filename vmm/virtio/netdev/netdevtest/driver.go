@@ -360,40 +360,9 @@ func (d *Driver) SendPrepared(n int) int {
 	return k
 }
 
-// Discard reposts every receive buffer the device has used, without
-// looking at the frames beyond their headers' num_buffers, and returns how
-// many frames it saw: Receive for a benchmark that only counts.
-func (d *Driver) Discard() int {
-	r := d.rx
-	used := memory.LoadUint16(r.used[2:])
-	old := r.availIdx
-	frames := 0
-	for r.lastUsed != used {
-		e := r.used[4+8*uint32(r.lastUsed%QueueSize):]
-		id := uint16(binary.LittleEndian.Uint32(e))
-		count := max(binary.LittleEndian.Uint16(r.buf(id)[10:]), 1)
-		if count > used-r.lastUsed {
-			break
-		}
-		for i := uint16(0); i < count; i++ {
-			e := r.used[4+8*uint32(r.lastUsed%QueueSize):]
-			r.offer(uint16(binary.LittleEndian.Uint32(e)))
-			r.lastUsed++
-		}
-		frames++
-	}
-	if frames > 0 {
-		memory.StoreUint16(r.avail[4+2*QueueSize:], r.lastUsed)
-		if r.publish(old) {
-			d.rxKick()
-		}
-	}
-	return frames
-}
-
-// DiscardSingles is Discard for frames known to fit one receive buffer
-// each (with its header): it counts and reposts used buffers without
-// reading them at all, so the receiving side costs the device's core no
+// DiscardSingles is Receive for a benchmark that only counts frames known
+// to fit one receive buffer each (with its header): it reposts used
+// buffers without reading them at all, so the receiving side costs the device's core no
 // cache line it wrote.
 func (d *Driver) DiscardSingles() int {
 	r := d.rx
