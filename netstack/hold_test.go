@@ -127,13 +127,14 @@ func TestHoldForFullReceiver(t *testing.T) {
 
 // TestHoldLimits: the hold queue keeps at most HoldFrames frames and
 // HoldBytes bytes, dropping the rest as no-room, and drops frames held
-// longer than HoldFor.
+// longer than HoldFor as expired.
 func TestHoldLimits(t *testing.T) {
 	r := newHoldRig(t, 1)
-	r.send(0, 300, 64)
+	const n = netstack.HoldFrames + 50
+	r.send(0, n, 64)
 	st := r.pb.Stats()
-	if st.TxPackets != 1 || st.Held != netstack.HoldFrames || st.Drops.NoRoom != 300-1-netstack.HoldFrames {
-		t.Fatalf("300 frames into room for 1: %+v, want 1 delivered, %d held, the rest no-room", st, netstack.HoldFrames)
+	if st.TxPackets != 1 || st.Held != netstack.HoldFrames || st.Drops.NoRoom != n-1-netstack.HoldFrames {
+		t.Fatalf("%d frames into room for 1: %+v, want 1 delivered, %d held, the rest no-room", n, st, netstack.HoldFrames)
 	}
 	r.take(0)
 	r.now += int64(netstack.HoldFor) + 1
@@ -141,21 +142,21 @@ func TestHoldLimits(t *testing.T) {
 	if got := r.b.Take(); len(got) != 0 {
 		t.Fatalf("b got %d frames held past HoldFor", len(got))
 	}
-	if st := r.pb.Stats(); st.Drops.NoRoom != 300-1 {
-		t.Fatalf("no-room drops %d after expiry, want %d", st.Drops.NoRoom, 300-1)
+	if st := r.pb.Stats(); st.Drops.Expired != netstack.HoldFrames || st.Drops.NoRoom != n-1-netstack.HoldFrames {
+		t.Fatalf("drops %+v after expiry, want %d expired", st.Drops, netstack.HoldFrames)
 	}
 
 	// Bytes: big frames fill the queue's buffer before its frame count.
 	const big = 60000
 	r.send(1000, 1, big) // fills b
 	before := r.pb.Stats()
-	r.send(1001, 20, big)
+	r.send(1001, netstack.HoldBytes/big+5, big)
 	st = r.pb.Stats()
 	if held := st.Held - before.Held; held != netstack.HoldBytes/big {
 		t.Fatalf("held %d frames of %d bytes, want %d (HoldBytes)", held, big, netstack.HoldBytes/big)
 	}
 	next := r.take(1000)
-	for i := 0; i < 20 && next < 1001+netstack.HoldBytes/big; i++ {
+	for i := 0; i < 100 && next < 1001+netstack.HoldBytes/big; i++ {
 		r.sp.Poll(r.pa, r.pb)
 		next = r.take(next)
 	}

@@ -668,8 +668,8 @@ func (p *poller) hold(s *epSlot, frame []byte, off vnet.Offload) {
 
 // drainHeld delivers the frames s holds, oldest first, until its receive
 // side is full again, and returns how many it delivered. Frames held
-// longer than holdFor, or refused for another reason than room, are
-// dropped. Called with s locked.
+// longer than holdFor (expired) or refused for another reason than room
+// (no room) are dropped. Called with s locked.
 func (p *poller) drainHeld(s *epSlot) int {
 	q := &s.hold
 	now := s.port.sw.now()
@@ -679,7 +679,7 @@ func (p *poller) drainHeld(s *epSlot) int {
 		off := e.off
 		if now-e.at > int64(holdFor) {
 			q.pop()
-			s.port.cnt.noRoom.Add(1)
+			s.port.cnt.expired.Add(1)
 			continue
 		}
 		var ok bool

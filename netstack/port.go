@@ -80,6 +80,7 @@ type portCounters struct {
 	txPackets, txBytes atomic.Uint64
 	held               atomic.Uint64
 	noRoom             atomic.Uint64
+	expired            atomic.Uint64
 	portDown           atomic.Uint64
 	paused             atomic.Uint64
 	runt               atomic.Uint64
@@ -250,6 +251,7 @@ func (p *Port) Stats() PortStats {
 		Held:         c.held.Load(),
 		Drops: DropStats{
 			NoRoom:     c.noRoom.Load(),
+			Expired:    c.expired.Load(),
 			PortDown:   c.portDown.Load(),
 			Paused:     c.paused.Load(),
 			Runt:       c.runt.Load(),

@@ -84,8 +84,8 @@ type PortStats struct {
 	SoftOffload uint64 `json:"soft_offload"`
 	// Held counts frames that found the port's receive side out of
 	// buffers and waited for it in the switch (RxWaiter) rather than
-	// being dropped; those that waited too long, or found the hold queue
-	// full, are NoRoom drops.
+	// being dropped; those that found the hold queue full are NoRoom
+	// drops, those that waited too long Expired ones.
 	Held  uint64    `json:"held"`
 	Drops DropStats `json:"drops"`
 }
@@ -93,9 +93,11 @@ type PortStats struct {
 // DropStats count dropped frames by cause.
 type DropStats struct {
 	// NoRoom: the destination endpoint's receive side was full (for an
-	// RxWaiter: and its hold queue too, or the frame was held longer than
-	// 100 ms).
+	// RxWaiter: and its hold queue too), or refused the frame for good.
 	NoRoom uint64 `json:"no_room"`
+	// Expired: a frame waited in a hold queue for 500 ms and the
+	// receiver still had no buffers for it.
+	Expired uint64 `json:"expired"`
 	// PortDown: the destination port had no endpoints.
 	PortDown uint64 `json:"port_down"`
 	// Paused: the destination port was paused.
@@ -117,7 +119,7 @@ type DropStats struct {
 
 // Total returns the sum of all drops.
 func (d DropStats) Total() uint64 {
-	return d.NoRoom + d.PortDown + d.Paused + d.Runt + d.BadSource + d.Spoofed + d.Filtered + d.BadOffload
+	return d.NoRoom + d.Expired + d.PortDown + d.Paused + d.Runt + d.BadSource + d.Spoofed + d.Filtered + d.BadOffload
 }
 
 // Stats returns a snapshot of the switch's counters.
@@ -180,7 +182,7 @@ func (s Stats) WriteText(w io.Writer) error {
 			time.Duration(p.SleepNanos).Round(time.Microsecond))
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "port\tstate\tqueues\trx-pkts\trx-bytes\ttx-pkts\ttx-bytes\tsoft-offload\theld\tno-room\tport-down\tpaused\trunt\tbad-src\tspoofed\tfiltered\tbad-offload\tlearned\t")
+	fmt.Fprintln(tw, "port\tstate\tqueues\trx-pkts\trx-bytes\ttx-pkts\ttx-bytes\tsoft-offload\theld\tno-room\texpired\tport-down\tpaused\trunt\tbad-src\tspoofed\tfiltered\tbad-offload\tlearned\t")
 	for _, sw := range s.Switches {
 		for _, p := range sw.Ports {
 			d := p.Drops
@@ -194,8 +196,8 @@ func (s Stats) WriteText(w io.Writer) error {
 			case p.Queues == 0:
 				state = "down"
 			}
-			fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", sw.Name, p.Name, state, p.Queues,
-				p.RxPackets, p.RxBytes, p.TxPackets, p.TxBytes, p.SoftOffload, p.Held, d.NoRoom, d.PortDown, d.Paused, d.Runt, d.BadSource, d.Spoofed, d.Filtered, d.BadOffload, p.Learned)
+			fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", sw.Name, p.Name, state, p.Queues,
+				p.RxPackets, p.RxBytes, p.TxPackets, p.TxBytes, p.SoftOffload, p.Held, d.NoRoom, d.Expired, d.PortDown, d.Paused, d.Runt, d.BadSource, d.Spoofed, d.Filtered, d.BadOffload, p.Learned)
 		}
 	}
 	if err := tw.Flush(); err != nil {

@@ -340,7 +340,7 @@ func pollerReport(path string) string {
 	var extra []string
 	for _, sw := range st.Netstack.Switches {
 		for _, p := range sw.Ports {
-			extra = append(extra, fmt.Sprintf("port %s: tx=%d held=%d no_room=%v", p.Name, p.TxPackets, p.Held, p.Drops["no_room"]))
+			extra = append(extra, fmt.Sprintf("port %s: tx=%d held=%d no_room=%v expired=%v", p.Name, p.TxPackets, p.Held, p.Drops["no_room"], p.Drops["expired"]))
 		}
 	}
 	for _, vm := range st.VMs {
