@@ -151,9 +151,10 @@ func BenchmarkWakeup(b *testing.B) {
 	epoch := time.Now()
 	var wokeAt atomic.Int64
 	st, err := netstack.New(netstack.Config{
-		PollerCores: []int{benchCore},
-		IdleAfter:   20 * time.Microsecond,
-		OnWake:      func(int) { wokeAt.Store(int64(time.Since(epoch))) },
+		PollerCores:  []int{benchCore},
+		IdleAfter:    20 * time.Microsecond,
+		MaxIdleAfter: 20 * time.Microsecond, // every wait a sleep
+		OnWake:       func(int) { wokeAt.Store(int64(time.Since(epoch))) },
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -11,11 +11,12 @@ import (
 // otherwise lose them, and its window with them) instead of being
 // dropped, up to holdFrames frames or holdBytes bytes per endpoint, for
 // at most holdFor. A guest's ring of 256 mergeable buffers takes only 6
-// to 16 TSO frames of 64 KiB, and a TCP sender bursts its window: 2 MiB
-// holds 32 more (a TAP's queue, which vhost-net drains, takes 1,000).
+// to 16 TSO frames of 64 KiB, and a TCP sender bursts up to its window
+// (Linux's default send buffer is at most 4 MiB): 4 MiB holds 64 more (a
+// TAP's queue, which vhost-net drains, takes 1,000 frames of any size).
 const (
-	holdFrames = 1024
-	holdBytes  = 2 << 20
+	holdFrames = 2048
+	holdBytes  = 4 << 20
 	holdFor    = 500 * time.Millisecond
 )
 

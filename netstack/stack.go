@@ -15,7 +15,7 @@ import (
 // Defaults for Config's zero values.
 const (
 	DefaultIdleAfter    = 200 * time.Microsecond
-	DefaultMaxIdleAfter = 2 * time.Millisecond
+	DefaultMaxIdleAfter = 20 * time.Millisecond
 	DefaultBatch        = 32
 )
 
@@ -53,8 +53,10 @@ type Config struct {
 	// than MaxIdleAfter, and halves after a longer sleep (as KVM's halt
 	// polling adapts), so traffic whose gaps are shorter than
 	// MaxIdleAfter (request-response) stops paying for wake-ups (the
-	// guests' kicks, epoll). 0 means DefaultMaxIdleAfter for a dedicated
-	// poller and IdleAfter (no growth) for a shared one.
+	// guests' kicks, epoll). 0 means DefaultMaxIdleAfter (20 ms: on a
+	// core of its own, spinning costs nothing else) for a dedicated
+	// poller and IdleAfter (no growth: measured slower, with the guests'
+	// vCPUs on the same core) for a shared one.
 	MaxIdleAfter time.Duration
 	// Sharing says whether the pollers share their cores with the guests'
 	// vCPUs. A shared poller calls sched_yield after every pass that
