@@ -63,8 +63,47 @@ type Endpoint interface {
 type OffloadEndpoint interface {
 	Endpoint
 	// AcceptsOffload reports whether DeliverOffload takes a frame with
-	// off pending now (what a guest negotiated changes as it resets).
+	// off pending now (what a guest negotiated changes as it resets). It
+	// is called like Deliver.
 	AcceptsOffload(off vnet.Offload) bool
 	// DeliverOffload is Deliver for a frame with off pending.
 	DeliverOffload(frame []byte, off vnet.Offload) bool
+}
+
+// RxWaiter is an Endpoint whose receive side may lack buffers for a while
+// (a guest's receive ring the driver has not refilled yet). A frame it has
+// no room for is held by the switch and delivered, in order, once the
+// receiver posts buffers, instead of being dropped; a poller with frames
+// held for it can sleep until the receiver says it posted some. All four
+// methods are called like Deliver: by any poller, never concurrently for
+// one endpoint.
+type RxWaiter interface {
+	Endpoint
+	// RxFull reports whether the last Deliver (or DeliverOffload) that
+	// returned false did so only for want of receive buffers, so the
+	// frame will fit once the receiver posts more.
+	RxFull() bool
+	// RxWaitFD is the file descriptor that becomes readable when the
+	// receiver posts buffers while ArmRx is in effect; -1 if none (the
+	// poller then polls for them).
+	RxWaitFD() int
+	// ArmRx asks the receiver to signal RxWaitFD when it posts buffers
+	// beyond those it had when a frame last found too few, and reports
+	// whether it has posted some since (the poller then retries rather
+	// than sleeps).
+	ArmRx() bool
+	// DisarmRx turns that signal off again.
+	DisarmRx()
+}
+
+// TxCompleter is an Endpoint whose sender learns of finished
+// transmissions (a guest's transmit interrupt) from CompleteTx rather
+// than from Transmit itself: the poller calls CompleteTx, on the owning
+// poller, after each Transmit call once it has delivered and flushed that
+// batch, with no destination's lock held.
+type TxCompleter interface {
+	Endpoint
+	// CompleteTx notifies the sender of the transmissions Transmit
+	// returned, if it asked for that.
+	CompleteTx()
 }

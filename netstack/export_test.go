@@ -21,14 +21,22 @@ func NewSyncPoller(batch int) *SyncPoller {
 }
 
 // Poll makes one pass over the endpoints of ports and returns the frames
-// switched.
+// it took from their transmit sides.
 func (sp *SyncPoller) Poll(ports ...*Port) uint64 {
 	sp.list = sp.list[:0]
 	for _, p := range ports {
 		sp.list = append(sp.list, p.eps.Load().slots...)
 	}
-	return sp.p.pass(sp.list)
+	n, _ := sp.p.pass(sp.list)
+	return n
 }
 
 // FlowHash exposes flowHash.
 var FlowHash = flowHash
+
+// HoldLimits exposes the hold queue's limits.
+const (
+	HoldFrames = holdFrames
+	HoldBytes  = holdBytes
+	HoldFor    = holdFor
+)

@@ -20,13 +20,22 @@ type poller struct {
 	st    *Stack
 	index int
 	core  int // -1: unpinned
-	epfd  int
-	ctlfd int
-	tid   atomic.Int32
+	// shared is true when the poller shares its core with other busy
+	// threads (Config.Sharing): it then yields the core on every pass
+	// that finds nothing.
+	shared bool
+	epfd   int
+	ctlfd  int
+	tid    atomic.Int32
 
-	// seq is odd while the poller may be inside an endpoint method;
-	// quiesce waits for it to move past an odd value.
-	seq   atomic.Uint64
+	// seen is the stack generation (Stack.gen) the poller last read at
+	// the start of a pass or on waking: it is outside every endpoint
+	// method it entered before reading it. idle is true while it is
+	// outside all of them for an unbounded time (asleep in epoll_wait,
+	// not started, stopped). quiesce waits for one or the other, so a
+	// pass costs no locked instruction of its own.
+	seen  atomic.Uint64
+	idle  atomic.Bool
 	owned atomic.Pointer[[]*epSlot]
 	// nOwned is len(*owned), guarded by Stack.mu.
 	nOwned int
@@ -50,7 +59,22 @@ type poller struct {
 	dirty   []dirtyDest
 	hash    uint32
 	hashOK  bool
+	// gen is what seen holds; polls and empty count passes not yet added
+	// to cnt (published every publishEvery passes and before sleeping).
+	gen          uint64
+	polls, empty uint64
+	// spin is how long the poller now polls without frames before it
+	// sleeps: between Config.IdleAfter and Config.MaxIdleAfter, doubled
+	// after a short sleep and halved after a long one.
+	spin, maxSpin int64
+	// rxArmed lists the owned slots whose receivers were asked to
+	// notify (ArmRx) before the last sleep.
+	rxArmed []*epSlot
 }
+
+// publishEvery is how many passes a poller counts locally before adding
+// them to its counters (a power of two).
+const publishEvery = 1024
 
 // dirtyDest is an endpoint delivered to in the current batch, with the
 // frames and bytes delivered, added to its port's counters at Flush.
@@ -64,12 +88,29 @@ type pollerCounters struct {
 	sleeps, wakeups, ctlWakeups atomic.Uint64
 	armRaces, sleepNanos        atomic.Uint64
 	waitErrors                  atomic.Uint64
+	spin                        atomic.Int64
 }
 
 func newPoller(st *Stack, index, core int) (*poller, error) {
 	p := &poller{st: st, index: index, core: core, epfd: -1, ctlfd: -1,
 		batch: st.cfg.Batch, events: make([]unix.EpollEvent, 64),
-		dirty: make([]dirtyDest, 0, 64)}
+		dirty: make([]dirtyDest, 0, 64), spin: int64(st.cfg.IdleAfter)}
+	switch st.cfg.Sharing {
+	case SharingShared:
+		p.shared = true
+	case SharingAuto:
+		p.shared = core < 0 || runtime.NumCPU() == 1
+	}
+	switch {
+	case st.cfg.MaxIdleAfter > 0:
+		p.maxSpin = max(int64(st.cfg.MaxIdleAfter), p.spin)
+	case p.shared:
+		p.maxSpin = p.spin
+	default:
+		p.maxSpin = max(int64(DefaultMaxIdleAfter), p.spin)
+	}
+	p.idle.Store(true)
+	p.cnt.spin.Store(p.spin)
 	p.initSwitching()
 	p.owned.Store(new([]*epSlot))
 	var err error
@@ -113,20 +154,28 @@ func (p *poller) kick() {
 // add makes p the owner of s and registers its wait fd. Called with
 // Stack.mu held.
 func (p *poller) add(s *epSlot) error {
-	s.owner = p
+	s.owner.Store(p)
 	old := *p.owned.Load()
 	list := make([]*epSlot, len(old), len(old)+1)
 	copy(list, old)
-	var err error
-	if fd := s.ep.WaitFD(); fd >= 0 {
+	var errs []error
+	register := func(fd int, what string) int {
+		if fd < 0 {
+			return -1
+		}
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(fd)}
 		if e := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); e != nil {
-			err = fmt.Errorf("poller %d: register wait fd %d of port %s/%s: %w",
-				p.index, fd, s.port.sw.name, s.port.name, e)
-		} else {
-			s.fd = fd
+			errs = append(errs, fmt.Errorf("poller %d: register %s fd %d of port %s/%s: %w",
+				p.index, what, fd, s.port.sw.name, s.port.name, e))
+			return -1
 		}
+		return fd
 	}
+	s.fd = register(s.ep.WaitFD(), "wait")
+	if s.rxw != nil {
+		s.rxfd = register(s.rxw.RxWaitFD(), "receive wait")
+	}
+	err := errors.Join(errs...)
 	list = append(list, s)
 	p.nOwned = len(list)
 	p.owned.Store(&list)
@@ -143,28 +192,46 @@ func (p *poller) remove(s *epSlot) {
 			list = append(list, q)
 		}
 	}
-	if s.fd >= 0 {
-		// The owner may already have closed the fd, which unregistered it.
-		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
+	for _, fd := range []int{s.fd, s.rxfd} {
+		if fd >= 0 {
+			// The owner may already have closed the fd, which unregistered it.
+			_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		}
 	}
-	s.owner = nil
+	s.owner.Store(nil)
 	p.nOwned = len(list)
 	p.owned.Store(&list)
 }
 
 // quiesce returns once p is outside any endpoint method it may have
-// entered before the call.
-func (p *poller) quiesce() {
-	s := p.seq.Load()
-	if s&1 == 0 {
-		return
-	}
-	for spins := 0; p.seq.Load() == s; spins++ {
+// entered before the stack's generation reached gen (Stack.gen.Add).
+func (p *poller) quiesce(gen uint64) {
+	for spins := 0; p.seen.Load() < gen && !p.idle.Load(); spins++ {
 		if spins < 100 {
 			runtime.Gosched()
 		} else {
 			time.Sleep(10 * time.Microsecond)
 		}
+	}
+}
+
+// ack acknowledges the stack's generation: everything the poller did
+// before is done, and what it loads next (owned lists, ports' endpoint
+// sets) is at least as new as that generation. A plain load unless the
+// generation moved.
+func (p *poller) ack() {
+	if g := p.st.gen.Load(); g != p.gen {
+		p.gen = g
+		p.seen.Store(g)
+	}
+}
+
+// publish adds the passes counted locally to the poller's counters.
+func (p *poller) publish() {
+	if p.polls != 0 {
+		p.cnt.polls.Add(p.polls)
+		p.cnt.emptyPolls.Add(p.empty)
+		p.polls, p.empty = 0, 0
 	}
 }
 
@@ -197,13 +264,15 @@ func (p *poller) run(ready chan<- error) {
 }
 
 func (p *poller) loop() {
+	p.idle.Store(false)
+	defer p.idle.Store(true)
 	idleAfter := int64(p.st.cfg.IdleAfter)
 	var list *[]*epSlot
 	var idleSince int64 // 0: found work in the last pass
 	for {
-		p.seq.Add(1)
+		p.ack()
 		if p.st.stopping.Load() {
-			p.seq.Add(1)
+			p.publish()
 			return
 		}
 		if l := p.owned.Load(); l != list {
@@ -212,15 +281,27 @@ func (p *poller) loop() {
 				s.ep.Disarm()
 			}
 		}
-		n := p.pass(*list)
-		p.seq.Add(1)
-		p.cnt.polls.Add(1)
+		n, work := p.pass(*list)
+		p.polls++
 		if n > 0 {
 			p.cnt.frames.Add(n)
+		}
+		if work {
 			idleSince = 0
+			if p.polls >= publishEvery {
+				p.publish()
+			}
 			continue
 		}
-		p.cnt.emptyPolls.Add(1)
+		p.empty++
+		if p.polls >= publishEvery {
+			p.publish()
+		}
+		if p.shared {
+			// Whoever waits for this core (a guest's vCPU) runs now,
+			// not when the spin below ends.
+			_, _, _ = unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+		}
 		if idleAfter < 0 {
 			continue
 		}
@@ -229,7 +310,8 @@ func (p *poller) loop() {
 			idleSince = now
 			continue
 		}
-		if now-idleSince >= idleAfter {
+		if now-idleSince >= p.spin {
+			p.publish()
 			p.sleep()
 			idleSince = 0
 		}
@@ -243,11 +325,21 @@ func (p *poller) initSwitching() {
 	p.finSeg = p.deliverFinished
 }
 
-// pass drains each owned endpoint once, up to a batch each, and returns
-// how many frames it switched.
-func (p *poller) pass(list []*epSlot) uint64 {
+// pass drains each owned endpoint once, up to a batch each, after
+// retrying the frames held for its receive side. It returns how many
+// frames it took from transmit sides, and whether it moved any frame
+// (taken, or delivered from a hold queue).
+func (p *poller) pass(list []*epSlot) (uint64, bool) {
 	var total uint64
+	work := false
 	for _, s := range list {
+		if s.holding.Load() {
+			p.lock(s)
+			if p.drainHeld(s) > 0 {
+				work = true
+			}
+			p.flush()
+		}
 		p.cur = s
 		p.nowOK = false
 		p.rxPkts, p.rxBytes = 0, 0
@@ -258,9 +350,14 @@ func (p *poller) pass(list []*epSlot) uint64 {
 			s.port.cnt.rxBytes.Add(p.rxBytes)
 			p.flush()
 		}
+		if s.txc != nil {
+			// The sender's completion notice (an interrupt: a system
+			// call) comes with no destination's lock held.
+			s.txc.CompleteTx()
+		}
 	}
 	p.cur = nil
-	return total
+	return total, work || total > 0
 }
 
 // flush flushes every endpoint delivered to since the last flush, adds
@@ -276,25 +373,32 @@ func (p *poller) flush() {
 		d.s = nil
 	}
 	p.dirty = p.dirty[:0]
+	p.unlockHeld()
+}
+
+// lock makes s the one destination whose lock p holds. p keeps it from
+// frame to frame while they go to s (one lock and one Flush for a run of
+// them), and lets go of it as soon as a frame goes elsewhere or nowhere,
+// and before the source's completion work (TxCompleter).
+func (p *poller) lock(s *epSlot) {
+	if p.held == s {
+		return
+	}
+	p.unlockHeld()
+	s.mu.Lock()
+	p.held = s
+}
+
+// unlockHeld releases the held destination lock, if any.
+func (p *poller) unlockHeld() {
 	if p.held != nil {
 		p.held.mu.Unlock()
 		p.held = nil
 	}
 }
 
-// lock makes s the one destination whose lock p holds.
-func (p *poller) lock(s *epSlot) {
-	if p.held == s {
-		return
-	}
-	if p.held != nil {
-		p.held.mu.Unlock()
-	}
-	s.mu.Lock()
-	p.held = s
-}
-
-// sleep arms every owned endpoint and waits on their fds, unless one has
+// sleep arms every owned endpoint (and the receivers of those holding
+// frames for want of buffers) and waits on their fds, unless one has
 // frames already. It returns once the poller should poll again.
 func (p *poller) sleep() {
 	// Drop readiness left from while polling: after this, only events
@@ -309,9 +413,8 @@ func (p *poller) sleep() {
 			break
 		}
 	}
-	p.seq.Add(1)
+	p.ack()
 	if p.st.stopping.Load() {
-		p.seq.Add(1)
 		return
 	}
 	list := *p.owned.Load()
@@ -324,17 +427,28 @@ func (p *poller) sleep() {
 		if s.fd < 0 {
 			timeout = 1 // ms: an endpoint that cannot wake us is polled anyway
 		}
+		if s.holding.Load() {
+			// Frames wait for s's receive buffers: sleep until it posts
+			// some (or poll for them when it cannot say).
+			if s.rxw == nil || s.rxfd < 0 {
+				timeout = 1
+				continue
+			}
+			p.lock(s)
+			if s.rxw.ArmRx() {
+				busy = true
+			}
+			p.unlockHeld()
+			p.rxArmed = append(p.rxArmed, s)
+		}
 	}
 	if busy {
-		for _, s := range list {
-			s.ep.Disarm()
-		}
-		p.seq.Add(1)
+		p.wake(list)
 		p.cnt.armRaces.Add(1)
 		return
 	}
-	p.seq.Add(1)
 	p.cnt.sleeps.Add(1)
+	p.idle.Store(true)
 	t0 := monoNanos()
 	var n int
 	var err error
@@ -344,10 +458,13 @@ func (p *poller) sleep() {
 			break
 		}
 	}
+	slept := monoNanos() - t0
+	p.idle.Store(false)
+	p.ack()
 	if p.st.cfg.OnWake != nil {
 		p.st.cfg.OnWake(p.index)
 	}
-	p.cnt.sleepNanos.Add(uint64(monoNanos() - t0))
+	p.cnt.sleepNanos.Add(uint64(slept))
 	if err != nil {
 		if p.cnt.waitErrors.Add(1) == 1 {
 			p.st.log.Error("netstack poller: epoll_wait failed", zap.Int("poller", p.index), zap.Error(err))
@@ -362,35 +479,76 @@ func (p *poller) sleep() {
 	p.cnt.wakeups.Add(1)
 	if ctl {
 		p.cnt.ctlWakeups.Add(1)
+	} else {
+		p.adapt(slept)
 	}
-	p.seq.Add(1)
-	for _, s := range *p.owned.Load() {
+	p.wake(*p.owned.Load())
+}
+
+// wake disarms the endpoints of list, and the receivers sleep armed, for
+// polling again.
+func (p *poller) wake(list []*epSlot) {
+	for _, s := range list {
 		s.ep.Disarm()
 	}
-	p.seq.Add(1)
+	for i, s := range p.rxArmed {
+		if s.owner.Load() == p { // still ours: not dropped meanwhile
+			p.lock(s)
+			s.rxw.DisarmRx()
+			p.unlockHeld()
+		}
+		p.rxArmed[i] = nil
+	}
+	p.rxArmed = p.rxArmed[:0]
+}
+
+// adapt sets how long the poller spins before its next sleep from how
+// long this one lasted (as KVM's halt polling does): a sleep shorter than
+// the longest spin would have been saved by spinning longer, so the spin
+// doubles; a longer one halves it, down to IdleAfter.
+func (p *poller) adapt(slept int64) {
+	lo, hi := int64(p.st.cfg.IdleAfter), p.maxSpin
+	switch {
+	case hi <= lo:
+		p.spin = lo
+	case slept < hi:
+		p.spin = min(2*p.spin, hi)
+	default:
+		p.spin = max(p.spin/2, lo)
+	}
+	p.cnt.spin.Store(p.spin)
 }
 
 // handle switches one frame transmitted by p.cur, with off pending.
 func (p *poller) handle(frame []byte, off vnet.Offload) {
+	if !p.switchFrame(frame, off) {
+		// Delivered nowhere: keep no destination waiting meanwhile.
+		p.unlockHeld()
+	}
+}
+
+// switchFrame switches one frame and reports whether it was handed to a
+// destination endpoint.
+func (p *poller) switchFrame(frame []byte, off vnet.Offload) bool {
 	src := p.cur.port
 	p.rxPkts++
 	p.rxBytes += uint64(len(frame))
 	if len(frame) < ethHeaderLen {
 		src.cnt.runt.Add(1)
-		return
+		return false
 	}
 	if frame[6]&1 != 0 { // multicast source address
 		src.cnt.badSource.Add(1)
-		return
+		return false
 	}
 	srcKey := macKey(frame[6:12])
 	if !src.allows(srcKey) { // a bound port sending as someone else
 		src.cnt.spoofed.Add(1)
-		return
+		return false
 	}
 	if off.Pending() && off.Check(len(frame)) != nil {
 		src.cnt.badOffload.Add(1)
-		return
+		return false
 	}
 	sw := src.sw
 	if !p.nowOK {
@@ -404,23 +562,25 @@ func (p *poller) handle(frame []byte, off vnet.Offload) {
 		if dst != nil && !dst.removed.Load() {
 			if dst == src {
 				src.cnt.filtered.Add(1)
-				return
+				return false
 			}
-			p.deliver(dst, frame, off)
-			return
+			return p.deliver(dst, frame, off)
 		}
 	}
+	sent := false
 	for _, dst := range *sw.ports.Load() {
-		if dst != src {
-			p.deliver(dst, frame, off)
+		if dst != src && p.deliver(dst, frame, off) {
+			sent = true
 		}
 	}
+	return sent
 }
 
 // deliver hands frame to one of dst's endpoints, chosen by flow hash: as
 // it is when nothing is pending or the endpoint takes the offloads,
-// finished in software otherwise.
-func (p *poller) deliver(dst *Port, frame []byte, off vnet.Offload) {
+// finished in software otherwise. It reports whether an endpoint was
+// there to take it.
+func (p *poller) deliver(dst *Port, frame []byte, off vnet.Offload) bool {
 	slots := dst.eps.Load().slots
 	var s *epSlot
 	switch len(slots) {
@@ -430,7 +590,7 @@ func (p *poller) deliver(dst *Port, frame []byte, off vnet.Offload) {
 		} else {
 			dst.cnt.portDown.Add(1)
 		}
-		return
+		return false
 	case 1:
 		s = slots[0]
 	default:
@@ -441,37 +601,115 @@ func (p *poller) deliver(dst *Port, frame []byte, off vnet.Offload) {
 		s = slots[p.hash%uint32(len(slots))]
 	}
 	p.lock(s)
-	switch {
-	case !off.Pending():
-		if !s.ep.Deliver(frame) {
-			dst.cnt.noRoom.Add(1)
-			return
-		}
-	case s.oep != nil && s.oep.AcceptsOffload(off):
-		if !s.oep.DeliverOffload(frame, off) {
-			dst.cnt.noRoom.Add(1)
-			return
-		}
-	default:
+	if off.Pending() && (s.oep == nil || !s.oep.AcceptsOffload(off)) {
 		p.finSlot = s
 		if _, err := p.fin.Finish(frame, off, p.finSeg); err != nil {
 			p.cur.port.cnt.badOffload.Add(1)
 		} else {
 			dst.cnt.softOffload.Add(1)
 		}
+		return true
+	}
+	p.put(s, frame, off)
+	return true
+}
+
+// deliverFinished delivers one frame the finisher made to p.finSlot.
+func (p *poller) deliverFinished(frame []byte) { p.put(p.finSlot, frame, vnet.Offload{}) }
+
+// put delivers frame to s, whose lock p holds, behind any frames s holds
+// for want of receive buffers.
+func (p *poller) put(s *epSlot, frame []byte, off vnet.Offload) {
+	if s.holding.Load() {
+		// Older frames wait for s's buffers: they go first, and this one
+		// waits behind them if they cannot.
+		p.drainHeld(s)
+		if s.holding.Load() {
+			p.hold(s, frame, off)
+			return
+		}
+	}
+	var ok bool
+	if off.Pending() {
+		ok = s.oep.DeliverOffload(frame, off)
+	} else {
+		ok = s.ep.Deliver(frame)
+	}
+	if !ok {
+		p.refused(s, frame, off)
 		return
 	}
 	p.delivered(s, len(frame))
 }
 
-// deliverFinished delivers one frame the finisher made to p.finSlot.
-func (p *poller) deliverFinished(frame []byte) {
-	s := p.finSlot
-	if !s.ep.Deliver(frame) {
+// refused handles a frame s's receive side did not take: held when the
+// receiver only lacks buffers for now, dropped otherwise. Called with s
+// locked.
+func (p *poller) refused(s *epSlot, frame []byte, off vnet.Offload) {
+	if s.rxw != nil && s.rxw.RxFull() {
+		p.hold(s, frame, off)
+		return
+	}
+	s.port.cnt.noRoom.Add(1)
+}
+
+// hold queues a copy of frame on s, to be delivered once s's receiver
+// posts buffers; a full hold queue drops it. The first frame held wakes
+// s's owner, which retries the queue on every pass and, asleep, waits for
+// the receiver's notification. Called with s locked.
+func (p *poller) hold(s *epSlot, frame []byte, off vnet.Offload) {
+	if !s.hold.push(frame, off, s.port.sw.now()) {
 		s.port.cnt.noRoom.Add(1)
 		return
 	}
-	p.delivered(s, len(frame))
+	s.port.cnt.held.Add(1)
+	if !s.holding.Load() {
+		s.holding.Store(true)
+		if o := s.owner.Load(); o != nil && o != p {
+			o.kick()
+		}
+	}
+}
+
+// drainHeld delivers the frames s holds, oldest first, until its receive
+// side is full again, and returns how many it delivered. Frames held
+// longer than holdFor (expired) or refused for another reason than room
+// (no room) are dropped. Called with s locked.
+func (p *poller) drainHeld(s *epSlot) int {
+	q := &s.hold
+	now := s.port.sw.now()
+	n := 0
+	for q.len() > 0 {
+		frame, e := q.peek()
+		off := e.off
+		if now-e.at > int64(holdFor) {
+			q.pop()
+			s.port.cnt.expired.Add(1)
+			continue
+		}
+		var ok bool
+		switch {
+		case !off.Pending():
+			ok = s.ep.Deliver(frame)
+		case s.oep != nil:
+			ok = s.oep.DeliverOffload(frame, off)
+		}
+		if !ok {
+			if s.rxw != nil && s.rxw.RxFull() {
+				break
+			}
+			q.pop()
+			s.port.cnt.noRoom.Add(1)
+			continue
+		}
+		p.delivered(s, len(frame))
+		q.pop()
+		n++
+	}
+	if q.len() == 0 {
+		s.holding.Store(false)
+	}
+	return n
 }
 
 // delivered notes a frame of n bytes delivered to s, for Flush and the

@@ -53,14 +53,23 @@ func (set *epSet) find(ep Endpoint) *epSlot {
 }
 
 // epSlot wraps one endpoint of a port. mu serialises Deliver and Flush
-// across pollers.
+// across pollers, and guards hold.
 type epSlot struct {
-	ep    Endpoint
-	oep   OffloadEndpoint // ep, if it can take pending offloads; else nil
-	port  *Port
-	mu    sync.Mutex
-	owner *poller // the poller that calls Transmit; guarded by Stack.mu
-	fd    int     // WaitFD registered with owner's epoll, or -1
+	ep   Endpoint
+	oep  OffloadEndpoint // ep, if it can take pending offloads; else nil
+	rxw  RxWaiter        // ep, if frames it has no room for may wait; else nil
+	txc  TxCompleter     // ep, if it notifies its sender apart from Transmit; else nil
+	port *Port
+	mu   sync.Mutex
+	// owner is the poller that calls Transmit, Arm and Disarm (changed
+	// with Stack.mu held); nil once the slot is dropped.
+	owner atomic.Pointer[poller]
+	fd    int // WaitFD registered with owner's epoll, or -1
+	rxfd  int // RxWaitFD registered with owner's epoll, or -1
+	// hold queues frames waiting for the receiver's buffers; holding is
+	// true while it is not empty (read without mu by the owner's passes).
+	hold    frameQueue
+	holding atomic.Bool
 }
 
 // portCounters are a port's counters. "rx" is what the switch received
@@ -69,7 +78,9 @@ type epSlot struct {
 type portCounters struct {
 	rxPackets, rxBytes atomic.Uint64
 	txPackets, txBytes atomic.Uint64
+	held               atomic.Uint64
 	noRoom             atomic.Uint64
+	expired            atomic.Uint64
 	portDown           atomic.Uint64
 	paused             atomic.Uint64
 	runt               atomic.Uint64
@@ -157,7 +168,10 @@ func (p *Port) apply(eps []Endpoint) (bool, error) {
 			continue
 		}
 		oep, _ := ep.(OffloadEndpoint)
-		s := &epSlot{ep: ep, oep: oep, port: p, fd: -1}
+		rxw, _ := ep.(RxWaiter)
+		txc, _ := ep.(TxCompleter)
+		s := &epSlot{ep: ep, oep: oep, rxw: rxw, txc: txc, port: p, fd: -1, rxfd: -1,
+			hold: frameQueue{maxFrames: holdFrames, maxBytes: holdBytes}}
 		set.slots[i], fresh = s, append(fresh, s)
 	}
 	for _, s := range fresh {
@@ -234,8 +248,10 @@ func (p *Port) Stats() PortStats {
 		TxPackets:    c.txPackets.Load(),
 		TxBytes:      c.txBytes.Load(),
 		SoftOffload:  c.softOffload.Load(),
+		Held:         c.held.Load(),
 		Drops: DropStats{
 			NoRoom:     c.noRoom.Load(),
+			Expired:    c.expired.Load(),
 			PortDown:   c.portDown.Load(),
 			Paused:     c.paused.Load(),
 			Runt:       c.runt.Load(),

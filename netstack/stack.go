@@ -14,8 +14,24 @@ import (
 
 // Defaults for Config's zero values.
 const (
-	DefaultIdleAfter = 200 * time.Microsecond
-	DefaultBatch     = 32
+	DefaultIdleAfter    = 200 * time.Microsecond
+	DefaultMaxIdleAfter = 20 * time.Millisecond
+	DefaultBatch        = 32
+)
+
+// Sharing says whether pollers have their cores to themselves.
+type Sharing int
+
+const (
+	// SharingAuto treats a poller as shared when it is unpinned or the
+	// host has one CPU, and as dedicated otherwise (pinned pollers'
+	// cores are kept apart from the guests' by the caller).
+	SharingAuto Sharing = iota
+	// SharingDedicated: each poller owns its core.
+	SharingDedicated
+	// SharingShared: guests' vCPUs (or other busy threads) run on the
+	// pollers' cores too.
+	SharingShared
 )
 
 // Config configures a Stack.
@@ -28,9 +44,25 @@ type Config struct {
 	// 0 means 1.
 	Pollers int
 	// IdleAfter is how long a poller polls without finding a frame before
-	// it re-arms its endpoints' notifications and sleeps. 0 means
-	// DefaultIdleAfter; a negative value means never sleep.
+	// it re-arms its endpoints' notifications and sleeps, at least. 0
+	// means DefaultIdleAfter; a negative value means never sleep.
 	IdleAfter time.Duration
+	// MaxIdleAfter is how long a poller may poll without frames before it
+	// sleeps when its recent sleeps were short: the spin doubles, from
+	// IdleAfter up to MaxIdleAfter, after each wake-up that came sooner
+	// than MaxIdleAfter, and halves after a longer sleep (as KVM's halt
+	// polling adapts), so traffic whose gaps are shorter than
+	// MaxIdleAfter (request-response) stops paying for wake-ups (the
+	// guests' kicks, epoll). 0 means DefaultMaxIdleAfter (20 ms: on a
+	// core of its own, spinning costs nothing else) for a dedicated
+	// poller and IdleAfter (no growth: measured slower, with the guests'
+	// vCPUs on the same core) for a shared one.
+	MaxIdleAfter time.Duration
+	// Sharing says whether the pollers share their cores with the guests'
+	// vCPUs. A shared poller calls sched_yield after every pass that
+	// found nothing, so a vCPU waiting for the core runs at once rather
+	// than after the poller's spin. The zero value is SharingAuto.
+	Sharing Sharing
 	// Batch is the most frames taken from one endpoint per Transmit call;
 	// 0 means DefaultBatch.
 	Batch int
@@ -52,8 +84,11 @@ type Stack struct {
 	pollers []*poller
 
 	stopping atomic.Bool
-	done     chan struct{}
-	wg       sync.WaitGroup
+	// gen moves on every endpoint replacement that drops slots; pollers
+	// acknowledge it (poller.seen) between passes.
+	gen  atomic.Uint64
+	done chan struct{}
+	wg   sync.WaitGroup
 
 	mu       sync.Mutex // guards everything below and endpoint assignment
 	state    int
@@ -271,8 +306,8 @@ func (st *Stack) replace(p *Port, set *epSet, gone, fresh []*epSlot) (bool, erro
 	p.eps.Store(set)
 	var errs []error
 	for _, s := range gone {
-		if s.owner != nil {
-			s.owner.remove(s)
+		if o := s.owner.Load(); o != nil {
+			o.remove(s)
 		}
 		st.draining[s.ep]++
 	}
@@ -284,8 +319,9 @@ func (st *Stack) replace(p *Port, set *epSet, gone, fresh []*epSlot) (bool, erro
 	if len(gone) == 0 {
 		return true, errors.Join(errs...)
 	}
+	gen := st.gen.Add(1)
 	for _, q := range st.pollers {
-		q.quiesce()
+		q.quiesce(gen)
 	}
 	st.mu.Lock()
 	for _, s := range gone {

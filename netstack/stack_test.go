@@ -54,7 +54,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func startStack(t *testing.T, cfg netstack.Config, sws ...*netstack.Switch) *netstack.Stack {
+func startStack(t testing.TB, cfg netstack.Config, sws ...*netstack.Switch) *netstack.Stack {
 	t.Helper()
 	st, err := netstack.New(cfg)
 	if err != nil {

@@ -41,6 +41,12 @@ type PollerStats struct {
 	// SleepNanos is the total time spent in epoll_wait.
 	SleepNanos uint64 `json:"sleep_ns"`
 	WaitErrors uint64 `json:"wait_errors"`
+	// Shared is true for a poller that yields its core when it finds
+	// nothing (Config.Sharing); IdleSpinNanos is how long it now polls
+	// without frames before it sleeps (adapted between IdleAfter and
+	// MaxIdleAfter).
+	Shared        bool  `json:"shared"`
+	IdleSpinNanos int64 `json:"idle_spin_ns"`
 }
 
 // SwitchStats are one switch's counters.
@@ -75,14 +81,23 @@ type PortStats struct {
 	// SoftOffload counts the frames with offloads pending that the port
 	// could not take and the switch finished in software before delivery
 	// (one per original frame, however many segments it became).
-	SoftOffload uint64    `json:"soft_offload"`
-	Drops       DropStats `json:"drops"`
+	SoftOffload uint64 `json:"soft_offload"`
+	// Held counts frames that found the port's receive side out of
+	// buffers and waited for it in the switch (RxWaiter) rather than
+	// being dropped; those that found the hold queue full are NoRoom
+	// drops, those that waited too long Expired ones.
+	Held  uint64    `json:"held"`
+	Drops DropStats `json:"drops"`
 }
 
 // DropStats count dropped frames by cause.
 type DropStats struct {
-	// NoRoom: the destination endpoint's receive side was full.
+	// NoRoom: the destination endpoint's receive side was full (for an
+	// RxWaiter: and its hold queue too), or refused the frame for good.
 	NoRoom uint64 `json:"no_room"`
+	// Expired: a frame waited in a hold queue for 500 ms and the
+	// receiver still had no buffers for it.
+	Expired uint64 `json:"expired"`
 	// PortDown: the destination port had no endpoints.
 	PortDown uint64 `json:"port_down"`
 	// Paused: the destination port was paused.
@@ -104,7 +119,7 @@ type DropStats struct {
 
 // Total returns the sum of all drops.
 func (d DropStats) Total() uint64 {
-	return d.NoRoom + d.PortDown + d.Paused + d.Runt + d.BadSource + d.Spoofed + d.Filtered + d.BadOffload
+	return d.NoRoom + d.Expired + d.PortDown + d.Paused + d.Runt + d.BadSource + d.Spoofed + d.Filtered + d.BadOffload
 }
 
 // Stats returns a snapshot of the switch's counters.
@@ -134,6 +149,7 @@ func (st *Stack) Stats() Stats {
 			Polls: c.polls.Load(), EmptyPolls: c.emptyPolls.Load(), Frames: c.frames.Load(),
 			Sleeps: c.sleeps.Load(), Wakeups: c.wakeups.Load(), ControlWakeups: c.ctlWakeups.Load(),
 			ArmRaces: c.armRaces.Load(), SleepNanos: c.sleepNanos.Load(), WaitErrors: c.waitErrors.Load(),
+			Shared: p.shared, IdleSpinNanos: c.spin.Load(),
 		})
 	}
 	for _, sw := range switches {
@@ -166,7 +182,7 @@ func (s Stats) WriteText(w io.Writer) error {
 			time.Duration(p.SleepNanos).Round(time.Microsecond))
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "port\tstate\tqueues\trx-pkts\trx-bytes\ttx-pkts\ttx-bytes\tsoft-offload\tno-room\tport-down\tpaused\trunt\tbad-src\tspoofed\tfiltered\tbad-offload\tlearned\t")
+	fmt.Fprintln(tw, "port\tstate\tqueues\trx-pkts\trx-bytes\ttx-pkts\ttx-bytes\tsoft-offload\theld\tno-room\texpired\tport-down\tpaused\trunt\tbad-src\tspoofed\tfiltered\tbad-offload\tlearned\t")
 	for _, sw := range s.Switches {
 		for _, p := range sw.Ports {
 			d := p.Drops
@@ -180,8 +196,8 @@ func (s Stats) WriteText(w io.Writer) error {
 			case p.Queues == 0:
 				state = "down"
 			}
-			fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", sw.Name, p.Name, state, p.Queues,
-				p.RxPackets, p.RxBytes, p.TxPackets, p.TxBytes, p.SoftOffload, d.NoRoom, d.PortDown, d.Paused, d.Runt, d.BadSource, d.Spoofed, d.Filtered, d.BadOffload, p.Learned)
+			fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", sw.Name, p.Name, state, p.Queues,
+				p.RxPackets, p.RxBytes, p.TxPackets, p.TxBytes, p.SoftOffload, p.Held, d.NoRoom, d.Expired, d.PortDown, d.Paused, d.Runt, d.BadSource, d.Spoofed, d.Filtered, d.BadOffload, p.Learned)
 		}
 	}
 	if err := tw.Flush(); err != nil {

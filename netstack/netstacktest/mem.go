@@ -233,3 +233,102 @@ func (q *Queue) Close() error {
 	}
 	return nil
 }
+
+// WaitingQueue is a Queue that is a netstack.RxWaiter: a frame that finds
+// its receive side full (rxCap frames not yet taken) is refused for want
+// of room, so the switch holds it; Take makes room and, while ArmRx is in
+// effect, signals RxWaitFD as a guest's driver kicks its receive queue
+// after reposting buffers.
+type WaitingQueue struct {
+	*Queue
+	rxk    kicker
+	full   atomic.Bool
+	arms   atomic.Uint64
+	disarm atomic.Uint64
+}
+
+// NewWaitingQueue returns a WaitingQueue whose receive side holds rxCap
+// frames (at least 1) until they are taken.
+func NewWaitingQueue(rxCap int) (*WaitingQueue, error) {
+	q, err := NewQueue(max(rxCap, 1))
+	if err != nil {
+		return nil, err
+	}
+	w := &WaitingQueue{Queue: q}
+	if err := w.rxk.open(); err != nil {
+		q.Close()
+		return nil, fmt.Errorf("netstacktest waiting queue: %w", err)
+	}
+	return w, nil
+}
+
+// Deliver implements netstack.Endpoint.
+func (w *WaitingQueue) Deliver(frame []byte) bool {
+	return w.DeliverOffload(frame, vnet.Offload{})
+}
+
+// DeliverOffload implements netstack.OffloadEndpoint.
+func (w *WaitingQueue) DeliverOffload(frame []byte, off vnet.Offload) bool {
+	if off.Pending() && !w.offloads.Load() {
+		w.violations.Add(1)
+		return false
+	}
+	w.mu.Lock()
+	full := len(w.pending)+len(w.rx) >= w.rxCap
+	w.mu.Unlock()
+	w.full.Store(full)
+	if full {
+		return false
+	}
+	return w.deliver(frame, off)
+}
+
+// RxFull implements netstack.RxWaiter.
+func (w *WaitingQueue) RxFull() bool { return w.full.Load() }
+
+// RxWaitFD implements netstack.RxWaiter.
+func (w *WaitingQueue) RxWaitFD() int { return w.rxk.fd }
+
+// ArmRx implements netstack.RxWaiter: it reports whether there is room.
+func (w *WaitingQueue) ArmRx() bool {
+	w.check()
+	w.arms.Add(1)
+	w.rxk.armed.Store(true)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending)+len(w.rx) < w.rxCap
+}
+
+// DisarmRx implements netstack.RxWaiter.
+func (w *WaitingQueue) DisarmRx() {
+	w.check()
+	w.disarm.Add(1)
+	w.rxk.armed.Store(false)
+}
+
+// Take returns and removes the flushed received frames, and signals
+// RxWaitFD if ArmRx asked for it.
+func (w *WaitingQueue) Take() [][]byte {
+	out := w.Queue.Take()
+	if len(out) > 0 {
+		w.rxk.kickIfArmed()
+	}
+	return out
+}
+
+// RxArms returns how many times ArmRx was called, RxKicks how many times
+// Take signalled RxWaitFD.
+func (w *WaitingQueue) RxArms() uint64 { return w.arms.Load() }
+
+// RxKicks returns how many times Take signalled RxWaitFD.
+func (w *WaitingQueue) RxKicks() uint64 { return w.rxk.kicks.Load() }
+
+// Close closes both eventfds; any later method call counts as a
+// violation.
+func (w *WaitingQueue) Close() error {
+	err := w.Queue.Close()
+	if e := unix.Close(w.rxk.fd); e != nil && err == nil {
+		err = fmt.Errorf("netstacktest waiting queue: close eventfd: %w", e)
+	}
+	return err
+}

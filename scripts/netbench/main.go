@@ -17,6 +17,11 @@
 // for TCP, by the MiB moved: a side whose NIC offers TSO/GRO moves the same
 // bytes in far fewer, larger packets).
 //
+// The sides alternate for -runs rounds (3 by default); after the table of
+// every run comes a summary: per side, each figure's median and spread
+// (min–max over the runs that finished), and which side's median is
+// better.
+//
 //	go run ./scripts/netbench [-colibri bin/colibri] [-qemu qemu-system-x86_64] \
 //	    [-kernel K] [-initrd I] [-pings N] [-mib M] [-runs R] \
 //	    [-shmem-thp advise] [-poller-core C] [-all-counters]
@@ -104,7 +109,7 @@ func run() int {
 	flag.IntVar(&cfg.memMiB, "mem", 256, "guest memory in MiB")
 	flag.IntVar(&cfg.pings, "pings", 200, "back-to-back pings from a to b")
 	flag.IntVar(&cfg.mib, "mib", 16, "MiB b serves to a over TCP")
-	runs := flag.Int("runs", 1, "runs of each side, alternating")
+	runs := flag.Int("runs", 3, "runs of each side, alternating (the summary gives medians and spreads)")
 	all := flag.Bool("all-counters", false, "also print every KVM counter that moved in the TCP phase")
 	shmemTHP := flag.String("shmem-thp", "", "set /sys/kernel/mm/transparent_hugepage/shmem_enabled to this for the run (e.g. advise: colibri's memfd guest memory gets THP, as QEMU's anonymous memory does by default); '' leaves it")
 	flag.DurationVar(&cfg.timeout, "timeout", 10*time.Minute, "per side and run")
@@ -182,6 +187,7 @@ func run() int {
 		}
 	}
 	printTable(os.Stdout, cfg, results)
+	printSummary(os.Stdout, results)
 	fmt.Fprintf(os.Stdout, "\nTransparent huge pages: anonymous memory (QEMU's guest RAM) %s, shared memory (colibri's memfd guest RAM) %s.\n", thpMode("enabled"), thpMode("shmem_enabled"))
 	if *all {
 		printCounters(os.Stdout, results)
@@ -310,12 +316,37 @@ func pollerReport(path string) string {
 		return ""
 	}
 	var st struct {
+		VMs []struct {
+			Name  string `json:"name"`
+			Stats struct {
+				NICs []map[string]any `json:"NICs"`
+			} `json:"stats"`
+		} `json:"vms"`
 		Netstack struct {
-			Pollers []map[string]any `json:"pollers"`
+			Pollers  []map[string]any `json:"pollers"`
+			Switches []struct {
+				Ports []struct {
+					Name      string         `json:"name"`
+					TxPackets uint64         `json:"tx_packets"`
+					Held      uint64         `json:"held"`
+					Drops     map[string]any `json:"drops"`
+				} `json:"ports"`
+			} `json:"switches"`
 		} `json:"netstack"`
 	}
 	if json.Unmarshal(data, &st) != nil || len(st.Netstack.Pollers) == 0 {
 		return ""
+	}
+	var extra []string
+	for _, sw := range st.Netstack.Switches {
+		for _, p := range sw.Ports {
+			extra = append(extra, fmt.Sprintf("port %s: tx=%d held=%d no_room=%v expired=%v", p.Name, p.TxPackets, p.Held, p.Drops["no_room"], p.Drops["expired"]))
+		}
+	}
+	for _, vm := range st.VMs {
+		for _, n := range vm.Stats.NICs {
+			extra = append(extra, fmt.Sprintf("vm %s nic: kicks=%v rx_interrupts=%v tx_interrupts=%v", vm.Name, n["kicks"], n["rx_interrupts"], n["tx_interrupts"]))
+		}
 	}
 	keys := make([]string, 0, len(st.Netstack.Pollers[0]))
 	for k := range st.Netstack.Pollers[0] {
@@ -330,7 +361,7 @@ func pollerReport(path string) string {
 		}
 		parts = append(parts, fmt.Sprintf("poller %d: %s", i, strings.Join(kv, " ")))
 	}
-	return strings.Join(parts, "\n")
+	return strings.Join(append(parts, extra...), "\n")
 }
 
 // runQEMU runs each guest in its own QEMU with vhost-net on a TAP; the two
@@ -596,4 +627,163 @@ func printCounters(w io.Writer, rs []result) {
 		}
 		fmt.Fprintf(w, "\n%s, TCP phase, KVM counters per 1,000 packets: %s\n", r.name, strings.Join(kv, " "))
 	}
+}
+
+// figure is one number of a run, and whether less is better.
+type figure struct {
+	name, unit string
+	lower      bool
+	get        func(result) (float64, bool)
+}
+
+var figures = []figure{
+	{"RTT p50", "ms", true, func(r result) (float64, bool) { return r.rttPercentile(0.50) }},
+	{"RTT p99", "ms", true, func(r result) (float64, bool) { return r.rttPercentile(0.99) }},
+	{"TCP", "MiB/s", false, func(r result) (float64, bool) {
+		ph, ok := r.phase("tcp-start", "tcp-end")
+		if !ok || ph.dur <= 0 || r.bytes <= 0 {
+			return 0, false
+		}
+		return float64(r.bytes) / (1 << 20) / ph.dur.Seconds(), true
+	}},
+	{"ping exits/1k pkts", "", true, func(r result) (float64, bool) { return r.perK("ping-start", "ping-end", "exits") }},
+	{"TCP exits/1k pkts", "", true, func(r result) (float64, bool) { return r.perK("tcp-start", "tcp-end", "exits") }},
+	{"TCP exits/MiB", "", true, func(r result) (float64, bool) {
+		ph, ok := r.phase("tcp-start", "tcp-end")
+		if !ok || r.bytes <= 0 {
+			return 0, false
+		}
+		return float64(ph.exits["exits"]) / (float64(r.bytes) / (1 << 20)), true
+	}},
+	{"ping irq inj/1k pkts", "", true, func(r result) (float64, bool) { return r.perK("ping-start", "ping-end", "irq_injections") }},
+	{"TCP irq inj/1k pkts", "", true, func(r result) (float64, bool) { return r.perK("tcp-start", "tcp-end", "irq_injections") }},
+}
+
+// rttPercentile is the run's RTT percentile p, if it has RTTs.
+func (r result) rttPercentile(p float64) (float64, bool) {
+	if len(r.rtts) == 0 {
+		return 0, false
+	}
+	rtts := slices.Clone(r.rtts)
+	slices.Sort(rtts)
+	return percentile(rtts, p), true
+}
+
+// perK is counter per 1,000 packets between two marks.
+func (r result) perK(from, to, counter string) (float64, bool) {
+	ph, ok := r.phase(from, to)
+	if !ok || ph.packets == 0 {
+		return 0, false
+	}
+	return float64(ph.exits[counter]) * 1000 / float64(ph.packets), true
+}
+
+// median returns the median of v (the mean of the middle two for an even
+// count).
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// printSummary prints, per side, every figure's median and spread over
+// the runs that finished, and which side's median is better.
+func printSummary(w io.Writer, rs []result) {
+	var names []string
+	vals := map[string]map[string][]float64{}
+	for _, r := range rs {
+		if _, ok := vals[r.name]; !ok {
+			names = append(names, r.name)
+			vals[r.name] = map[string][]float64{}
+		}
+		if r.err != nil {
+			continue
+		}
+		for _, f := range figures {
+			if v, ok := f.get(r); ok {
+				vals[r.name][f.name] = append(vals[r.name][f.name], v)
+			}
+		}
+	}
+	format := func(v float64) string {
+		if v < 10 {
+			return strconv.FormatFloat(v, 'f', 3, 64)
+		}
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	fmt.Fprintf(w, "\nSummary: median (min–max) over each side's finished runs")
+	for _, n := range names {
+		fmt.Fprintf(w, "; %s %d of %d", n, len(vals[n][figures[0].name]), countRuns(rs, n))
+	}
+	fmt.Fprintln(w, ".")
+	fmt.Fprintln(w)
+	head := "| figure |"
+	rule := "|---|"
+	for _, n := range names {
+		head += " " + n + " |"
+		rule += "---|"
+	}
+	if len(names) == 2 {
+		head += " better |"
+		rule += "---|"
+	}
+	fmt.Fprintln(w, head)
+	fmt.Fprintln(w, rule)
+	for _, f := range figures {
+		row := "| " + f.name
+		if f.unit != "" {
+			row += " (" + f.unit + ")"
+		}
+		row += " |"
+		meds := make([]float64, len(names))
+		ok := true
+		for i, n := range names {
+			v := vals[n][f.name]
+			if len(v) == 0 {
+				row += " - |"
+				ok = false
+				continue
+			}
+			meds[i] = median(v)
+			row += fmt.Sprintf(" %s (%s–%s) |", format(meds[i]), format(slices.Min(v)), format(slices.Max(v)))
+		}
+		if len(names) == 2 {
+			switch {
+			case !ok:
+				row += " - |"
+			case meds[0] == meds[1]:
+				row += " tie |"
+			case (meds[0] < meds[1]) == f.lower:
+				row += fmt.Sprintf(" %s by %.0f%% |", names[0], 100*ratio(meds[0], meds[1], f.lower))
+			default:
+				row += fmt.Sprintf(" %s by %.0f%% |", names[1], 100*ratio(meds[1], meds[0], f.lower))
+			}
+		}
+		fmt.Fprintln(w, row)
+	}
+}
+
+// ratio is how much better a is than b, as a fraction of b.
+func ratio(a, b float64, lower bool) float64 {
+	if b == 0 {
+		return 0
+	}
+	if lower {
+		return (b - a) / b
+	}
+	return (a - b) / b
+}
+
+func countRuns(rs []result, name string) int {
+	n := 0
+	for _, r := range rs {
+		if r.name == name {
+			n++
+		}
+	}
+	return n
 }

@@ -281,12 +281,29 @@ func LoadUint16(b []byte) uint16 {
 }
 
 // StoreUint16 stores a naturally aligned uint16 that the guest may be reading
-// concurrently (ring indices), with release semantics on amd64.
+// concurrently (ring indices), with release semantics on amd64, followed by
+// a full fence (StoreUint16Ordered, then Fence).
 func StoreUint16(b []byte, v uint16) {
+	StoreUint16Ordered(b, v)
+	Fence()
+}
+
+// StoreUint16Ordered stores a naturally aligned uint16 that the guest may be
+// reading concurrently, after every store the caller made before it (x86
+// keeps stores in program order, and the compiler does not move stores
+// across one another): a release store, with no locked instruction. A later
+// load may still pass it (the store buffer): call Fence between the two
+// where the load must see what the guest wrote after seeing this store
+// (the used index, then used_event).
+func StoreUint16Ordered(b []byte, v uint16) {
 	_ = b[1]
 	*(*uint16)(unsafe.Pointer(&b[0])) = v
-	// A full fence orders this store before any later load of the guest's
-	// event index; on amd64 an atomic add to a private word is a locked op.
+}
+
+// Fence is a full memory barrier: every store before it is visible before
+// any load after it. On amd64 it is one locked instruction (an atomic add
+// to a private word).
+func Fence() {
 	var fence uint32
 	atomic.AddUint32(&fence, 0)
 }

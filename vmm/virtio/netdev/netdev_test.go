@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/colibrivm/colibri/vmm/memory"
 	"github.com/colibrivm/colibri/vmm/virtio"
@@ -61,6 +62,10 @@ func TestTransmitReceive(t *testing.T) {
 			t.Errorf("frame %d: transmitted %d bytes differ from the %d sent", i, len(got[i]), len(want[i]))
 		}
 	}
+	if d.TxInterrupts.Load() != 0 {
+		t.Error("transmit completion interrupt before CompleteTx")
+	}
+	d.Pair.CompleteTx()
 	if d.TxInterrupts.Load() == 0 {
 		t.Error("no transmit completion interrupt")
 	}
@@ -448,5 +453,114 @@ func TestMergeablePublishedWhole(t *testing.T) {
 	}
 	if seen != frames || !bytes.Equal(got, f) {
 		t.Errorf("received %d frames (last %d bytes), want %d of %d bytes", seen, len(got), frames, len(f))
+	}
+}
+
+// TestRxFullArmRx: a frame refused for want of receive buffers says so
+// (RxFull), one refused for another reason does not; ArmRx makes the
+// driver kick its receive queue when it posts buffers beyond those it had,
+// and not otherwise.
+func TestRxFullArmRx(t *testing.T) {
+	d := newDriver(t, 2048)
+	f := frame(64, 4)
+	for d.Pair.Deliver(f) {
+	}
+	if !d.Pair.RxFull() {
+		t.Fatal("a frame refused by a full ring is not RxFull")
+	}
+	if d.Pair.Deliver(frame(netdev.MaxFrame+1, 1)) || d.Pair.RxFull() {
+		t.Fatal("an oversized frame is refused as RxFull (it would never fit)")
+	}
+	if d.Pair.Deliver(f) || !d.Pair.RxFull() {
+		t.Fatal("the full ring's refusal is not RxFull")
+	}
+	d.Pair.Flush()
+	if d.Pair.RxWaitFD() < 0 {
+		t.Fatal("no receive wait fd")
+	}
+	if d.Pair.ArmRx() {
+		t.Fatal("ArmRx reports buffers the driver has not posted")
+	}
+	if n := d.Receive(func([]byte) {}); n != netdevtest.QueueSize {
+		t.Fatalf("driver took back %d frames, want %d", n, netdevtest.QueueSize)
+	}
+	if d.RxKicks.Load() != 1 {
+		t.Fatalf("%d receive kicks after reposting with ArmRx, want 1", d.RxKicks.Load())
+	}
+	d.Pair.DisarmRx()
+	for i := 0; i < 10; i++ {
+		if !d.Pair.Deliver(f) {
+			t.Fatal("refused with buffers posted")
+		}
+	}
+	d.Pair.Flush()
+	d.Receive(func([]byte) {})
+	if d.RxKicks.Load() != 1 {
+		t.Fatalf("%d receive kicks with DisarmRx, want still 1", d.RxKicks.Load())
+	}
+	// Buffers posted between the refusal and ArmRx: ArmRx says to retry.
+	for d.Pair.Deliver(f) {
+	}
+	d.Pair.Flush()
+	d.Receive(func([]byte) {})
+	if !d.Pair.ArmRx() {
+		t.Fatal("ArmRx missed buffers posted after the refusal")
+	}
+	d.Pair.DisarmRx()
+}
+
+// TestTransmitBoundedAgainstReusedHeads: a driver that offers the same
+// malformed chain again and again, as fast as the device consumes it,
+// cannot keep Transmit (and the poller) from returning: one call pops at
+// most a ring's worth of chains.
+func TestTransmitBoundedAgainstReusedHeads(t *testing.T) {
+	const size = 16
+	mem := newMemory(t, 16<<20)
+	desc := make([]byte, 16)
+	binary.LittleEndian.PutUint64(desc, 0x100000)
+	binary.LittleEndian.PutUint32(desc[8:], 64)
+	binary.LittleEndian.PutUint16(desc[12:], 2) // writable: a malformed transmit chain
+	mem.Write(0x4000, desc)
+	rxq, _ := virtq.New(mem, virtq.Config{Size: size, DescAddr: 0x1000, AvailAddr: 0x2000, UsedAddr: 0x3000, EventIdx: true})
+	txq, _ := virtq.New(mem, virtq.Config{Size: size, DescAddr: 0x4000, AvailAddr: 0x5000, UsedAddr: 0x6000, EventIdx: true})
+	var pairs []*netdev.QueuePair
+	dev, _ := netdev.New(netdev.Config{MAC: mac, Pairs: 1, Attach: func(p []*netdev.QueuePair) { pairs = p }})
+	queues := []*virtio.Queue{
+		virtio.NewQueue(rxq, 0, func() {}, func(error) {}),
+		virtio.NewQueue(txq, 1, func() {}, func(error) {}),
+		nil,
+	}
+	if err := dev.Activate(virtio.FeatureVersion1|virtio.FeatureEventIdx|netdev.FeatureMrgRxBuf, queues); err != nil {
+		t.Fatal(err)
+	}
+	availIdx, _ := mem.Slice(0x5000+2, 2)
+	usedIdx, _ := mem.Slice(0x6000+2, 2)
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	defer func() { close(stop); <-stopped }()
+	go func() {
+		defer close(stopped)
+		// Keep a ring's worth offered past what the device returned.
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			memory.StoreUint16(availIdx, memory.LoadUint16(usedIdx)+size)
+		}
+	}()
+	time.Sleep(time.Millisecond)
+	for i := 0; i < 20; i++ {
+		before := dev.Stats.TxMalformed.Load()
+		done := make(chan int)
+		go func() { done <- pairs[0].Transmit(64, func([]byte, vnet.Offload) {}) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Transmit still running after 5 s of reused heads")
+		}
+		if n := dev.Stats.TxMalformed.Load() - before; n > size {
+			t.Fatalf("call %d: one Transmit popped %d malformed chains from a ring of %d", i, n, size)
+		}
 	}
 }

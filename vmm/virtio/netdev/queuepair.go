@@ -29,6 +29,14 @@ type QueuePair struct {
 	scratch []byte
 	// rxPopped counts receive chains popped since the last Flush.
 	rxPopped int
+	// rxFull is true when the last delivery that failed found too few
+	// receive buffers, and rxFullAt is the driver's available index it
+	// saw then.
+	rxFull   bool
+	rxFullAt uint16
+	// rxArmed is true while the guest's receive kicks are enabled
+	// (ArmRx).
+	rxArmed bool
 	// txArmed is true while the guest's transmit kicks are enabled.
 	txArmed bool
 }
@@ -36,8 +44,8 @@ type QueuePair struct {
 func newQueuePair(dev *Net, index int, rx, tx *virtio.Queue, mergeable bool, off offloads) *QueuePair {
 	p := &QueuePair{dev: dev, index: index, rx: rx, tx: tx, mergeable: mergeable, offloads: off, txArmed: true,
 		scratch: make([]byte, MaxFrame)}
-	// The device never waits for receive buffers (a frame finding none
-	// is dropped), so the driver's receive kicks would be wasted exits.
+	// The device waits for receive buffers only when a frame found none
+	// (ArmRx); otherwise the driver's receive kicks would be wasted exits.
 	rx.SetNotification(false)
 	return p
 }
@@ -116,15 +124,19 @@ func splitTx(c *virtq.Chain, scratch []byte) ([]byte, [HeaderLen]byte, error) {
 }
 
 // Transmit hands up to max frames the guest sent to fn and returns the
-// chains to the guest. A malformed chain is dropped and counted; a broken
-// ring stops the pair and asks the driver for a reset.
+// chains to the guest (CompleteTx then interrupts it for them). A
+// malformed chain is dropped and counted; a broken ring stops the pair
+// and asks the driver for a reset.
 func (p *QueuePair) Transmit(max int, fn func(frame []byte, off vnet.Offload)) int {
 	q := p.tx
 	if q.Broken() != nil {
 		return 0
 	}
 	sent := 0
-	for sent < max {
+	// At most a ring's worth of chains per call, counting malformed ones:
+	// a driver offering heads again before they come back cannot keep the
+	// poller here.
+	for popped := 0; sent < max && popped < int(q.Size()); popped++ {
 		ok, err := q.Pop(&p.txChain)
 		if err != nil {
 			q.Fail(fmt.Errorf("%s transmit queue: %w", p, err))
@@ -140,16 +152,25 @@ func (p *QueuePair) Transmit(max int, fn func(frame []byte, off vnet.Offload)) i
 			fn(frame, off)
 			sent++
 		}
-		q.Push(p.txChain.Head, 0)
+		q.Fill(p.txChain.Head, 0)
 	}
+	// The whole batch goes back with one used-index store.
+	q.Publish()
 	if !p.txArmed {
 		// Keep avail_event out of the driver's way as the ring moves.
 		q.SetNotification(false)
 	}
-	if q.Signal() {
+	return sent
+}
+
+// CompleteTx implements netstack.TxCompleter: it interrupts the guest for
+// the transmit chains Transmit returned, if its used_event asks for it.
+// The poller calls it after each Transmit, once it has delivered the
+// batch.
+func (p *QueuePair) CompleteTx() {
+	if p.tx.Signal() {
 		p.dev.Stats.TxInterrupts.Add(1)
 	}
-	return sent
 }
 
 // Deliver copies a complete frame into the guest's receive buffers: with
@@ -165,6 +186,7 @@ func (p *QueuePair) AcceptsOffload(off vnet.Offload) bool { return p.offloads.ac
 // receive header then describes. The caller has checked AcceptsOffload.
 func (p *QueuePair) DeliverOffload(frame []byte, off vnet.Offload) bool {
 	q := p.rx
+	p.rxFull = false
 	if q.Broken() != nil || len(frame) > MaxFrame {
 		return false
 	}
@@ -190,6 +212,7 @@ func (p *QueuePair) DeliverOffload(frame []byte, off vnet.Offload) bool {
 		}
 		if !ok {
 			q.Unpop(uint16(used))
+			p.rxFull, p.rxFullAt = true, q.AvailIdx()
 			return false
 		}
 		c := &p.rxChain
@@ -228,27 +251,56 @@ func (p *QueuePair) DeliverOffload(frame []byte, off vnet.Offload) bool {
 		need -= int(wrote)
 	}
 	binary.LittleEndian.PutUint16(hdr[10:], uint16(used))
-	// All of the frame's buffers go to the driver with one used-index
-	// update: it must never see fewer than num_buffers of them.
+	// The frame's buffers reach the driver at Flush, with those of the
+	// frames before it, in one used-index update: it never sees fewer
+	// than num_buffers of them.
 	for i := 0; i < used; i++ {
 		q.Fill(heads[i].head, heads[i].n)
 	}
-	q.Publish()
 	p.rxPopped += used
 	return true
 }
 
-// Flush interrupts the guest for the frames delivered since the last
-// Flush, if its used_event asks for it.
+// Flush publishes the frames delivered since the last Flush (one
+// used-index store) and interrupts the guest if its used_event asks for
+// it.
 func (p *QueuePair) Flush() {
 	if p.rxPopped == 0 {
 		return
 	}
 	p.rxPopped = 0
-	p.rx.SetNotification(false)
+	p.rx.Publish()
+	if !p.rxArmed {
+		p.rx.SetNotification(false)
+	}
 	if p.rx.Signal() {
 		p.dev.Stats.RxInterrupts.Add(1)
 	}
+}
+
+// RxFull implements netstack.RxWaiter: whether the last Deliver or
+// DeliverOffload that failed did so only because the guest had posted too
+// few receive buffers (not for a broken ring or a frame no buffers could
+// hold).
+func (p *QueuePair) RxFull() bool { return p.rxFull }
+
+// RxWaitFD implements netstack.RxWaiter: the receive queue's kick
+// eventfd, or -1.
+func (p *QueuePair) RxWaitFD() int { return p.rx.KickFD() }
+
+// ArmRx implements netstack.RxWaiter: it asks the guest to kick the
+// receive queue when it posts buffers beyond those it had when a frame
+// last found too few, and reports whether it has posted some since.
+func (p *QueuePair) ArmRx() bool {
+	p.rxArmed = true
+	p.rx.SetNotificationAt(p.rxFullAt)
+	return p.rx.AvailIdx() != p.rxFullAt
+}
+
+// DisarmRx implements netstack.RxWaiter: receive kicks off again.
+func (p *QueuePair) DisarmRx() {
+	p.rxArmed = false
+	p.rx.SetNotification(false)
 }
 
 // WaitFD is the transmit queue's kick eventfd.

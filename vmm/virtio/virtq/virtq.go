@@ -99,7 +99,21 @@ type Queue struct {
 	signalled uint16
 	broken    error
 	notifyOn  bool
+	// farFrom is lastAvail when avail_event was last moved away from the
+	// driver (notifications off with EVENT_IDX), farOK whether that value
+	// still stands: SetNotification(false) rewrites it only once the ring
+	// has moved far enough for it to matter.
+	farFrom uint16
+	farOK   bool
 }
+
+// farSlack is how far lastAvail may move past farFrom before avail_event,
+// written as farFrom-1-size, must be written again. The driver kicks only
+// when its index crosses avail_event; its index lies within size of
+// lastAvail, so the written value stays out of its way until lastAvail
+// has moved by 65536-2*size (63,488 for the largest queue): half of 65536
+// is well inside that.
+const farSlack = 1 << 15
 
 // Config is what the driver programmed for a queue.
 type Config struct {
@@ -154,6 +168,10 @@ func (q *Queue) fail(format string, args ...any) error {
 
 // availIdx loads the driver's available index.
 func (q *Queue) availIdx() uint16 { return memory.LoadUint16(q.avail[2:]) }
+
+// AvailIdx returns the driver's available index: every chain it has made
+// available, popped or not.
+func (q *Queue) AvailIdx() uint16 { return q.availIdx() }
 
 // Pending returns how many chains the driver has made available that the
 // device has not popped yet.
@@ -263,34 +281,42 @@ func (q *Queue) Push(head uint16, written uint32) {
 // of the item. Every filled chain must have been popped, so at most Size
 // entries are ever outstanding.
 func (q *Queue) Fill(head uint16, written uint32) {
+	if q.filled >= q.size {
+		// Only a driver that offered chains it had not got back (heads
+		// used twice) gets here: publish rather than overwrite entries.
+		q.Publish()
+	}
 	slot := 4 + 8*uint32((q.usedIdx+q.filled)%q.size)
 	binary.LittleEndian.PutUint32(q.used[slot:], uint32(head))
 	binary.LittleEndian.PutUint32(q.used[slot+4:], written)
 	q.filled++
 }
 
-// Publish makes the filled entries visible to the driver: one store of
-// the used index, after the entries' stores (memory.StoreUint16 is the
-// ordered store of an index the guest reads concurrently; x86 keeps
-// stores in program order).
+// Publish makes the filled entries visible to the driver: one ordered
+// store of the used index, after the entries' stores, with no fence (the
+// one a used_event check needs is NeedsInterrupt's).
 func (q *Queue) Publish() {
 	if q.filled == 0 {
 		return
 	}
 	q.usedIdx += q.filled
 	q.filled = 0
-	memory.StoreUint16(q.used[2:], q.usedIdx)
+	memory.StoreUint16Ordered(q.used[2:], q.usedIdx)
 }
 
 // NeedsInterrupt reports whether the driver wants an interrupt for the
 // chains pushed since the last call, following used_event with EVENT_IDX
-// or VIRTQ_AVAIL_F_NO_INTERRUPT without.
+// or VIRTQ_AVAIL_F_NO_INTERRUPT without. When there are some, it fences
+// first: the driver re-enables interrupts by writing used_event (or the
+// flag) and then reading the used index, so the device must make its used
+// index visible before it reads theirs, or both could miss the other.
 func (q *Queue) NeedsInterrupt() bool {
 	old, cur := q.signalled, q.usedIdx
 	q.signalled = cur
 	if old == cur {
 		return false
 	}
+	memory.Fence()
 	if !q.eventIdx {
 		return binary.LittleEndian.Uint16(q.avail[0:])&availNoInterrupt == 0
 	}
@@ -302,25 +328,52 @@ func (q *Queue) NeedsInterrupt() bool {
 // SetNotification asks the driver to kick (true) or not to (false) when it
 // makes buffers available. With EVENT_IDX the device writes avail_event;
 // without, VIRTQ_USED_F_NO_NOTIFY. After re-enabling, the caller must check
-// Pending again: the driver may have added buffers before seeing the change.
+// Pending again: the driver may have added buffers before seeing the change
+// (enabling fences, so that check sees them).
+//
+// Disabling is cheap enough for every poll: it writes nothing while
+// notifications are off already and what it wrote last still keeps the
+// driver from kicking (with EVENT_IDX, until the ring has moved by
+// farSlack), and it never fences: a kick the driver sends meanwhile is
+// only a wasted exit.
 func (q *Queue) SetNotification(enable bool) {
-	q.notifyOn = enable
-	if q.eventIdx {
-		v := q.lastAvail
-		if !enable {
-			// Far from any index the driver will reach soon.
-			v = q.lastAvail - 1 - q.size
+	if !enable {
+		if !q.notifyOn && (!q.eventIdx || (q.farOK && q.lastAvail-q.farFrom < farSlack)) {
+			return
 		}
-		memory.StoreUint16(q.used[4+8*uint32(q.size):], v)
+		q.notifyOn = false
+		if q.eventIdx {
+			// Far from any index the driver will reach soon.
+			q.farFrom, q.farOK = q.lastAvail, true
+			memory.StoreUint16Ordered(q.used[4+8*uint32(q.size):], q.lastAvail-1-q.size)
+			return
+		}
+		memory.StoreUint16Ordered(q.used[0:], binary.LittleEndian.Uint16(q.used[0:])|usedNoNotify)
 		return
 	}
-	flags := binary.LittleEndian.Uint16(q.used[0:])
-	if enable {
-		flags &^= usedNoNotify
-	} else {
-		flags |= usedNoNotify
+	q.notifyOn = true
+	q.farOK = false
+	if q.eventIdx {
+		memory.StoreUint16(q.used[4+8*uint32(q.size):], q.lastAvail)
+		return
 	}
-	memory.StoreUint16(q.used[0:], flags)
+	memory.StoreUint16(q.used[0:], binary.LittleEndian.Uint16(q.used[0:])&^usedNoNotify)
+}
+
+// SetNotificationAt asks the driver to kick when it makes buffers
+// available past index idx (with EVENT_IDX, avail_event = idx; without, as
+// SetNotification(true)) and fences. A device waiting for more buffers
+// than the driver has offered passes the available index it last saw
+// (AvailIdx), then checks AvailIdx again: a kick comes only for buffers
+// added after that check.
+func (q *Queue) SetNotificationAt(idx uint16) {
+	if !q.eventIdx {
+		q.SetNotification(true)
+		return
+	}
+	q.notifyOn = true
+	q.farOK = false
+	memory.StoreUint16(q.used[4+8*uint32(q.size):], idx)
 }
 
 // RearmNotification keeps kicks enabled at the current position: with

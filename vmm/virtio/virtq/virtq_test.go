@@ -461,3 +461,86 @@ func TestFillPublish(t *testing.T) {
 		t.Fatalf("used.idx %d after a Push, want 4", d.usedIdx())
 	}
 }
+
+// TestNotificationOffIsNotRewritten: with kicks off, SetNotification(false)
+// on every poll leaves avail_event alone (no store to the driver's cache
+// line, no fence) until the ring has moved far enough for it to matter,
+// and at no point may the driver's next addition call for a kick.
+func TestNotificationOffIsNotRewritten(t *testing.T) {
+	d := newDriver(t, 8)
+	q := d.queue(true)
+	q.SetNotification(false)
+	eventAt := func() uint16 { v, _ := d.mem.Uint16(d.used + 4 + 8*8); return v }
+	last, writes := eventAt(), 0
+	var c Chain
+	const rounds = 100000
+	for i := 0; i < rounds; i++ {
+		old := d.availIdx
+		d.mem.PutUint16(d.desc+8, 8) // one 8-byte readable buffer, reused
+		d.publish(0)
+		ev := eventAt()
+		if d.availIdx-ev-1 < d.availIdx-old {
+			t.Fatalf("round %d: avail_event %d asks for a kick at %d (from %d)", i, ev, d.availIdx, old)
+		}
+		if ok, err := q.Pop(&c); !ok || err != nil {
+			t.Fatalf("round %d: pop %v %v", i, ok, err)
+		}
+		q.Push(c.Head, 0)
+		q.SetNotification(false)
+		if ev := eventAt(); ev != last {
+			last = ev
+			writes++
+		}
+	}
+	if max := rounds/farSlack + 1; writes > max {
+		t.Fatalf("avail_event rewritten %d times in %d polls, want at most %d", writes, rounds, max)
+	}
+}
+
+// TestSetNotificationAt: a device waiting for more buffers than the driver
+// offered asks for a kick past the index it saw.
+func TestSetNotificationAt(t *testing.T) {
+	d := newDriver(t, 8)
+	q := d.queue(true)
+	q.SetNotification(false)
+	d.post(nil, []uint32{64})
+	d.post(nil, []uint32{64})
+	var c Chain
+	q.Pop(&c)
+	at := q.AvailIdx()
+	if at != 2 {
+		t.Fatalf("AvailIdx %d, want 2", at)
+	}
+	q.SetNotificationAt(at)
+	ev, _ := d.mem.Uint16(d.used + 4 + 8*8)
+	old := d.availIdx
+	d.post(nil, []uint32{64})
+	if d.availIdx-ev-1 >= d.availIdx-old {
+		t.Fatalf("avail_event %d: no kick for the buffer posted past %d", ev, at)
+	}
+}
+
+// TestFillNeverOverwritesUnpublished: a driver offering one head again
+// and again (without waiting for it to come back) lets the device pop more
+// chains than the ring holds before it publishes; Fill then publishes
+// rather than overwrite used entries the driver has not seen.
+func TestFillNeverOverwritesUnpublished(t *testing.T) {
+	d := newDriver(t, 4)
+	q := d.queue(false)
+	d.putDesc(d.desc, 0, dataBase, 8, 0, 0)
+	var c Chain
+	for i := 0; i < 10; i++ {
+		d.publish(0)
+		if ok, err := q.Pop(&c); !ok || err != nil {
+			t.Fatalf("pop %d: %v %v", i, ok, err)
+		}
+		q.Fill(c.Head, uint32(i))
+	}
+	if got := d.usedIdx(); got < 10-4 {
+		t.Fatalf("used index %d after 10 fills into a ring of 4: entries were overwritten unseen", got)
+	}
+	q.Publish()
+	if got := d.usedIdx(); got != 10 {
+		t.Fatalf("used index %d after Publish, want 10", got)
+	}
+}

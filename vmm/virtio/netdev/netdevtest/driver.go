@@ -8,6 +8,7 @@ package netdevtest
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -101,14 +102,18 @@ type Driver struct {
 	// Net is the device, Pair its only queue pair.
 	Net  *netdev.Net
 	Pair *netdev.QueuePair
-	// Kicks counts transmit kicks written to the eventfd; RxInterrupts and
-	// TxInterrupts count the interrupts the device raised.
-	Kicks                      atomic.Uint64
+	// Kicks counts transmit kicks written to the eventfd, RxKicks the
+	// receive kicks (reposted buffers the device asked to hear about);
+	// RxInterrupts and TxInterrupts count the interrupts the device raised.
+	Kicks, RxKicks             atomic.Uint64
 	RxInterrupts, TxInterrupts atomic.Uint64
 
-	rx, tx  *ring
-	kickFD  int
-	scratch []byte
+	rx, tx   *ring
+	kickFD   int
+	rxKickFD int
+	scratch  []byte
+	// prepared is the length of the header and frame Prepare wrote.
+	prepared uint32
 }
 
 // NewPair makes guest memory holding two drivers (DefaultFeatures,
@@ -173,30 +178,38 @@ func NewWithFeatures(mem *memory.Memory, base uint64, bufSize int, mac [6]byte, 
 	if d.kickFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 		return nil, fmt.Errorf("netdevtest: eventfd: %w", err)
 	}
+	if d.rxKickFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		unix.Close(d.kickFD)
+		return nil, fmt.Errorf("netdevtest: eventfd: %w", err)
+	}
+	closeFDs := func() {
+		unix.Close(d.kickFD)
+		unix.Close(d.rxKickFD)
+	}
 	rxq, err := virtq.New(mem, rxCfg)
 	if err != nil {
-		unix.Close(d.kickFD)
+		closeFDs()
 		return nil, err
 	}
 	txq, err := virtq.New(mem, txCfg)
 	if err != nil {
-		unix.Close(d.kickFD)
+		closeFDs()
 		return nil, err
 	}
 	var attached []*netdev.QueuePair
 	dev, err := netdev.New(netdev.Config{MAC: mac, Pairs: 1, Attach: func(p []*netdev.QueuePair) { attached = p }})
 	if err != nil {
-		unix.Close(d.kickFD)
+		closeFDs()
 		return nil, err
 	}
 	broken := func(err error) { panic(fmt.Sprintf("netdevtest: device reported a broken ring: %v", err)) }
 	queues := []*virtio.Queue{
-		virtio.NewQueue(rxq, 0, func() { d.RxInterrupts.Add(1) }, broken),
+		virtio.NewQueue(rxq, 0, func() { d.RxInterrupts.Add(1) }, broken).WithKickFD(d.rxKickFD),
 		virtio.NewQueue(txq, 1, func() { d.TxInterrupts.Add(1) }, broken).WithKickFD(d.kickFD),
 		nil,
 	}
 	if err := dev.Activate(features, queues); err != nil {
-		unix.Close(d.kickFD)
+		closeFDs()
 		return nil, err
 	}
 	d.Net, d.Pair = dev, attached[0]
@@ -206,10 +219,17 @@ func NewWithFeatures(mem *memory.Memory, base uint64, bufSize int, mac [6]byte, 
 // KickFD is the eventfd the driver's transmit kicks write.
 func (d *Driver) KickFD() int { return d.kickFD }
 
-// Close resets the device and closes the kick eventfd.
+// Close resets the device and closes the kick eventfds.
 func (d *Driver) Close() error {
 	d.Net.Reset()
-	return unix.Close(d.kickFD)
+	return errors.Join(unix.Close(d.kickFD), unix.Close(d.rxKickFD))
+}
+
+// rxKick kicks the receive queue, as a driver does after reposting
+// buffers when the device asked for it.
+func (d *Driver) rxKick() {
+	d.RxKicks.Add(1)
+	unix.Write(d.rxKickFD, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 }
 
 // reclaim returns transmit descriptors the device has used.
@@ -294,6 +314,71 @@ func (d *Driver) ReceiveWithHeader(fn func(hdr, frame []byte)) int {
 		frames++
 	}
 	memory.StoreUint16(r.avail[4+2*QueueSize:], r.lastUsed)
-	r.publish(old)
+	if r.availIdx != old && r.publish(old) {
+		d.rxKick()
+	}
 	return frames
+}
+
+// Prepare writes frame, behind a zeroed virtio-net header, into every
+// transmit buffer once, so that SendPrepared can queue it without copying:
+// the cheapest driver a benchmark of the device side can have.
+func (d *Driver) Prepare(frame []byte) error {
+	r := d.tx
+	if len(frame)+netdev.HeaderLen > int(r.bufSize) {
+		return fmt.Errorf("netdevtest: a %d-byte frame does not fit %d-byte buffers", len(frame), r.bufSize)
+	}
+	for id := uint16(0); id < QueueSize; id++ {
+		b := r.buf(id)
+		clear(b[:netdev.HeaderLen])
+		copy(b[netdev.HeaderLen:], frame)
+	}
+	d.prepared = uint32(netdev.HeaderLen + len(frame))
+	return nil
+}
+
+// SendPrepared queues up to n copies of the frame given to Prepare (as
+// Send would, kicking if the device asked) and returns how many it
+// queued: fewer when the transmit ring is full.
+func (d *Driver) SendPrepared(n int) int {
+	r := d.tx
+	if len(r.free) < n {
+		d.reclaim()
+	}
+	old := r.availIdx
+	k := min(n, len(r.free))
+	for range k {
+		id := r.free[len(r.free)-1]
+		r.free = r.free[:len(r.free)-1]
+		r.setDesc(id, d.prepared, 0)
+		r.offer(id)
+	}
+	if k > 0 && r.publish(old) {
+		d.Kicks.Add(1)
+		unix.Write(d.kickFD, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	}
+	return k
+}
+
+// DiscardSingles is Receive for a benchmark that only counts frames known
+// to fit one receive buffer each (with its header): it reposts used
+// buffers without reading them at all, so the receiving side costs the device's core no
+// cache line it wrote.
+func (d *Driver) DiscardSingles() int {
+	r := d.rx
+	used := memory.LoadUint16(r.used[2:])
+	n := int(used - r.lastUsed)
+	if n == 0 {
+		return 0
+	}
+	old := r.availIdx
+	for ; r.lastUsed != used; r.lastUsed++ {
+		e := r.used[4+8*uint32(r.lastUsed%QueueSize):]
+		r.offer(uint16(binary.LittleEndian.Uint32(e)))
+	}
+	memory.StoreUint16(r.avail[4+2*QueueSize:], r.lastUsed)
+	if r.publish(old) {
+		d.rxKick()
+	}
+	return n
 }

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/colibrivm/colibri/internal/kvmdebugfs"
+)
+
+// run builds a result whose TCP phase moved 16 MiB in secs seconds with
+// exits exits over 1,000 packets, and whose RTTs are rtts.
+func fakeRun(name string, secs float64, exits uint64, rtts ...float64) result {
+	t0 := time.Unix(1000, 0)
+	at := func(d float64) time.Time { return t0.Add(time.Duration(d * float64(time.Second))) }
+	return result{name: name, rtts: rtts, bytes: 16 << 20, marks: map[string]mark{
+		"ping-start": {at: at(0), exits: kvmdebugfs.Counters{"exits": 0}, tx: 0, rx: 0},
+		"ping-end":   {at: at(1), exits: kvmdebugfs.Counters{"exits": exits}, tx: 500, rx: 500},
+		"tcp-start":  {at: at(2), exits: kvmdebugfs.Counters{"exits": exits}, tx: 500, rx: 500},
+		"tcp-end":    {at: at(2 + secs), exits: kvmdebugfs.Counters{"exits": 2 * exits}, tx: 1000, rx: 1000},
+	}}
+}
+
+func TestSummaryMediansAndVerdicts(t *testing.T) {
+	rs := []result{
+		fakeRun("colibri", 1, 3000, 1, 2, 3),
+		fakeRun("qemu-vhost", 2, 4000, 2, 3, 4),
+		fakeRun("colibri", 0.5, 2000, 1, 1, 1),
+		fakeRun("qemu-vhost", 4, 5000, 5, 5, 5),
+		fakeRun("colibri", 2, 9000, 9, 9, 9),
+		{name: "qemu-vhost", err: errTest},
+	}
+	var sb strings.Builder
+	printSummary(&sb, rs)
+	out := sb.String()
+	for _, want := range []string{
+		"colibri 3 of 3; qemu-vhost 2 of 3",
+		"| RTT p50 (ms) | 2.000 (1.000–9.000) | 4.000 (3.000–5.000) | colibri by 50% |",
+		"| TCP (MiB/s) | 16 (8.000–32) | 6.000 (4.000–8.000) | colibri by 167% |",
+		"| ping exits/1k pkts | 3000 (2000–9000) | 4500 (4000–5000) | colibri by 33% |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+var errTest = errorString("guest a never finished")
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
