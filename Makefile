@@ -28,7 +28,9 @@ deps:
 	@scripts/install-deps
 
 # images builds the default guest images; GUEST_PKGS="pkg ..." also builds
-# $(IMAGES)/initrd-pkgs.img with those Debian packages and their libraries.
+# $(IMAGES)/initrd-pkgs.img with those Debian packages and their libraries
+# (by default what exp's guests run: its KVM test needs them).
+GUEST_PKGS ?= sockperf stress-ng
 images:
 	@guestimages/build.sh --out $(IMAGES) $(if $(strip $(GUEST_PKGS)),--pkgs "$(strip $(GUEST_PKGS))")
 
@@ -52,7 +54,7 @@ unit: build
 # kvm-test builds the test binaries of the packages with KVM tests on the host
 # and runs their TestKVM* tests on real KVM (in the sandbox if need be).
 # The host composition's and the agent's KVM tests also run from -race binaries.
-KVM_TEST_PKGS := ./kvm ./vmm ./host ./agent ./cmd/colibri
+KVM_TEST_PKGS := ./kvm ./vmm ./host ./agent ./cmd/colibri ./exp
 KVM_RACE_PKGS := ./host ./agent
 kvm-test: build
 	@mkdir -p $(TESTBIN) $(TESTBIN)/race

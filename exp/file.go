@@ -345,6 +345,9 @@ func (f *File) decode(n *yaml.Node) error {
 			return err
 		}
 		f.Policies = append(f.Policies, ps...)
+		if len(f.Policies) > maxPhases {
+			return errAt(it, p+".policies", "more than %d phases after expanding the sweeps", maxPhases)
+		}
 	}
 	if len(f.Policies) == 0 {
 		return errAt(v, p+".policies", "empty: name at least one policy")
@@ -488,6 +491,9 @@ func decodePolicy(n *yaml.Node, path string) ([]Policy, error) {
 				return nil, errAt(v, path+"."+prm, "an empty sweep")
 			}
 			vals = v.Content
+		}
+		if len(out)*len(vals) > maxPhases {
+			return nil, errAt(v, path+"."+prm, "the sweep makes more than %d phases", maxPhases)
 		}
 		var next []Policy
 		for _, p := range out {

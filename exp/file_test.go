@@ -2,6 +2,7 @@ package exp
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -83,7 +84,7 @@ func TestParseJSON(t *testing.T) {
 func TestParseErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, edit, want string
-		line         int
+		line             int
 	}{
 		{"unknown experiment key", "  repeats: 2\n", "  repeat: 2\n", 9},
 		{"bad duration", "  warmup: 1s\n", "  warmup: soon\n", 10},
@@ -147,4 +148,19 @@ func FuzzParse(f *testing.F) {
 			t.Errorf("a parsed experiment without policies or LC work")
 		}
 	})
+}
+
+// A sweep that would make millions of phases is refused before it is
+// expanded.
+func TestSweepBounded(t *testing.T) {
+	var vals []string
+	for i := 1; i <= 200; i++ {
+		vals = append(vals, fmt.Sprintf("%dus", i))
+	}
+	l := "[" + strings.Join(vals, ", ") + "]"
+	data := strings.Replace(goodFile, "threshold: [500us, 1ms], grace: 20us", "threshold: "+l+", quantum: "+l+", grace: "+l, 1)
+	// Expanded, 200³ phases would take the test's whole time.
+	if _, err := Parse([]byte(data), ""); err == nil || !strings.Contains(err.Error(), "phases") {
+		t.Errorf("err = %v", err)
+	}
 }

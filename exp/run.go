@@ -87,6 +87,11 @@ func Run(ctx context.Context, f *File, path string, opts Options) (*Result, erro
 			}
 		}
 	}
+	restore, err := keepOff(cores)
+	if err != nil {
+		return nil, err
+	}
+	defer restore()
 	obs, err := observer.New(observer.Options{ManagedCPUs: cores})
 	if err != nil {
 		return nil, fmt.Errorf("exp: the runner's eBPF observer (per-vCPU wait histograms and the timeline): %w", err)
