@@ -205,9 +205,11 @@ func statStr(s Stat, prec int) string {
 // and per-core timelines.
 
 const (
-	svgW, svgH = 760, 420
-	padL, padR = 70, 190
+	svgW, svgH = 900, 420
+	padL, padR = 120, 280
 	padT, padB = 40, 50
+	// nines is the CDF's deepest tail level: 1 - 10^-nines.
+	nines = 4.0
 )
 
 var palette = []string{"#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666", "#1f78b4", "#b2df8a"}
@@ -253,17 +255,25 @@ func cdfSVG(r *Result, lc int, name string) string {
 	x := func(v float64) float64 {
 		return padL + iw*(math.Log10(math.Max(v, lo))-math.Log10(lo))/(math.Log10(hi)-math.Log10(lo))
 	}
-	y := func(q float64) float64 { return padT + ih*(1-q) }
+	// A "nines" axis: 0, 0.9, 0.99, 0.999 equally spaced, so the tail
+	// shows.
+	y := func(q float64) float64 {
+		t := nines
+		if q < 1 {
+			t = math.Min(-math.Log10(1-q), nines)
+		}
+		return padT + ih*(1-t/nines)
+	}
 	for d := lo; d <= hi*1.0001; d *= 10 {
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/><text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n",
 			x(d), padT, x(d), svgH-padB, x(d), svgH-padB+16, usLabel(d))
 	}
-	for _, q := range []float64{0, 0.5, 0.9, 0.99, 1} {
+	for _, q := range []float64{0, 0.5, 0.9, 0.99, 0.999, 0.9999} {
 		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/><text x="%d" y="%.1f" text-anchor="end">%g</text>`+"\n",
 			padL, y(q), svgW-padR, y(q), padL-6, y(q)+4, q)
 	}
 	fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">round-trip time (log scale)</text>`+"\n", padL+iw/2, svgH-12)
-	fmt.Fprintf(&b, `<text x="16" y="%.1f" transform="rotate(-90 16 %.1f)" text-anchor="middle">fraction of requests</text>`+"\n", padT+ih/2, padT+ih/2)
+	fmt.Fprintf(&b, `<text x="16" y="%.1f" transform="rotate(-90 16 %.1f)" text-anchor="middle">fraction of requests (nines)</text>`+"\n", padT+ih/2, padT+ih/2)
 	for i, s := range ss {
 		col := palette[i%len(palette)]
 		var pts []string
@@ -295,8 +305,6 @@ func usLabel(v float64) string {
 }
 
 func batchSVG(r *Result) string {
-	var b strings.Builder
-	svgStart(&b, svgW, svgH, "Batch throughput per phase (stress-ng bogo ops/s, median, min–max)")
 	var rows []*PhaseSummary
 	top := 0.0
 	for _, ps := range r.Summary {
@@ -305,25 +313,27 @@ func batchSVG(r *Result) string {
 			top = math.Max(top, ps.BatchOpsPerSec.Max)
 		}
 	}
+	const left, right = 300, 60
+	h := padT + padB + 30*max(len(rows), 1)
+	var b strings.Builder
+	svgStart(&b, svgW, h, "Batch throughput per phase (stress-ng bogo ops/s of real time: median, line min–max)")
 	if len(rows) == 0 || top <= 0 {
-		b.WriteString(`<text x="200" y="200">no batch figures</text></svg>` + "\n")
+		b.WriteString(`<text x="200" y="70">no batch figures</text></svg>` + "\n")
 		return b.String()
 	}
-	iw, ih := float64(svgW-padL-padR), float64(svgH-padT-padB)
-	y := func(v float64) float64 { return padT + ih*(1-v/(top*1.1)) }
+	iw := float64(svgW - left - right)
+	x := func(v float64) float64 { return left + iw*v/(top*1.1) }
 	for k := 0; k <= 4; k++ {
 		v := top * 1.1 * float64(k) / 4
-		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/><text x="%d" y="%.1f" text-anchor="end">%.0f</text>`+"\n",
-			padL, y(v), svgW-padR, y(v), padL-6, y(v)+4, v)
+		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/><text x="%.1f" y="%d" text-anchor="middle">%.0f</text>`+"\n",
+			x(v), padT, x(v), h-padB, x(v), h-padB+16, v)
 	}
-	bw := iw / float64(len(rows))
 	for i, ps := range rows {
-		s := ps.BatchOpsPerSec
-		x0 := padL + bw*float64(i) + bw*0.15
-		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`+"\n", x0, y(s.Median), bw*0.7, y(0)-y(s.Median), palette[i%len(palette)])
-		cx := x0 + bw*0.35
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="black"/>`+"\n", cx, y(s.Min), cx, y(s.Max))
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle" font-size="10">%s</text>`+"\n", cx, svgH-padB+14, xmlEscape(ps.Phase))
+		st := ps.BatchOpsPerSec
+		y0 := float64(padT + 30*i + 5)
+		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", left-8, y0+14, xmlEscape(ps.Phase))
+		fmt.Fprintf(&b, `<rect x="%d" y="%.1f" width="%.1f" height="20" fill="%s"/>`+"\n", left, y0, x(st.Median)-left, palette[i%len(palette)])
+		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="black" stroke-width="1.5"/>`+"\n", x(st.Min), y0+10, x(st.Max), y0+10)
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
@@ -337,18 +347,15 @@ func timelineSVG(pr *PhaseResult) string {
 	h := padT + padB + 26*rows
 	var b strings.Builder
 	svgStart(&b, svgW, h, fmt.Sprintf("%s, repeat %d: which vCPU ran where (sampled at %d Hz)", pr.Phase, pr.Repeat, tl.RateHz))
-	span := tl.TS[len(tl.TS)-1]
-	if span <= 0 {
-		span = 1
-	}
-	iw := float64(svgW - padL - padR)
-	x := func(t float64) float64 { return padL + iw*t/span }
 	end := func(i int) float64 {
 		if i+1 < len(tl.TS) {
 			return tl.TS[i+1]
 		}
 		return tl.TS[i] + 1/float64(max(tl.RateHz, 1))
 	}
+	span := end(len(tl.TS) - 1)
+	iw := float64(svgW - padL - padR)
+	x := func(t float64) float64 { return padL + iw*t/span }
 	row := func(k int) float64 { return float64(padT + 26*k) }
 	for k, c := range tl.Cores {
 		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">CPU %d</text>`+"\n", padL-6, row(k)+15, c)
@@ -378,10 +385,15 @@ func timelineSVG(pr *PhaseResult) string {
 		k := len(tl.Cores) + j
 		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end" fill="%s">%s waits</text>`+"\n", padL-6, row(k)+15, palette[j%len(palette)], xmlEscape(name))
 		fmt.Fprintf(&b, `<rect x="%d" y="%.1f" width="%.1f" height="20" fill="#f4f4f4"/>`+"\n", padL, row(k), iw)
-		for i := range tl.TS {
-			if tl.CPU[i][j] == -1 {
-				fmt.Fprintf(&b, `<rect x="%.2f" y="%.1f" width="%.2f" height="20" fill="#c0392b"/>`+"\n", x(tl.TS[i]), row(k), math.Max(x(end(i))-x(tl.TS[i]), 0.5))
+		for i := 0; i < len(tl.TS); i++ {
+			if tl.CPU[i][j] != -1 {
+				continue
 			}
+			from := tl.TS[i]
+			for i+1 < len(tl.TS) && tl.CPU[i+1][j] == -1 {
+				i++
+			}
+			fmt.Fprintf(&b, `<rect x="%.2f" y="%.1f" width="%.2f" height="20" fill="#c0392b"/>`+"\n", x(from), row(k), math.Max(x(end(i))-x(from), 0.5))
 		}
 		ly := padT + 10 + 18*j
 		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="20" height="10" fill="%s"/><text x="%d" y="%d">%s</text>`+"\n",
