@@ -164,3 +164,13 @@ func TestSweepBounded(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+func TestExampleParses(t *testing.T) {
+	f, err := Load("../examples/exp-lc-batch.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Phases()) < 4 || f.Repeats < 3 {
+		t.Errorf("phases %v, %d repeats", f.Phases(), f.Repeats)
+	}
+}
