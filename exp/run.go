@@ -217,7 +217,6 @@ type session struct {
 	guests map[string]*guest
 	order  []string // VM names in file order
 	refs   []vcpuRef
-	tapIPs []string // addresses set on host TAPs
 }
 
 // boot builds the host and boots the VMs (the batch ones only if
