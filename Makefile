@@ -28,7 +28,9 @@ deps:
 	@scripts/install-deps
 
 # images builds the default guest images; GUEST_PKGS="pkg ..." also builds
-# $(IMAGES)/initrd-pkgs.img with those Debian packages and their libraries.
+# $(IMAGES)/initrd-pkgs.img with those Debian packages and their libraries
+# (by default what exp's guests run: its KVM test needs them).
+GUEST_PKGS ?= sockperf stress-ng
 images:
 	@guestimages/build.sh --out $(IMAGES) $(if $(strip $(GUEST_PKGS)),--pkgs "$(strip $(GUEST_PKGS))")
 
@@ -55,7 +57,7 @@ unit: build
 # binaries. The hostile guest's attacker (internal/hostile, a static binary
 # the test puts in a guest's initrd) is built here too: building it inside
 # the sandbox would take minutes of emulated compiler.
-KVM_TEST_PKGS := ./kvm ./vmm ./host ./agent ./cmd/colibri
+KVM_TEST_PKGS := ./kvm ./vmm ./host ./agent ./cmd/colibri ./exp
 KVM_RACE_PKGS := ./host ./agent
 kvm-test: build
 	@mkdir -p $(TESTBIN) $(TESTBIN)/race

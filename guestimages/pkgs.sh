@@ -78,7 +78,9 @@ _colibri_pkg_closure() {
 		fi
 		frontier=("${next[@]}")
 	done
-	for p in "${!seen[@]}"; do [ "${seen[$p]}" = 1 ] && echo "$p"; done | LC_ALL=C sort
+	# (if, not &&: a last package left out would be the loop's status,
+	# and under pipefail the closure's.)
+	for p in "${!seen[@]}"; do if [ "${seen[$p]}" = 1 ]; then echo "$p"; fi; done | LC_ALL=C sort
 }
 
 # What is left out of every staged package.
