@@ -87,11 +87,8 @@ func Run(ctx context.Context, f *File, path string, opts Options) (*Result, erro
 			}
 		}
 	}
-	restore, err := keepOff(cores)
-	if err != nil {
-		return nil, err
-	}
-	defer restore()
+	// The host's housekeeping keeps this process's own threads (the
+	// runner's too) off the managed cores.
 	obs, err := observer.New(observer.Options{ManagedCPUs: cores})
 	if err != nil {
 		return nil, fmt.Errorf("exp: the runner's eBPF observer (per-vCPU wait histograms and the timeline): %w", err)
