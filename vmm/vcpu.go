@@ -61,13 +61,13 @@ type VCPU struct {
 	// final are KVM's counters as the vCPU ended.
 	final map[string]uint64
 
-	kicks      atomic.Uint64
+	kicks atomic.Uint64
 	// signalled is set while a kick's signal is in flight: the thread
 	// clears it when KVM_RUN returns for it (KVM_EXIT_INTR). Real-time
 	// signals queue, so a kick per signal would let a busy kicker bury
 	// the thread under signals it handles one by one.
-	signalled atomic.Bool
-	signals   atomic.Uint64
+	signalled  atomic.Bool
+	signals    atomic.Uint64
 	parks      atomic.Uint64
 	clockCtrls atomic.Uint64
 	// lastExit is touched only by the vCPU thread.
