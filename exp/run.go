@@ -103,11 +103,9 @@ func Run(ctx context.Context, f *File, path string, opts Options) (*Result, erro
 		"Latency is the round-trip time sockperf's client measured (under-load: open loop, --reply-every 1), in µs; its first 400 ms are left out by sockperf itself.",
 		"CPU ready (wait) and run times, preemptions, switches and the runqueue-latency histograms come from the runner's eBPF observer; migrations from the kernel (/proc/self/task/TID/sched).",
 		"Guest steal time is /proc/stat's steal column in the guest (USER_HZ ticks): it counts only if the guest uses KVM's steal-time feature.")
-	defer func() {
-		res.Ended = time.Now()
-		r.prog.done()
-	}()
+	defer r.prog.done()
 	err = r.run(ctx, res)
+	res.Ended = time.Now() // before the results are written: they carry it
 	summarize(f, res)
 	if werr := res.WriteJSON(filepath.Join(opts.OutDir, "results.json")); werr != nil {
 		return res, errors.Join(err, werr)
