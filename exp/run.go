@@ -162,7 +162,23 @@ func hostInfo() HostInfo {
 	if unix.Uname(&u) == nil {
 		hi.Kernel = unix.ByteSliceToString(u.Release[:])
 	}
+	if b, err := os.ReadFile("/proc/cmdline"); err == nil {
+		hi.Timers = timerArgs(string(b))
+	}
 	return hi
+}
+
+// timerArgs picks the timer arguments out of a kernel command line.
+func timerArgs(cmdline string) string {
+	var out []string
+	for _, a := range strings.Fields(cmdline) {
+		name, _, _ := strings.Cut(a, "=")
+		switch name {
+		case "nohz", "nohz_full", "highres", "lapic", "clocksource", "tsc", "hpet":
+			out = append(out, a)
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 func (r *runner) run(ctx context.Context, res *Result) error {
