@@ -184,6 +184,7 @@ func run() int {
 				fmt.Fprintf(os.Stderr, "netbench: %s: %v\n", s.name, res.err)
 			}
 			results = append(results, res)
+			fmt.Fprintf(os.Stderr, "netbench: %s\n", tableRow(res))
 		}
 	}
 	printTable(os.Stdout, cfg, results)
@@ -555,55 +556,61 @@ func printTable(w io.Writer, c config, rs []result) {
 	fmt.Fprintln(w, "| datapath | RTT p50 | RTT p99 | TCP | ping: pkts | exits/1k | halts/1k | irq inj/1k | TCP: pkts | exits/1k | halts/1k | irq inj/1k | exits/MiB | note |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
-		rtts := slices.Clone(r.rtts)
-		slices.Sort(rtts)
-		cols := []string{r.name, "-", "-", "-"}
-		if len(rtts) > 0 {
-			cols[1] = fmt.Sprintf("%.3f ms", percentile(rtts, 0.50))
-			cols[2] = fmt.Sprintf("%.3f ms", percentile(rtts, 0.99))
-		}
-		tcp, tcpOK := r.phase("tcp-start", "tcp-end")
-		if tcpOK && tcp.dur > 0 && r.bytes > 0 {
-			cols[3] = fmt.Sprintf("%.1f MiB/s", float64(r.bytes)/(1<<20)/tcp.dur.Seconds())
-		}
-		ping, pingOK := r.phase("ping-start", "ping-end")
-		for _, ph := range []struct {
-			p   phase
-			ok  bool
-			tcp bool
-		}{{ping, pingOK, false}, {tcp, tcpOK, true}} {
-			if !ph.ok {
-				n := 4
-				if ph.tcp {
-					n = 5
-				}
-				for range n {
-					cols = append(cols, "-")
-				}
-				continue
-			}
-			e := ph.p.exits
-			cols = append(cols, strconv.FormatUint(ph.p.packets, 10), per1k(e["exits"], ph.p.packets),
-				per1k(e["halt_exits"], ph.p.packets), per1k(e["irq_injections"], ph.p.packets))
-			if ph.tcp {
-				cols = append(cols, "-")
-				if r.bytes > 0 {
-					cols[len(cols)-1] = fmt.Sprintf("%.0f", float64(e["exits"])/(float64(r.bytes)/(1<<20)))
-				}
-			}
-		}
-		note := ""
-		if r.err != nil {
-			note = r.err.Error()
-		}
-		cols = append(cols, note)
-		fmt.Fprintf(w, "| %s |\n", strings.Join(cols, " | "))
+		fmt.Fprintln(w, tableRow(r))
 	}
 	for _, r := range rs {
 		if r.extraReport != "" {
 			fmt.Fprintf(w, "\n%s datapath counters (whole run): %s\n", r.name, r.extraReport)
 		}
 	}
+}
+
+// tableRow is run r's row of the table, also printed as each run ends so
+// that a run the sandbox does not survive keeps the ones before it.
+func tableRow(r result) string {
+	rtts := slices.Clone(r.rtts)
+	slices.Sort(rtts)
+	cols := []string{r.name, "-", "-", "-"}
+	if len(rtts) > 0 {
+		cols[1] = fmt.Sprintf("%.3f ms", percentile(rtts, 0.50))
+		cols[2] = fmt.Sprintf("%.3f ms", percentile(rtts, 0.99))
+	}
+	tcp, tcpOK := r.phase("tcp-start", "tcp-end")
+	if tcpOK && tcp.dur > 0 && r.bytes > 0 {
+		cols[3] = fmt.Sprintf("%.1f MiB/s", float64(r.bytes)/(1<<20)/tcp.dur.Seconds())
+	}
+	ping, pingOK := r.phase("ping-start", "ping-end")
+	for _, ph := range []struct {
+		p   phase
+		ok  bool
+		tcp bool
+	}{{ping, pingOK, false}, {tcp, tcpOK, true}} {
+		if !ph.ok {
+			n := 4
+			if ph.tcp {
+				n = 5
+			}
+			for range n {
+				cols = append(cols, "-")
+			}
+			continue
+		}
+		e := ph.p.exits
+		cols = append(cols, strconv.FormatUint(ph.p.packets, 10), per1k(e["exits"], ph.p.packets),
+			per1k(e["halt_exits"], ph.p.packets), per1k(e["irq_injections"], ph.p.packets))
+		if ph.tcp {
+			cols = append(cols, "-")
+			if r.bytes > 0 {
+				cols[len(cols)-1] = fmt.Sprintf("%.0f", float64(e["exits"])/(float64(r.bytes)/(1<<20)))
+			}
+		}
+	}
+	note := ""
+	if r.err != nil {
+		note = r.err.Error()
+	}
+	cols = append(cols, note)
+	return "| " + strings.Join(cols, " | ") + " |"
 }
 
 // printCounters prints, per run, every KVM counter that moved during the
