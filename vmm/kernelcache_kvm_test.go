@@ -19,6 +19,7 @@ import (
 // one (bootbench: bzImage 18.8 s and ~10,000 more exits than the vmlinux's
 // 8.3 s, sandbox).
 func TestKVMBzImageFillsCache(t *testing.T) {
+	testenv.RequireKVM(t)
 	images := testenv.Images(t)
 	cacheHome := t.TempDir()
 	t.Setenv("XDG_CACHE_HOME", cacheHome)
