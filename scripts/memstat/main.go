@@ -12,6 +12,7 @@
 //	    scripts/kvm-run bin/memstat [-colibri bin/colibri] [-images DIR] \
 //	    [-hello bin/memstat-hello] [-imports bin/memstat-imports] [-configs a,b] [-runs N] [-v]
 //	bin/memstat -- CMD [ARGS...]    one command, its breakdown at exit
+//	bin/memstat -pid PID            a running process, now
 //
 // Configurations (-configs, default all): hello (a Go hello world), imports
 // (a hello world linking every package colibri's command links),
@@ -77,7 +78,18 @@ func main() {
 	flag.DurationVar(&o.interval, "interval", 200*time.Millisecond, "sampling interval")
 	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "kill a run after this long")
 	flag.BoolVar(&o.verbose, "v", false, "also list each run's largest mappings")
+	pid := flag.Int("pid", 0, "break down the mappings of this running process now, and exit")
 	flag.Parse()
+	if *pid != 0 {
+		r, err := snapshot(*pid)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "memstat:", err)
+			os.Exit(1)
+		}
+		printTable(os.Stdout, []result{r})
+		printMappings(os.Stdout, r, 40)
+		return
+	}
 	if o.images == "" {
 		o.images = os.Getenv("COLIBRI_IMAGES")
 	}
@@ -98,6 +110,25 @@ func main() {
 		fmt.Fprintln(os.Stderr, "memstat:", err)
 		os.Exit(1)
 	}
+}
+
+// snapshot breaks down the mappings of the running process pid.
+func snapshot(pid int) (result, error) {
+	ms, err := smaps.Read(pid)
+	if err != nil {
+		return result{}, err
+	}
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	res := result{name: filepath.Base(exe), ms: ms, when: "now", stats: "-"}
+	res.kinds = smaps.Classify(ms, exe)
+	res.b = smaps.Sum(ms, res.kinds)
+	if n, ok := statusRSS(pid); ok {
+		res.peak = n
+	}
+	if n, ok := statusHWM(pid); ok {
+		res.hwm = n
+	}
+	return res, nil
 }
 
 // run is one command to measure.
