@@ -198,6 +198,9 @@ type Overhead struct {
 	// File is file-backed memory: the colibri binary's pages and any
 	// mapped file.
 	File uint64
+	// Threads is the process's number of OS threads (each has stacks in
+	// Anon).
+	Threads int
 }
 
 // Total is Anon + File.
@@ -215,6 +218,7 @@ func OverheadRSSOf(pid int) (Overhead, error) {
 	if err != nil {
 		return o, err
 	}
+	o.Threads = smaps.Threads(pid)
 	for _, m := range ms {
 		switch {
 		case strings.Contains(m.Path, smaps.GuestMemoryName):

@@ -53,6 +53,26 @@ func Read(pid int) ([]Mapping, error) {
 	return ms, nil
 }
 
+// Threads returns the number of threads of process pid (0: this one), 0
+// if /proc/PID/status cannot be read.
+func Threads(pid int) int {
+	path := "/proc/self/status"
+	if pid != 0 {
+		path = "/proc/" + strconv.Itoa(pid) + "/status"
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
 // Parse parses the text of an smaps file.
 func Parse(r io.Reader) ([]Mapping, error) {
 	var ms []Mapping

@@ -130,6 +130,18 @@ func TestReadSelf(t *testing.T) {
 	}
 }
 
+func TestThreads(t *testing.T) {
+	if n := Threads(0); n < 1 {
+		t.Errorf("Threads(0) = %d, want at least 1", n)
+	}
+	if n := Threads(os.Getpid()); n < 1 {
+		t.Errorf("Threads(own pid) = %d, want at least 1", n)
+	}
+	if n := Threads(-1); n != 0 {
+		t.Errorf("Threads(-1) = %d, want 0", n)
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	f.Add(sample)
 	f.Add("00400000-00500000 r-xp 00000000 08:01 1 /x\nRss: 4 kB\n")
