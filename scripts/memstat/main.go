@@ -81,13 +81,7 @@ func main() {
 	pid := flag.Int("pid", 0, "break down the mappings of this running process now, and exit")
 	flag.Parse()
 	if *pid != 0 {
-		r, err := snapshot(*pid)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "memstat:", err)
-			os.Exit(1)
-		}
-		printTable(os.Stdout, []result{r})
-		printMappings(os.Stdout, r, 40)
+		printOne(snapshot(*pid))
 		return
 	}
 	if o.images == "" {
@@ -97,19 +91,23 @@ func main() {
 		o.images = "guestimages/out"
 	}
 	if flag.NArg() > 0 {
-		r, err := measure(run{name: filepath.Base(flag.Arg(0)), argv: flag.Args()}, o)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "memstat:", err)
-			os.Exit(1)
-		}
-		printTable(os.Stdout, []result{r})
-		printMappings(os.Stdout, r, 40)
+		printOne(measure(run{name: filepath.Base(flag.Arg(0)), argv: flag.Args()}, o))
 		return
 	}
 	if err := runAll(o, *configs, *runs); err != nil {
 		fmt.Fprintln(os.Stderr, "memstat:", err)
 		os.Exit(1)
 	}
+}
+
+// printOne prints one result with its largest mappings, or exits with err.
+func printOne(r result, err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "memstat:", err)
+		os.Exit(1)
+	}
+	printTable(os.Stdout, []result{r})
+	printMappings(os.Stdout, r, 40)
 }
 
 // snapshot breaks down the mappings of the running process pid.
