@@ -133,7 +133,7 @@ func TestKVMAgentConcurrent(t *testing.T) {
 				// sandbox has one emulated CPU.
 				pause := 10 + r.IntN(40)
 				if raceEnabled {
-					pause *= 4
+					pause *= 12 // each request costs ~10x under the race detector
 				}
 				time.Sleep(time.Duration(pause) * time.Millisecond)
 			}

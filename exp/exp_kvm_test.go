@@ -84,6 +84,9 @@ func TestKVMExpCentralBeatsLinux_CPUs2(t *testing.T) {
 	if err := json.Unmarshal(raw, &res); err != nil {
 		t.Fatalf("results.json: %v", err)
 	}
+	if s, e := res.StartedAt, res.EndedAt; s == "" || e < s {
+		t.Errorf("results.json: started %q, ended %q", s, e)
+	}
 	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
 	want := []string{IsolatedLabel, "linux", "central threshold=1ms"}
 	for _, ph := range want {

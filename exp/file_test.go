@@ -166,7 +166,7 @@ func TestSweepBounded(t *testing.T) {
 }
 
 func TestExampleParses(t *testing.T) {
-	f, err := Load("../examples/exp-lc-batch.yaml")
+	f, err := Load("../examples/experiments/lc-batch.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/colibrivm/colibri/sched"
 	"github.com/colibrivm/colibri/sched/observer"
 	"github.com/colibrivm/colibri/vmm"
@@ -154,45 +152,4 @@ func (s *sampler) finish() *Timeline {
 	}
 	<-s.done
 	return s.tl
-}
-
-// keepOff moves every thread of this process (the Go runtime's, the
-// runner's) off the managed cores, so that only vCPUs run there; threads
-// made later inherit it (the vCPU threads then join their cgroup's cpuset).
-// It returns a function that restores the old affinities.
-func keepOff(managed []int) (func(), error) {
-	var all unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &all); err != nil {
-		return nil, fmt.Errorf("exp: affinity: %w", err)
-	}
-	keep := all
-	for _, c := range managed {
-		keep.Clear(c)
-	}
-	if keep.Count() == 0 {
-		return func() {}, nil // nothing left for the rest: leave it
-	}
-	ents, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return nil, fmt.Errorf("exp: list threads: %w", err)
-	}
-	old := map[int]unix.CPUSet{}
-	for _, e := range ents {
-		tid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		var cur unix.CPUSet
-		if unix.SchedGetaffinity(tid, &cur) != nil {
-			continue
-		}
-		if unix.SchedSetaffinity(tid, &keep) == nil {
-			old[tid] = cur
-		}
-	}
-	return func() {
-		for tid, set := range old {
-			_ = unix.SchedSetaffinity(tid, &set)
-		}
-	}, nil
 }

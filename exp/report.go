@@ -20,6 +20,11 @@ func WriteReport(r *Result, dir string) error {
 	}
 	fmt.Fprintf(&b, "Ran %s – %s on %s: %d CPUs, kernel %s.\n\n", r.Started.UTC().Format("2006-01-02 15:04:05"),
 		r.Ended.UTC().Format("15:04:05 UTC"), where, r.Host.CPUs, r.Host.Kernel)
+	timers := r.Host.Timers
+	if timers == "" {
+		timers = "none on its command line (the kernel's defaults)"
+	}
+	fmt.Fprintf(&b, "Host timer arguments: %s.\n\n", timers)
 	fmt.Fprintf(&b, "- Boot: %s; %d repeat(s) of every phase; warm-up %gs (not measured), then %gs measured.\n", c.Boot, c.Repeats, c.WarmupS, c.DurationS)
 	fmt.Fprintf(&b, "- Managed cores %v; scheduler thread on %s, mode %s, period %g µs; pollers on %v; host client on CPUs %v.\n",
 		c.Cores, cpuName(c.SchedCPU), orDefault(c.Mode, "default"), c.PeriodUS, c.Pollers, c.Client)

@@ -140,3 +140,15 @@ func TestWriteOutputs(t *testing.T) {
 		}
 	}
 }
+
+func TestTimerArgs(t *testing.T) {
+	for in, want := range map[string]string{
+		"console=ttyS1 quiet nohz=off highres=off lapic=notscdeadline colibri.job=/x": "nohz=off highres=off lapic=notscdeadline",
+		"BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet":                                 "",
+		"clocksource=tsc tsc=reliable nohz_full=2-3":                                  "clocksource=tsc tsc=reliable nohz_full=2-3",
+	} {
+		if got := timerArgs(in); got != want {
+			t.Errorf("timerArgs(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -38,6 +38,10 @@ type HostInfo struct {
 	CPUs    int    `json:"cpus"`
 	Kernel  string `json:"kernel"`
 	Sandbox bool   `json:"sandbox"`
+	// Timers are the host kernel's timer arguments (nohz=, highres=,
+	// lapic=, clocksource=), which set the latency floor of every timed
+	// wake-up: "" when it has none of them.
+	Timers string `json:"timers"`
 }
 
 // Config is the experiment as run.

@@ -87,11 +87,8 @@ func Run(ctx context.Context, f *File, path string, opts Options) (*Result, erro
 			}
 		}
 	}
-	restore, err := keepOff(cores)
-	if err != nil {
-		return nil, err
-	}
-	defer restore()
+	// The host's housekeeping keeps this process's own threads (the
+	// runner's too) off the managed cores.
 	obs, err := observer.New(observer.Options{ManagedCPUs: cores})
 	if err != nil {
 		return nil, fmt.Errorf("exp: the runner's eBPF observer (per-vCPU wait histograms and the timeline): %w", err)
@@ -106,11 +103,9 @@ func Run(ctx context.Context, f *File, path string, opts Options) (*Result, erro
 		"Latency is the round-trip time sockperf's client measured (under-load: open loop, --reply-every 1), in µs; its first 400 ms are left out by sockperf itself.",
 		"CPU ready (wait) and run times, preemptions, switches and the runqueue-latency histograms come from the runner's eBPF observer; migrations from the kernel (/proc/self/task/TID/sched).",
 		"Guest steal time is /proc/stat's steal column in the guest (USER_HZ ticks): it counts only if the guest uses KVM's steal-time feature.")
-	defer func() {
-		res.Ended = time.Now()
-		r.prog.done()
-	}()
+	defer r.prog.done()
 	err = r.run(ctx, res)
+	res.Ended = time.Now() // before the results are written: they carry it
 	summarize(f, res)
 	if werr := res.WriteJSON(filepath.Join(opts.OutDir, "results.json")); werr != nil {
 		return res, errors.Join(err, werr)
@@ -167,7 +162,23 @@ func hostInfo() HostInfo {
 	if unix.Uname(&u) == nil {
 		hi.Kernel = unix.ByteSliceToString(u.Release[:])
 	}
+	if b, err := os.ReadFile("/proc/cmdline"); err == nil {
+		hi.Timers = timerArgs(string(b))
+	}
 	return hi
+}
+
+// timerArgs picks the timer arguments out of a kernel command line.
+func timerArgs(cmdline string) string {
+	var out []string
+	for _, a := range strings.Fields(cmdline) {
+		name, _, _ := strings.Cut(a, "=")
+		switch name {
+		case "nohz", "nohz_full", "highres", "lapic", "clocksource", "tsc", "hpet":
+			out = append(out, a)
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 func (r *runner) run(ctx context.Context, res *Result) error {

@@ -20,9 +20,10 @@ import (
 // mask: a poller and a pinned scheduler thread then pin themselves, and
 // a vCPU thread is moved onto the managed cores by its VM's cgroup
 // (cpuset) and by the scheduler, which pins or floats every vCPU it
-// registers. With no housekeeping core left (a 1- or 2-CPU machine that
-// manages them all) it does nothing and says so. Close puts the threads
-// back.
+// registers. With no core left besides the managed and poller cores, the
+// threads share the pollers' cores; with none besides the managed cores (a
+// machine that manages them all) it does nothing and says so. Close puts
+// the threads back.
 func (h *Host) housekeep() {
 	avail, err := availableCores()
 	if err != nil {
@@ -34,9 +35,16 @@ func (h *Host) housekeep() {
 		hk = slices.DeleteFunc(hk, func(x int) bool { return x == *c })
 	}
 	if len(hk) == 0 {
-		h.log.Info("housekeeping: no core is left besides the managed and poller cores: the process's own threads share them",
+		// The managed cores are the ones to keep clear: the vCPUs' latency
+		// is what the scheduler works for; a poller copes with a neighbour.
+		hk = sched.HousekeepingCPUs(avail, h.schedCores)
+		if len(hk) == 0 {
+			h.log.Info("housekeeping: no core is left besides the managed cores: the process's own threads share them",
+				zap.Ints("available", avail), zap.Ints("managed", h.schedCores))
+			return
+		}
+		h.log.Info("housekeeping: no core is left besides the managed and poller cores: the process's own threads share the pollers'",
 			zap.Ints("available", avail), zap.Ints("managed", h.schedCores), zap.Ints("pollers", h.file.Pollers.Cores))
-		return
 	}
 	res, restore, err := sched.Housekeep(hk, nil)
 	h.closers = append(h.closers, func() error { return restore() })

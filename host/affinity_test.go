@@ -60,13 +60,26 @@ func defaultMask(m map[int][]int) []int {
 // scheduler's included (it is not pinned), to CPU 0, and Close moves them
 // back. No KVM needed: no VM is started.
 func TestHostHousekeeping(t *testing.T) {
+	testHousekeeping(t, spec.File{Sched: spec.Sched{Policy: "adaptive", Cores: []int{1}}})
+}
+
+// With the only other core a poller's, the process's own threads share
+// the poller's core, not the managed one.
+func TestHostHousekeepingOnPollerCore(t *testing.T) {
+	if runtime.NumCPU() != 2 {
+		t.Fatalf("needs exactly 2 CPUs (one managed, one poller's), have %d", runtime.NumCPU())
+	}
+	testHousekeeping(t, spec.File{Pollers: spec.Pollers{Cores: []int{0}}, Sched: spec.Sched{Policy: "adaptive", Cores: []int{1}}})
+}
+
+func testHousekeeping(t *testing.T, f spec.File) {
 	if runtime.NumCPU() < 2 || os.Geteuid() != 0 {
 		t.Fatalf("needs 2 CPUs and root (the observer), have %d CPUs, euid %d", runtime.NumCPU(), os.Geteuid())
 	}
 	before := threadMasks(t)
 	def := defaultMask(before)
 	h, err := host.New(context.Background(), host.Config{
-		Spec:   spec.File{Sched: spec.Sched{Policy: "adaptive", Cores: []int{1}}},
+		Spec:   f,
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	})
 	if err != nil {

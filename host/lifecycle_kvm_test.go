@@ -245,8 +245,16 @@ func TestKVMHostLifecycle(t *testing.T) {
 		t.Fatalf("b after delete: %v", err)
 	}
 	// Nothing of b is left: its vCPU thread, its port.
-	if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", bTID)); err == nil {
-		t.Errorf("b's vCPU thread %d is still alive after b was deleted", bTID)
+	// The runtime ends a locked thread after its goroutine has returned,
+	// a moment after Delete: give it a few seconds.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", bTID)); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("b's vCPU thread %d is still alive 5s after b was deleted", bTID)
+			break
+		}
 	}
 	for _, sw := range h.Stats().Netstack.Switches {
 		for _, p := range sw.Ports {

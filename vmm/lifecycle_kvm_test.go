@@ -116,7 +116,14 @@ func TestKVMKickAfterExit(t *testing.T) {
 			t.Errorf("Park of vCPU %d after the VM ended: %v", c.ID(), err)
 		}
 	}
-	t.Logf("%d park/kick/unpark rounds", kicks.Load())
+	st := vm.Stats()
+	t.Logf("%d park/kick/unpark rounds; %d kicks sent %d signals, %d KVM_EXIT_INTR", kicks.Load(), st.Kicks, st.KickSignals, st.UserExits["intr"])
+	// Real-time signals queue: one per kick would bury the vCPU thread
+	// (this test hung in the 1-CPU sandbox with the thread stuck in a
+	// system call while the kicker spun). At most one is in flight.
+	if max := st.UserExits["intr"] + uint64(len(vm.VCPUs())); st.KickSignals > max {
+		t.Errorf("%d kick signals for %d KVM_EXIT_INTR exits: more than one in flight per vCPU", st.KickSignals, st.UserExits["intr"])
+	}
 }
 
 // TestKVMPauseResume: a paused VM runs no guest code (its counter stops),

@@ -30,6 +30,9 @@ type Stats struct {
 	KVMExits map[string]uint64
 	// Kicks and Parks count scheduler interventions.
 	Kicks, Parks uint64
+	// KickSignals counts the signals kicks sent: at most one is in
+	// flight per vCPU, so a kick while one is unanswered sends none.
+	KickSignals uint64
 	// Pauses counts the times the VM was paused; ClockCtrls the vCPUs
 	// that then told the guest's kvmclock they had been stopped.
 	Pauses, ClockCtrls uint64
@@ -102,6 +105,7 @@ func (v *VM) Stats() Stats {
 			s.KVMExits[k] += n
 		}
 		s.Kicks += c.kicks.Load()
+		s.KickSignals += c.signals.Load()
 		s.Parks += c.parks.Load()
 		s.ClockCtrls += c.clockCtrls.Load()
 	}

@@ -61,7 +61,13 @@ type VCPU struct {
 	// final are KVM's counters as the vCPU ended.
 	final map[string]uint64
 
-	kicks      atomic.Uint64
+	kicks atomic.Uint64
+	// signalled is set while a kick's signal is in flight: the thread
+	// clears it when KVM_RUN returns for it (KVM_EXIT_INTR). Real-time
+	// signals queue, so a kick per signal would let a busy kicker bury
+	// the thread under signals it handles one by one.
+	signalled  atomic.Bool
+	signals    atomic.Uint64
 	parks      atomic.Uint64
 	clockCtrls atomic.Uint64
 	// lastExit is touched only by the vCPU thread.
@@ -80,8 +86,10 @@ func (c *VCPU) TID() int { return int(c.tid.Load()) }
 
 // Kick makes the vCPU leave KVM_RUN as soon as possible: it sets
 // immediate_exit, so a KVM_RUN about to start returns at once, and signals
-// the thread, so one in progress returns with EINTR. Once the thread has
-// ended it does nothing and returns an error.
+// the thread, so one in progress returns with EINTR; a kick while an
+// earlier one's signal is still unanswered sends none (immediate_exit
+// covers it). Once the thread has ended it does nothing and returns an
+// error.
 func (c *VCPU) Kick() error {
 	c.kickers.Add(1)
 	defer c.kickers.Add(-1)
@@ -90,7 +98,12 @@ func (c *VCPU) Kick() error {
 	}
 	c.kicks.Add(1)
 	c.cpu.SetImmediateExit(true)
+	if c.signalled.Swap(true) {
+		return nil
+	}
+	c.signals.Add(1)
 	if err := unix.Tgkill(unix.Getpid(), c.TID(), kvm.KickSignal); err != nil && err != unix.ESRCH {
+		c.signalled.Store(false)
 		return fmt.Errorf("kicking vCPU %d (tid %d): %w", c.id, c.TID(), err)
 	}
 	return nil
@@ -273,7 +286,10 @@ func (c *VCPU) loop() error {
 				c.vm.mmioRead(m.Addr, m.Data)
 			}
 		case kvm.ExitIntr:
+			// Whatever a kick asked for (hold, stop) is checked below,
+			// after these are cleared: a kick between them is not lost.
 			c.cpu.SetImmediateExit(false)
+			c.signalled.Store(false)
 		case kvm.ExitHLT:
 			// Only without an in-kernel LAPIC; nothing to do but go on.
 		case kvm.ExitShutdown:

@@ -128,6 +128,9 @@ func (k ExitKind) Failed() bool { return k == ExitError || k == ExitCrash }
 
 // VM is one virtual machine.
 type VM struct {
+	// fill is the kernel cache's fill, when this VM's kernel was not in
+	// the cache (boot.Options.FillLater); Close waits for it.
+	fill    *cacheFill
 	cfg     Config
 	log     *zap.Logger
 	sys     *kvm.System
@@ -236,7 +239,7 @@ func New(cfg Config) (_ *VM, err error) {
 		initrd = ifile.Bytes()
 	}
 	if need := boot.MinMemory(kernel, uint64(len(initrd))); cfg.MemSize < need {
-		return nil, fmt.Errorf("--mem %d MiB is too small for this kernel and initrd: need at least %d MiB", cfg.MemSize>>20, need>>20)
+		return nil, fmt.Errorf("memory of %d MiB is too small for this kernel and initrd: need at least %d MiB", cfg.MemSize>>20, need>>20)
 	}
 
 	dev := cfg.KVMDevice
@@ -262,7 +265,7 @@ func New(cfg Config) (_ *VM, err error) {
 		}
 	}()
 	if max := sys.MaxVCPUs(); cfg.CPUs > max {
-		return nil, fmt.Errorf("--cpus %d is more than this host's KVM allows (%d)", cfg.CPUs, max)
+		return nil, fmt.Errorf("%d vCPUs are more than this host's KVM allows (%d)", cfg.CPUs, max)
 	}
 	if v.cpuid, err = sys.SupportedCPUID(); err != nil {
 		return nil, err
@@ -338,7 +341,8 @@ func New(cfg Config) (_ *VM, err error) {
 	}
 	if kernel.FillCache != nil {
 		// The fill reads the bzImage's payload: the mapping is its now.
-		go fillKernelCache(log, kernel.FillCache, kfile)
+		v.fill = &cacheFill{done: make(chan struct{})}
+		go v.fill.run(log, kernel.FillCache, kfile)
 		kfile = nil
 	}
 	log.Info("VM created", zap.String("kernel", cfg.Kernel), zap.Bool("elf", kernel.ELF), zap.String("kernel_note", kernel.Note), zap.Int("cpus", cfg.CPUs),
@@ -351,13 +355,22 @@ func New(cfg Config) (_ *VM, err error) {
 	return v, nil
 }
 
-// fillKernelCache runs fill on a thread of the lowest priority, so that
-// decompressing a kernel for the next boot takes only CPU time the guests
-// leave; then it unmaps img, the bzImage fill reads, and returns the
-// decompression's garbage (the kernel, 30–120 MiB, and the decoder's
-// dictionary) to the OS.
-func fillKernelCache(log *zap.Logger, fill func() error, img *boot.File) {
+// cacheFill is the decompression of a kernel for the kernel cache, which
+// runs beside the VM that boots the same kernel through the guest's own
+// decompressor.
+type cacheFill struct {
+	done chan struct{}
+	tid  atomic.Int32
+}
+
+// run runs fill on a thread of the lowest priority, so that decompressing
+// a kernel for the next boot takes only CPU time the guests leave; then it
+// unmaps img, the bzImage fill reads, and returns the decompression's
+// garbage (the kernel, 30–120 MiB, and the decoder's dictionary) to the OS.
+func (f *cacheFill) run(log *zap.Logger, fill func() error, img *boot.File) {
+	defer close(f.done)
 	runtime.LockOSThread() // never unlocked: its priority dies with it
+	f.tid.Store(int32(unix.Gettid()))
 	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19)
 	err := boot.Guard(fill)
 	img.Close()
@@ -369,18 +382,35 @@ func fillKernelCache(log *zap.Logger, fill func() error, img *boot.File) {
 	log.Debug("kernel cache filled")
 }
 
+// finish waits for the fill, at normal priority where the process may
+// raise it (the guests it made way for are gone): a VM shorter than one
+// decompression would otherwise end it unfinished, and every boot of the
+// kernel would be a first one.
+func (f *cacheFill) finish(log *zap.Logger) {
+	select {
+	case <-f.done:
+		return
+	default:
+	}
+	log.Info("finishing the kernel cache entry for the next boot of this kernel")
+	if tid := f.tid.Load(); tid != 0 {
+		_ = unix.Setpriority(unix.PRIO_PROCESS, int(tid), 0)
+	}
+	<-f.done
+}
+
 func (c *Config) validate() error {
 	switch {
 	case c.Kernel == "":
 		return errors.New("no kernel given")
 	case c.CPUs < 1:
-		return fmt.Errorf("--cpus %d: need at least 1", c.CPUs)
+		return fmt.Errorf("%d vCPUs: need at least 1", c.CPUs)
 	case c.CPUs > 255:
-		return fmt.Errorf("--cpus %d: at most 255 vCPUs (xAPIC ids)", c.CPUs)
+		return fmt.Errorf("%d vCPUs: at most 255 (xAPIC ids)", c.CPUs)
 	case c.MemSize < memory.MinSize:
-		return fmt.Errorf("--mem %d MiB is too small: need at least %d MiB", c.MemSize>>20, memory.MinSize>>20)
+		return fmt.Errorf("memory of %d MiB is too small: need at least %d MiB", c.MemSize>>20, memory.MinSize>>20)
 	case c.MemSize > memory.MaxSize:
-		return fmt.Errorf("--mem %d GiB is too large: at most %d GiB", c.MemSize>>30, memory.MaxSize>>30)
+		return fmt.Errorf("memory of %d GiB is too large: at most %d GiB", c.MemSize>>30, memory.MaxSize>>30)
 	}
 	return nil
 }
@@ -703,8 +733,13 @@ func (v *VM) VCPUs() []*VCPU {
 // Memory returns the guest memory.
 func (v *VM) Memory() *memory.Memory { return v.mem }
 
-// Close releases everything the VM holds. Call it after Run returned.
+// Close releases everything the VM holds. Call it after Run returned. If
+// the VM started a kernel cache fill that is still running, Close waits
+// for it.
 func (v *VM) Close() error {
+	if v.fill != nil {
+		v.fill.finish(v.log)
+	}
 	for i := len(v.closers) - 1; i >= 0; i-- {
 		v.closers[i].Close()
 	}

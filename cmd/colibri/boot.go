@@ -83,6 +83,9 @@ colibri exits 0 when the guest powers off or reboots.`,
 }
 
 func runBoot(cmd *cobra.Command, f bootFlags) error {
+	if f.cpus < 1 || f.cpus > spec.MaxCPUs {
+		return fmt.Errorf("--cpus %d: must be from 1 to %d", f.cpus, spec.MaxCPUs)
+	}
 	cfg := vmm.Config{
 		Kernel:    f.kernel,
 		Initrd:    f.initrd,

@@ -217,6 +217,7 @@ func processRules(api bool) []rule {
 		"fsync", "fdatasync", "fcntl", "flock", "ftruncate", "fallocate", "getdents64",
 		"readlink", "readlinkat", "unlink", "unlinkat", "rmdir", "mkdir", "mkdirat",
 		"rename", "renameat", "renameat2", "fchmod", "fchmodat", "fchown", "fchownat",
+		"utimensat", // the kernel cache marks an entry it used (os.Chtimes)
 		"access", "faccessat", "faccessat2", "getcwd", "dup", "dup3", "pipe2",
 		// which filesystem a path is on (procfs, cgroup2), read only
 		"statfs", "fstatfs",

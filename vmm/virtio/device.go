@@ -106,11 +106,18 @@ func (q *Queue) WithKickFD(fd int) *Queue {
 // chain added while it drains is not missed, and ends with Signal. A
 // malformed ring stops it and marks the device as needing a reset.
 func (q *Queue) Drain(c *virtq.Chain, serve func(*virtq.Chain) uint32) {
+	q.DrainWhile(c, func(c *virtq.Chain) (uint32, bool) { return serve(c), true })
+}
+
+// DrainWhile is Drain with a serve that may refuse a chain: a chain it
+// returns false for goes back to the ring unanswered (Unpop), the chains
+// answered before it are signalled, and DrainWhile returns false.
+func (q *Queue) DrainWhile(c *virtq.Chain, serve func(*virtq.Chain) (n uint32, ok bool)) bool {
 	for {
 		ok, err := q.Pop(c)
 		if err != nil {
 			q.Fail(err)
-			return
+			return true
 		}
 		if !ok {
 			q.RearmNotification()
@@ -119,7 +126,14 @@ func (q *Queue) Drain(c *virtq.Chain, serve func(*virtq.Chain) uint32) {
 			}
 			continue
 		}
-		q.Push(c.Head, serve(c))
+		n, ok := serve(c)
+		if !ok {
+			q.Unpop(1)
+			q.Signal()
+			return false
+		}
+		q.Push(c.Head, n)
 	}
 	q.Signal()
+	return true
 }

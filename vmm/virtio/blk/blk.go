@@ -208,31 +208,18 @@ func (b *Blk) Process(q *virtio.Queue) {
 		q.Drain(&b.chain, b.serve)
 		return
 	}
-	for !b.halted.Load() {
-		ok, err := q.Pop(&b.chain)
-		if err != nil {
-			q.Fail(err)
-			return
-		}
-		if !ok {
-			q.RearmNotification()
-			if q.Pending() == 0 {
-				break
-			}
-			continue
-		}
-		n := b.serve(&b.chain)
-		if b.lost.Load() {
-			// Not answered: the guest must not take it for done, nor
-			// for failed — the VM stops instead.
-			q.Unpop(1)
-			b.halted.Store(true)
-			b.onError(b.failure)
-			return
-		}
-		q.Push(b.chain.Head, n)
+	if b.halted.Load() {
+		return
 	}
-	q.Signal()
+	// A request served after a lost write or flush is not answered: the
+	// guest must not take it for done, nor for failed — the VM stops.
+	if !q.DrainWhile(&b.chain, func(c *virtq.Chain) (uint32, bool) {
+		n := b.serve(c)
+		return n, !b.lost.Load()
+	}) {
+		b.halted.Store(true)
+		b.onError(b.failure)
+	}
 }
 
 // Halted reports whether a failed write or flush stopped the device
