@@ -1,14 +1,12 @@
 package vmm
 
 import (
-	"bufio"
 	"fmt"
-	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/colibrivm/colibri/internal/smaps"
 	"github.com/colibrivm/colibri/kvm"
 	"github.com/colibrivm/colibri/vmm/virtio"
 	"github.com/colibrivm/colibri/vmm/virtio/blk"
@@ -204,6 +202,9 @@ type Overhead struct {
 	// File is file-backed memory: the colibri binary's pages and any
 	// mapped file.
 	File uint64
+	// Threads is the process's number of OS threads (each has stacks in
+	// Anon).
+	Threads int
 }
 
 // Total is Anon + File.
@@ -217,37 +218,19 @@ func VMMOverheadRSS() (Overhead, error) { return OverheadRSSOf(0) }
 // OverheadRSSOf is VMMOverheadRSS of process pid (0: this one).
 func OverheadRSSOf(pid int) (Overhead, error) {
 	var o Overhead
-	path := "/proc/self/smaps"
-	if pid != 0 {
-		path = "/proc/" + strconv.Itoa(pid) + "/smaps"
-	}
-	f, err := os.Open(path)
+	ms, err := smaps.Read(pid)
 	if err != nil {
-		return o, fmt.Errorf("reading smaps: %w", err)
+		return o, err
 	}
-	defer f.Close()
-	guest, file := false, false
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		fields := strings.Fields(line)
-		if len(fields) == 0 {
-			continue
-		}
-		if !strings.HasSuffix(fields[0], ":") {
-			// A mapping header: "start-end perms offset dev inode [path]".
-			guest = strings.Contains(line, "colibri-guest-ram")
-			file = len(fields) >= 6 && strings.HasPrefix(fields[5], "/")
-			continue
-		}
-		if fields[0] == "Rss:" && !guest && len(fields) >= 2 {
-			kb, _ := strconv.ParseUint(fields[1], 10, 64)
-			if file {
-				o.File += kb << 10
-			} else {
-				o.Anon += kb << 10
-			}
+	o.Threads = smaps.Threads(pid)
+	for _, m := range ms {
+		switch {
+		case strings.Contains(m.Path, smaps.GuestMemoryName):
+		case m.FileBacked():
+			o.File += m.Rss
+		default:
+			o.Anon += m.Rss
 		}
 	}
-	return o, sc.Err()
+	return o, nil
 }

@@ -200,10 +200,20 @@ func New(cfg Config) (_ *VM, err error) {
 			return nil, fmt.Errorf("disk: %w", err)
 		}
 	}
-	kimg, err := os.ReadFile(cfg.Kernel)
+	// The kernel and initrd are mapped, not read into the heap: their
+	// pages are the page cache's, copied once into guest memory, and
+	// gone from the VMM's RSS when unmapped. Everything that reads the
+	// mappings runs in boot.Guard, so a file truncated meanwhile is an
+	// error, not a crash.
+	kfile, err := boot.OpenFile(cfg.Kernel)
 	if err != nil {
 		return nil, fmt.Errorf("reading kernel: %w", err)
 	}
+	defer func() {
+		if kfile != nil { // not handed to the cache's fill
+			kfile.Close()
+		}
+	}()
 	// A bzImage's kernel is decompressed by colibri (fast formats) or
 	// read from the cache of decompressed kernels; a slow format's
 	// first boot leaves it to the guest and fills the cache meanwhile.
@@ -211,15 +221,22 @@ func New(cfg Config) (_ *VM, err error) {
 	if dir, err := boot.DefaultCacheDir(); err == nil && !cfg.NoKernelCache {
 		opts.CacheDir = dir
 	}
-	kernel, err := boot.ParseWith(kimg, opts)
-	if err != nil {
+	var kernel *boot.Kernel
+	if err := boot.Guard(func() (err error) {
+		kernel, err = boot.ParseWith(kfile.Bytes(), opts)
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("kernel %s: %w", cfg.Kernel, err)
 	}
+	defer kernel.Close()
 	var initrd []byte
 	if cfg.Initrd != "" {
-		if initrd, err = os.ReadFile(cfg.Initrd); err != nil {
+		ifile, err := boot.OpenFile(cfg.Initrd)
+		if err != nil {
 			return nil, fmt.Errorf("reading initrd: %w", err)
 		}
+		defer ifile.Close()
+		initrd = ifile.Bytes()
 	}
 	if need := boot.MinMemory(kernel, uint64(len(initrd))); cfg.MemSize < need {
 		return nil, fmt.Errorf("memory of %d MiB is too small for this kernel and initrd: need at least %d MiB", cfg.MemSize>>20, need>>20)
@@ -313,19 +330,27 @@ func New(cfg Config) (_ *VM, err error) {
 	if !cfg.NoDefaultArgs {
 		cmdline = boot.DefaultArgs(cmdline)
 	}
-	if v.loaded, err = boot.Load(v.mem, boot.Params{Kernel: kernel, Initrd: initrd, Cmdline: cmdline, RSDPAddr: rsdp, Reserved: ecam}); err != nil {
+	if err := boot.Guard(func() (err error) {
+		v.loaded, err = boot.Load(v.mem, boot.Params{Kernel: kernel, Initrd: initrd, Cmdline: cmdline, RSDPAddr: rsdp, Reserved: ecam})
+		return err
+	}); err != nil {
+		if errors.Is(err, boot.ErrFileChanged) {
+			return nil, fmt.Errorf("loading kernel %s (initrd %q): %w", cfg.Kernel, cfg.Initrd, err)
+		}
 		return nil, err
 	}
 	if kernel.FillCache != nil {
+		// The fill reads the bzImage's payload: the mapping is its now.
 		v.fill = &cacheFill{done: make(chan struct{})}
-		go v.fill.run(log, kernel.FillCache)
+		go v.fill.run(log, kernel.FillCache, kfile)
+		kfile = nil
 	}
 	log.Info("VM created", zap.String("kernel", cfg.Kernel), zap.Bool("elf", kernel.ELF), zap.String("kernel_note", kernel.Note), zap.Int("cpus", cfg.CPUs),
 		zap.Uint64("mem_mib", cfg.MemSize>>20), zap.Int("disks", len(cfg.Disks)), zap.Uint64("initrd_addr", v.loaded.InitrdAddr),
 		zap.Uint64("entry", v.loaded.Entry), zap.Uint64("rsdp", rsdp))
-	// The kernel and initrd images now live in guest memory: hand the
-	// heap copies back to the OS rather than carry them as VMM RSS.
-	kimg, initrd, kernel = nil, nil, nil
+	// The kernel and initrd now live in guest memory: hand what parsing
+	// them left in the heap back to the OS rather than carry it as VMM
+	// RSS.
 	debug.FreeOSMemory()
 	return v, nil
 }
@@ -339,13 +364,18 @@ type cacheFill struct {
 }
 
 // run runs fill on a thread of the lowest priority, so that decompressing
-// a kernel for the next boot takes only CPU time the guests leave.
-func (f *cacheFill) run(log *zap.Logger, fill func() error) {
+// a kernel for the next boot takes only CPU time the guests leave; then it
+// unmaps img, the bzImage fill reads, and returns the decompression's
+// garbage (the kernel, 30–120 MiB, and the decoder's dictionary) to the OS.
+func (f *cacheFill) run(log *zap.Logger, fill func() error, img *boot.File) {
 	defer close(f.done)
 	runtime.LockOSThread() // never unlocked: its priority dies with it
 	f.tid.Store(int32(unix.Gettid()))
 	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19)
-	if err := fill(); err != nil {
+	err := boot.Guard(fill)
+	img.Close()
+	debug.FreeOSMemory()
+	if err != nil {
 		log.Warn("kernel cache", zap.Error(err))
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -237,6 +238,11 @@ func runAgent(cmd *cobra.Command, f agentFlags) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("agent serving", zap.String("socket", f.socket), zap.Int("switches", len(hostFile.Switches)), zap.Int("vms", len(vms)))
+	// Setting up the host (above all the eBPF observer, which parses the
+	// kernel's BTF, a few MB) leaves garbage the runtime would give back
+	// only slowly: give it back now (5 MiB of the idle agent's RSS,
+	// docs/PERF.md).
+	debug.FreeOSMemory()
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)

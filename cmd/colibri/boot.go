@@ -263,8 +263,8 @@ func bootOnHost(ctx context.Context, cfg vmm.Config, ns netSpec, stats bool, con
 func printBootStats(kind vmm.ExitKind, st vmm.Stats, net *netstack.Stats) {
 	fmt.Fprintf(os.Stderr, "\r\ncolibri: VM ended: %v\r\n", kind)
 	if o, err := vmm.VMMOverheadRSS(); err == nil {
-		fmt.Fprintf(os.Stderr, "VMM RSS beyond guest memory: %.1f MiB (anonymous %.1f MiB, binary and files %.1f MiB)\r\n",
-			float64(o.Total())/(1<<20), float64(o.Anon)/(1<<20), float64(o.File)/(1<<20))
+		fmt.Fprintf(os.Stderr, "VMM RSS beyond guest memory: %.1f MiB (anonymous %.1f MiB, binary and files %.1f MiB; %d threads)\r\n",
+			float64(o.Total())/(1<<20), float64(o.Anon)/(1<<20), float64(o.File)/(1<<20), o.Threads)
 	}
 	fmt.Fprint(os.Stderr, strings.ReplaceAll(st.Format(), "\n", "\r\n"))
 	if net != nil {

@@ -188,3 +188,23 @@ func TestKVMCLIBootReboot(t *testing.T) {
 		}
 	}
 }
+
+// TestSubcommandNames: every entry of subcommands builds the command it
+// is named after, and a command line naming one builds just that one.
+func TestSubcommandNames(t *testing.T) {
+	for _, s := range subcommands() {
+		if got := s.build().Name(); got != s.name {
+			t.Errorf("subcommand %q builds %q", s.name, got)
+		}
+		root := newRootCmd([]string{s.name, "--help"})
+		if cmds := root.Commands(); len(cmds) != 1 || cmds[0].Name() != s.name {
+			t.Errorf("%s --help built %d commands", s.name, len(cmds))
+		}
+	}
+	if n := len(newRootCmd([]string{"--help"}).Commands()); n != len(subcommands()) {
+		t.Errorf("--help built %d commands, want all %d", n, len(subcommands()))
+	}
+	if n := len(newRootCmd(nil).Commands()); n != len(subcommands()) {
+		t.Errorf("no arguments built %d commands, want all %d", n, len(subcommands()))
+	}
+}

@@ -1,8 +1,7 @@
 package privdrop
 
-// colibri's binary links runtime/cgo (through net and os/user), where
-// Setresuid and friends go through glibc's setxid broadcast rather than
-// Go's AllThreadsSyscall: the tests run the same way. (Without this
-// import they exercise AllThreadsSyscall; both passed when this was
-// written.)
+// With cgo (a plain 'go test' here, net bringing runtime/cgo), Setresuid
+// and friends go through glibc's setxid broadcast; without (bin/colibri is
+// built with CGO_ENABLED=0), through Go's AllThreadsSyscall. 'make unit'
+// runs these tests both ways.
 import _ "net"

@@ -6,10 +6,10 @@
 //
 // Credentials are per thread in Linux. Go (since 1.16) applies
 // syscall.Setresuid, Setresgid and Setgroups to every thread: without
-// cgo the runtime signals each thread to make the call
-// (syscall.AllThreadsSyscall); with cgo, as colibri's binary is built
-// (net and os/user link runtime/cgo), it calls glibc, whose setxid
-// broadcast does the same with its own signal (SIGSETXID) to every
+// cgo, as colibri's binary is built (CGO_ENABLED=0), the runtime signals
+// each thread to make the call (syscall.AllThreadsSyscall); with cgo (a
+// build or test binary that links runtime/cgo) it calls glibc, whose
+// setxid broadcast does the same with its own signal (SIGSETXID) to every
 // pthread, which all of Go's threads are in a cgo binary. So every
 // thread's seccomp filter must let these calls through: internal/seccomp
 // allows exactly these ids (Options.DropTo).

@@ -1,6 +1,7 @@
 package seccomp
 
-// colibri's binary links runtime/cgo (through net and os/user), so its
-// threads come from pthread_create (clone3 first, then clone) and leave
-// through glibc's thread exit: the tests run the same way.
+// With cgo (a plain 'go test' here, net bringing runtime/cgo), the test
+// binary's threads come from pthread_create (clone3 first, then clone) and
+// leave through glibc's thread exit. bin/colibri is built without cgo
+// (Go's own threads): 'make unit' runs these tests both ways.
 import _ "net"

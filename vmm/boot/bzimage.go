@@ -96,6 +96,22 @@ type Kernel struct {
 	// decompressed (or read from the cache), or left to the guest's own
 	// decompressor and why.
 	Note string
+
+	// file is the mapped cache entry Segments point into (Cached).
+	file *File
+}
+
+// Close releases what ParseWith mapped for k (a kernel read from the
+// cache): once k is loaded, its Segments must not be used any more.
+// Reading them before then may fault if the entry is truncated: do it in
+// Guard.
+func (k *Kernel) Close() error {
+	if k.file == nil {
+		return nil
+	}
+	err := k.file.Close()
+	k.file, k.Segments = nil, nil
+	return err
 }
 
 // ParseBzImage checks and parses a bzImage, leaving its kernel compressed

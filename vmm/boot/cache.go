@@ -42,9 +42,11 @@ func newCache(dir string, img []byte) *cache {
 	return &cache{dir: dir, path: filepath.Join(dir, hex.EncodeToString(sum[:])+cacheSuffix)}
 }
 
-// get returns the cached kernel, if it is there and of the size its
-// bzImage records (size, which the caller has bounded).
-func (c *cache) get(size uint64) ([]byte, error) {
+// get returns the cached kernel, mapped, if it is there and of the size
+// its bzImage records (size, which the caller has bounded). Entries are
+// replaced by rename and removed by unlink, never truncated in place, so
+// the mapping stays whole (and Guard catches it if someone else does).
+func (c *cache) get(size uint64) (*File, error) {
 	p := c.path
 	fi, err := os.Stat(p)
 	if err != nil {
@@ -53,13 +55,17 @@ func (c *cache) get(size uint64) ([]byte, error) {
 	if !fi.Mode().IsRegular() || fi.Size() == 0 || uint64(fi.Size()) != size {
 		return nil, fmt.Errorf("cache entry %s is not a kernel of the %d bytes its bzImage records", p, size)
 	}
-	b, err := os.ReadFile(p)
+	f, err := OpenFile(p)
 	if err != nil {
 		return nil, err
 	}
+	if uint64(len(f.Bytes())) != size {
+		f.Close()
+		return nil, fmt.Errorf("cache entry %s changed while being opened", p)
+	}
 	now := time.Now()
 	_ = os.Chtimes(p, now, now) // recently used: kept longer
-	return b, nil
+	return f, nil
 }
 
 // put stores vmlinux as the kernel and trims the cache to cacheEntries.

@@ -53,6 +53,9 @@ func Parse(img []byte) (*Kernel, error) { return ParseWith(img, Options{}) }
 // colibri does not read, or a payload that fails to decompress or is not
 // an ELF kernel, is left to the guest's own decompressor: Kernel.Note says
 // why. Only a file that is no kernel at all is an error.
+//
+// The Kernel refers to img's bytes (and, for a kernel read from the cache,
+// to the mapped cache entry, until Close); FillCache reads img too.
 func ParseWith(img []byte, o Options) (*Kernel, error) {
 	if len(img) >= 4 && string(img[:4]) == elf.ELFMAG {
 		return ParseELF(img)
@@ -89,11 +92,13 @@ func ParseWith(img []byte, o Options) (*Kernel, error) {
 	if size := payloadSize(payload); o.CacheDir != "" && size > 0 && size <= limit {
 		c = newCache(o.CacheDir, img)
 		if vmlinux, err := c.get(size); err == nil {
-			if err := k.setELF(vmlinux); err == nil {
+			if err := k.setELF(vmlinux.Bytes()); err == nil {
 				k.Decompressed, k.Cached = true, true
+				k.file = vmlinux
 				k.Note = fmt.Sprintf("%s kernel read from the cache %s", k.Compression, c.path)
 				return k, nil
 			}
+			vmlinux.Close()
 		}
 	}
 	if c != nil && o.FillLater && !slices.Contains(fast, k.Compression) {
