@@ -56,6 +56,10 @@ type vmm struct {
 	argv   []string
 	env    []string
 	before func() error
+	// powersOff: the VMM ends by itself when the guest powers off, and
+	// is waited for (colibri finishes its kernel cache fill before it
+	// exits); the others are stopped a moment after the guest's last line.
+	powersOff bool
 }
 
 func main() {
@@ -105,19 +109,19 @@ func main() {
 	}
 	var vmms []vmm
 	if *colibri != "" && *cold {
-		vmms = append(vmms, vmm{name: "colibri bzImage, cold cache", argv: colibriArgv(*colibri, *kernel, ccmd), env: cenv, before: emptyCache})
+		vmms = append(vmms, vmm{name: "colibri bzImage, cold cache", argv: colibriArgv(*colibri, *kernel, ccmd), env: cenv, before: emptyCache, powersOff: true})
 	}
 	if *colibri != "" {
-		vmms = append(vmms, vmm{name: "colibri bzImage", argv: colibriArgv(*colibri, *kernel, ccmd), env: cenv})
+		vmms = append(vmms, vmm{name: "colibri bzImage", argv: colibriArgv(*colibri, *kernel, ccmd), env: cenv, powersOff: true})
 	}
 	if *colibri != "" && *variant != "" {
-		vmms = append(vmms, vmm{name: "colibri bzImage " + *variant, argv: colibriArgv(*colibri, *kernel, *variant+" "+ccmd), env: cenv})
+		vmms = append(vmms, vmm{name: "colibri bzImage " + *variant, argv: colibriArgv(*colibri, *kernel, *variant+" "+ccmd), env: cenv, powersOff: true})
 	}
 	if *colibri != "" && *vmlinux != "" {
-		vmms = append(vmms, vmm{name: "colibri vmlinux", argv: colibriArgv(*colibri, *vmlinux, ccmd), env: cenv})
+		vmms = append(vmms, vmm{name: "colibri vmlinux", argv: colibriArgv(*colibri, *vmlinux, ccmd), env: cenv, powersOff: true})
 	}
 	if *guestDecomp != "" {
-		vmms = append(vmms, vmm{name: "colibri bzImage, guest decompressor", argv: colibriArgv(*guestDecomp, *kernel, ccmd), env: cenv})
+		vmms = append(vmms, vmm{name: "colibri bzImage, guest decompressor", argv: colibriArgv(*guestDecomp, *kernel, ccmd), env: cenv, powersOff: true})
 	}
 	if *gokvm != "" {
 		vmms = append(vmms, vmm{name: "gokvm", argv: []string{*gokvm, "boot", "-k", *kernel, "-i", *initrd,
@@ -139,7 +143,7 @@ func main() {
 		// Fill the cache, so that the bzImage rows measure a cached
 		// kernel from the first round on.
 		fmt.Fprintln(os.Stderr, "bootbench: colibri warm-up boot (fills its cache of decompressed kernels; not timed) ...")
-		boot1("colibri warm-up", colibriArgv(*colibri, *kernel, ccmd), cenv, *banner, *end, *timeout)
+		boot1("colibri warm-up", colibriArgv(*colibri, *kernel, ccmd), cenv, *banner, *end, *timeout, true)
 	}
 	var results []result
 	for r := 0; r < *runs; r++ {
@@ -151,7 +155,7 @@ func main() {
 				}
 			}
 			fmt.Fprintf(os.Stderr, "bootbench: %s run %d/%d ...\n", v.name, r+1, *runs)
-			res := boot1(v.name, v.argv, v.env, *banner, *end, *timeout)
+			res := boot1(v.name, v.argv, v.env, *banner, *end, *timeout, v.powersOff)
 			fmt.Fprintf(os.Stderr, "bootbench: %s: banner %v, done %v %s\n", v.name, res.banner.Round(time.Millisecond), res.done.Round(time.Millisecond), res.note)
 			results = append(results, res)
 		}
@@ -165,8 +169,9 @@ func main() {
 	printTable(os.Stdout, results, order)
 }
 
-// boot1 runs one VMM until it exits or prints end, following its KVM stats.
-func boot1(name string, argv, env []string, banner, end string, timeout time.Duration) result {
+// boot1 runs one VMM until it exits or, unless powersOff, prints end,
+// following its KVM stats.
+func boot1(name string, argv, env []string, banner, end string, timeout time.Duration, powersOff bool) result {
 	res := result{name: name, exits: kvmdebugfs.Counters{}}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -217,7 +222,7 @@ func boot1(name string, argv, env []string, banner, end string, timeout time.Dur
 		if res.banner == 0 && strings.Contains(line, banner) {
 			res.banner = time.Since(start)
 		}
-		if strings.Contains(line, end) {
+		if strings.Contains(line, end) && !powersOff {
 			sawEnd = true
 			// Give a VMM that powers off a moment to do so by itself.
 			go func() {
