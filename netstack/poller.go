@@ -242,9 +242,8 @@ var monoEpoch = time.Now()
 // run is the poller thread's body. It reports on ready once the thread
 // is set up.
 func (p *poller) run(ready chan<- error) {
-	// The thread's affinity is changed, so it is never unlocked: it exits
-	// with the goroutine instead of returning to Go's thread pool.
-	runtime.LockOSThread()
+	// On a thread of its own (osthread.Go): its affinity is changed, so it
+	// exits with the goroutine instead of returning to Go's thread pool.
 	if p.core >= 0 {
 		var set unix.CPUSet
 		set.Set(p.core)

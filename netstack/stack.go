@@ -10,6 +10,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/colibrivm/colibri/internal/osthread"
 )
 
 // Defaults for Config's zero values.
@@ -194,10 +196,10 @@ func (st *Stack) Start(ctx context.Context) error {
 	ready := make(chan error, len(st.pollers))
 	for _, p := range st.pollers {
 		st.wg.Add(1)
-		go func() {
+		osthread.Go(func() {
 			defer st.wg.Done()
 			p.run(ready)
-		}()
+		})
 	}
 	st.mu.Unlock()
 	var errs []error

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/colibrivm/colibri/internal/gomaxprocs"
+	"github.com/colibrivm/colibri/internal/osthread"
 	"github.com/colibrivm/colibri/internal/seccomp"
 )
 
@@ -616,10 +616,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	defer s.running.Store(false)
 	defer gomaxprocs.Reserve(1)()
 	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with us
-		errc <- s.loop(ctx)
-	}()
+	osthread.Go(func() { errc <- s.loop(ctx) }) // the thread dies with the loop
 	return <-errc
 }
 

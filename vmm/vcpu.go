@@ -187,12 +187,11 @@ func (c *VCPU) stop() {
 	_ = c.Kick()
 }
 
-// run is the vCPU thread: it creates the vCPU on its own locked OS thread,
-// sets it up and loops on KVM_RUN until the VM stops. It never unlocks the
-// thread: the thread dies with the goroutine, taking any state KVM or the
-// signal mask left on it.
+// run is the vCPU thread, started by osthread.Go: it creates the vCPU on
+// its own locked OS thread, sets it up and loops on KVM_RUN until the VM
+// stops. The thread dies with the goroutine, taking any state KVM, the
+// seccomp filter or the signal mask left on it.
 func (c *VCPU) run(setup func(*kvm.VCPU) error) {
-	runtime.LockOSThread()
 	defer close(c.done)
 	c.tid.Store(int32(unix.Gettid()))
 	cpu, err := c.vm.kvm.CreateVCPU(c.id)

@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/colibrivm/colibri/internal/gomaxprocs"
+	"github.com/colibrivm/colibri/internal/osthread"
 	"github.com/colibrivm/colibri/kvm"
 	"github.com/colibrivm/colibri/vmm/acpi"
 	"github.com/colibrivm/colibri/vmm/boot"
@@ -342,7 +342,7 @@ func New(cfg Config) (_ *VM, err error) {
 	if kernel.FillCache != nil {
 		// The fill reads the bzImage's payload: the mapping is its now.
 		v.fill = &cacheFill{done: make(chan struct{})}
-		go v.fill.run(log, kernel.FillCache, kfile)
+		osthread.Go(func() { v.fill.run(log, kernel.FillCache, kfile) })
 		kfile = nil
 	}
 	log.Info("VM created", zap.String("kernel", cfg.Kernel), zap.Bool("elf", kernel.ELF), zap.String("kernel_note", kernel.Note), zap.Int("cpus", cfg.CPUs),
@@ -368,8 +368,7 @@ type cacheFill struct {
 // unmaps img, the bzImage fill reads, and returns the decompression's
 // garbage (the kernel, 30–120 MiB, and the decoder's dictionary) to the OS.
 func (f *cacheFill) run(log *zap.Logger, fill func() error, img *boot.File) {
-	defer close(f.done)
-	runtime.LockOSThread() // never unlocked: its priority dies with it
+	defer close(f.done) // on a thread of its own (osthread): its priority dies with it
 	f.tid.Store(int32(unix.Gettid()))
 	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19)
 	err := boot.Guard(fill)
@@ -514,7 +513,7 @@ func (v *VM) Run(ctx context.Context) (ExitKind, error) {
 		if i == 0 {
 			regs = &v.loaded.Regs
 		}
-		go c.run(func(cpu *kvm.VCPU) error { return v.setupVCPU(cpu, regs) })
+		osthread.Go(func() { c.run(func(cpu *kvm.VCPU) error { return v.setupVCPU(cpu, regs) }) })
 		if err := <-c.ready; err != nil {
 			<-c.done
 			v.stop(ExitError, err)

@@ -29,7 +29,8 @@
 // filters). Checked against Go 1.26's runtime (proc.go): a goroutine that
 // calls LockOSThread stays alone on its M; when it exits still locked,
 // the M exits with it (the main thread, m0, is wedged instead: it never
-// runs anything again). When the runtime needs a new M while running on
+// runs anything again, which is why every such goroutine is started with
+// internal/osthread, which keeps it off m0). When the runtime needs a new M while running on
 // a locked one (newm with m.lockedExt != 0, or a thread from C), it does
 // not clone the locked thread: it queues the request for the template
 // thread, which LockOSThread started beforehand from a thread in a

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/colibrivm/colibri/internal/gomaxprocs"
+	"github.com/colibrivm/colibri/internal/osthread"
 	"github.com/colibrivm/colibri/sched"
 )
 
@@ -99,7 +99,8 @@ func Start(ctx context.Context, cfg Config) (*VCPU, error) {
 	}
 	v := &VCPU{cfg: cfg, pid: os.Getpid(), done: make(chan struct{})}
 	ready := make(chan error, 1)
-	go v.thread(ready, gomaxprocs.Reserve(1))
+	release := gomaxprocs.Reserve(1)
+	osthread.Go(func() { v.thread(ready, release) })
 	if err := <-ready; err != nil {
 		<-v.done
 		return nil, err
@@ -118,7 +119,6 @@ func Start(ctx context.Context, cfg Config) (*VCPU, error) {
 func (v *VCPU) thread(ready chan<- error, release func()) {
 	defer close(v.done)
 	defer release()
-	runtime.LockOSThread() // never unlocked: the thread exits with us
 	v.tid = unix.Gettid()
 	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
 	if len(v.cfg.CPUs) > 0 {
