@@ -42,9 +42,17 @@ func envOr(key, def string) string {
 	return def
 }
 
-// clientContext is a command's context, cancelled by Ctrl-C.
-func clientContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+// withClient makes a command's RunE of run: run gets a client of the
+// agent on the --socket flag and the command's context, cancelled by
+// Ctrl-C; the client's idle connections are closed after it.
+func (f *clientFlags) withClient(run func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		c := client.New(f.socket)
+		defer c.Close()
+		return run(ctx, c, cmd, args)
+	}
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -83,7 +91,7 @@ on_crash) — checks it, makes its paths absolute (relative ones are relative to
 FILE's directory) and asks the agent to create it; --start starts it too.`,
 		Example: "  echo '{name: a, cpus: 1, mem: 256M, nics: [{switch: sw0}]}' > a.yaml && colibri vm create a.yaml --start",
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: f.withClient(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			data, err := os.ReadFile(args[0])
 			if err != nil {
 				return err
@@ -102,10 +110,6 @@ FILE's directory) and asks the agent to create it; --start starts it too.`,
 				}
 				return err
 			}
-			ctx, stop := clientContext(cmd)
-			defer stop()
-			c := client.New(f.socket)
-			defer c.Close()
 			vm, err := c.CreateVM(ctx, agent.SpecJSON(*vs), start)
 			if err != nil {
 				return err
@@ -115,7 +119,7 @@ FILE's directory) and asks the agent to create it; --start starts it too.`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", vm.Name, vm.State)
 			return nil
-		},
+		}),
 	}
 	f.add(cmd, true)
 	cmd.Flags().BoolVar(&start, "start", false, "start the VM once it is created")
@@ -128,11 +132,7 @@ func newVMListCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List the agent's VMs",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := clientContext(cmd)
-			defer stop()
-			c := client.New(f.socket)
-			defer c.Close()
+		RunE: f.withClient(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
 			vms, err := c.VMs(ctx)
 			if err != nil {
 				return err
@@ -159,7 +159,7 @@ func newVMListCmd() *cobra.Command {
 					orDash(strings.Join(nics, " ")), orDash(strings.Join(tids, ",")), exit)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	f.add(cmd, true)
 	return cmd
@@ -178,11 +178,7 @@ func newVMInfoCmd() *cobra.Command {
 		Use:   "info NAME",
 		Short: "Show a VM: state, vCPUs and their threads, NICs with counters, disks",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := clientContext(cmd)
-			defer stop()
-			c := client.New(f.socket)
-			defer c.Close()
+		RunE: f.withClient(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			v, err := c.VM(ctx, args[0])
 			if err != nil {
 				return err
@@ -192,7 +188,7 @@ func newVMInfoCmd() *cobra.Command {
 			}
 			printVM(cmd.OutOrStdout(), v)
 			return nil
-		},
+		}),
 	}
 	f.add(cmd, true)
 	return cmd
@@ -253,11 +249,7 @@ func newVMActionCmd(action, short string) *cobra.Command {
 		Use:   action + " NAME",
 		Short: short,
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := clientContext(cmd)
-			defer stop()
-			c := client.New(f.socket)
-			defer c.Close()
+		RunE: f.withClient(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			var v api.VM
 			var err error
 			switch action {
@@ -276,7 +268,7 @@ func newVMActionCmd(action, short string) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", v.Name, v.State)
 			return nil
-		},
+		}),
 	}
 	f.add(cmd, true)
 	return cmd
@@ -292,11 +284,7 @@ func newVMStopCmd() *cobra.Command {
 		Use:   "stop NAME [--force] [--timeout D]",
 		Short: "Stop a VM: press its power button, force it off after --timeout (or at once with --force)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := clientContext(cmd)
-			defer stop()
-			c := client.New(f.socket)
-			defer c.Close()
+		RunE: f.withClient(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			opts := api.Stop{Force: force}
 			if timeout > 0 {
 				opts.Timeout = timeout.String()
@@ -314,7 +302,7 @@ func newVMStopCmd() *cobra.Command {
 			}
 			fmt.Fprintln(cmd.OutOrStdout())
 			return nil
-		},
+		}),
 	}
 	f.add(cmd, true)
 	cmd.Flags().BoolVar(&force, "force", false, "force the VM off at once")
@@ -331,17 +319,13 @@ func newVMDeleteCmd() *cobra.Command {
 		Use:   "delete NAME [--force]",
 		Short: "Delete a VM that is not running (--force: stop it by force first)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := clientContext(cmd)
-			defer stop()
-			c := client.New(f.socket)
-			defer c.Close()
+		RunE: f.withClient(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			if err := c.Delete(ctx, args[0], force); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s deleted\n", args[0])
 			return nil
-		},
+		}),
 	}
 	f.add(cmd, false)
 	cmd.Flags().BoolVar(&force, "force", false, "stop a running VM by force, then delete it")
@@ -354,11 +338,7 @@ func newVMWaitCmd() *cobra.Command {
 		Use:   "wait NAME",
 		Short: "Wait until a VM's run ends; exit with its status (0 powered off, 137 forced off, 1 failed)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := clientContext(cmd)
-			defer stop()
-			c := client.New(f.socket)
-			defer c.Close()
+		RunE: f.withClient(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			e, err := c.Wait(ctx, args[0])
 			if err != nil {
 				return err
@@ -374,7 +354,7 @@ func newVMWaitCmd() *cobra.Command {
 				return exitError{e.Status}
 			}
 			return nil
-		},
+		}),
 	}
 	f.add(cmd, true)
 	return cmd
@@ -389,11 +369,7 @@ func newVMConsoleCmd() *cobra.Command {
 		Use:   "console NAME [--follow]",
 		Short: "Print a VM's console output (the last 256 KiB), and with --follow what comes next",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := clientContext(cmd)
-			defer stop()
-			c := client.New(f.socket)
-			defer c.Close()
+		RunE: f.withClient(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			rc, _, err := c.Console(ctx, args[0], 0, follow)
 			if err != nil {
 				return err
@@ -404,7 +380,7 @@ func newVMConsoleCmd() *cobra.Command {
 				return nil
 			}
 			return err
-		},
+		}),
 	}
 	f.add(cmd, false)
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until Ctrl-C or the VM is deleted")
@@ -417,11 +393,7 @@ func newVMCountersCmd() *cobra.Command {
 		Use:   "counters NAME",
 		Short: "Print a VM's measurements: boot times, exits by reason",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := clientContext(cmd)
-			defer stop()
-			c := client.New(f.socket)
-			defer c.Close()
+		RunE: f.withClient(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			ct, err := c.Counters(ctx, args[0])
 			if err != nil {
 				return err
@@ -435,7 +407,7 @@ func newVMCountersCmd() *cobra.Command {
 			fmt.Fprintf(w, "KVM counters:     %s\n", formatCountMap(ct.KVMExits))
 			fmt.Fprintf(w, "kicks %d, parks %d, pauses %d, unhandled pio %d, mmio %d\n", ct.Kicks, ct.Parks, ct.Pauses, ct.UnhandledPIO, ct.UnhandledMMIO)
 			return nil
-		},
+		}),
 	}
 	f.add(cmd, true)
 	return cmd
@@ -468,11 +440,7 @@ func newSchedGetCmd() *cobra.Command {
 		Use:   "get",
 		Short: "Show a running agent's scheduler: policy, parameters, cores, counters",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := clientContext(cmd)
-			defer stop()
-			c := client.New(f.socket)
-			defer c.Close()
+		RunE: f.withClient(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
 			s, err := c.Sched(ctx)
 			if err != nil {
 				return err
@@ -482,7 +450,7 @@ func newSchedGetCmd() *cobra.Command {
 			}
 			printSched(cmd.OutOrStdout(), s)
 			return nil
-		},
+		}),
 	}
 	f.add(cmd, true)
 	return cmd
@@ -524,11 +492,7 @@ func newSchedSetCmd() *cobra.Command {
 		Use:   "set POLICY [--threshold D] [--quantum D] [--grace D]",
 		Short: "Change a running agent's scheduling policy, live (linux, pinned, central, adaptive)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := clientContext(cmd)
-			defer stop()
-			c := client.New(f.socket)
-			defer c.Close()
+		RunE: f.withClient(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			p := api.SetSched{Policy: args[0]}
 			for _, d := range []struct {
 				v   time.Duration
@@ -547,7 +511,7 @@ func newSchedSetCmd() *cobra.Command {
 			}
 			printSched(cmd.OutOrStdout(), s)
 			return nil
-		},
+		}),
 	}
 	f.add(cmd, true)
 	fl := cmd.Flags()
@@ -563,11 +527,7 @@ func newEventsCmd() *cobra.Command {
 		Use:   "events",
 		Short: "Print a running agent's events (VM state changes) as they happen, until Ctrl-C",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := clientContext(cmd)
-			defer stop()
-			c := client.New(f.socket)
-			defer c.Close()
+		RunE: f.withClient(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
 			w := cmd.OutOrStdout()
 			return c.Events(ctx, func(ev api.Event) bool {
 				if f.json {
@@ -590,7 +550,7 @@ func newEventsCmd() *cobra.Command {
 				fmt.Fprintln(w, line)
 				return true
 			})
-		},
+		}),
 	}
 	f.add(cmd, true)
 	return cmd
