@@ -55,6 +55,17 @@ func (f *clientFlags) withClient(run func(ctx context.Context, c *client.Client,
 	}
 }
 
+// show prints v to w: the agent's JSON with --json, else text's form.
+func show[T any](f *clientFlags, w io.Writer, v T, text func(io.Writer, T)) error {
+	if f.json {
+		return printJSON(w, v)
+	}
+	text(w, v)
+	return nil
+}
+
+func printNameState(w io.Writer, v api.VM) { fmt.Fprintf(w, "%s %s\n", v.Name, v.State) }
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -114,11 +125,7 @@ FILE's directory) and asks the agent to create it; --start starts it too.`,
 			if err != nil {
 				return err
 			}
-			if f.json {
-				return printJSON(cmd.OutOrStdout(), vm)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", vm.Name, vm.State)
-			return nil
+			return show(&f, cmd.OutOrStdout(), vm, printNameState)
 		}),
 	}
 	f.add(cmd, true)
@@ -183,11 +190,7 @@ func newVMInfoCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if f.json {
-				return printJSON(cmd.OutOrStdout(), v)
-			}
-			printVM(cmd.OutOrStdout(), v)
-			return nil
+			return show(&f, cmd.OutOrStdout(), v, printVM)
 		}),
 	}
 	f.add(cmd, true)
@@ -263,11 +266,7 @@ func newVMActionCmd(action, short string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if f.json {
-				return printJSON(cmd.OutOrStdout(), v)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", v.Name, v.State)
-			return nil
+			return show(&f, cmd.OutOrStdout(), v, printNameState)
 		}),
 	}
 	f.add(cmd, true)
@@ -445,11 +444,7 @@ func newSchedGetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if f.json {
-				return printJSON(cmd.OutOrStdout(), s)
-			}
-			printSched(cmd.OutOrStdout(), s)
-			return nil
+			return show(&f, cmd.OutOrStdout(), s, printSched)
 		}),
 	}
 	f.add(cmd, true)
@@ -506,11 +501,7 @@ func newSchedSetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if f.json {
-				return printJSON(cmd.OutOrStdout(), s)
-			}
-			printSched(cmd.OutOrStdout(), s)
-			return nil
+			return show(&f, cmd.OutOrStdout(), s, printSched)
 		}),
 	}
 	f.add(cmd, true)
