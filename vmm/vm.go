@@ -342,7 +342,8 @@ func New(cfg Config) (_ *VM, err error) {
 	if kernel.FillCache != nil {
 		// The fill reads the bzImage's payload: the mapping is its now.
 		v.fill = &cacheFill{done: make(chan struct{})}
-		osthread.Go(func() { v.fill.run(log, kernel.FillCache, kfile) })
+		img, fill := kfile, kernel.FillCache
+		osthread.Go(func() { v.fill.run(log, fill, img) })
 		kfile = nil
 	}
 	log.Info("VM created", zap.String("kernel", cfg.Kernel), zap.Bool("elf", kernel.ELF), zap.String("kernel_note", kernel.Note), zap.Int("cpus", cfg.CPUs),
