@@ -274,12 +274,15 @@ func TestHoldTwoPollers(t *testing.T) {
 	}
 	for {
 		check()
+		// A frame is delivered, or dropped with its hold queue full, or
+		// dropped after waiting its time out (a starved reader under
+		// -race on a loaded machine: CI saw 265 of 6,000).
 		s := pd.Stats()
-		if uint64(got)+s.Drops.NoRoom == 2*per {
+		if uint64(got)+s.Drops.NoRoom+s.Drops.Expired == 2*per {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("received %d, dropped %d of %d\n%s", got, s.Drops.NoRoom, 2*per, statsOf(st))
+			t.Fatalf("received %d, dropped %d (no room) + %d (expired) of %d\n%s", got, s.Drops.NoRoom, s.Drops.Expired, 2*per, statsOf(st))
 		}
 		time.Sleep(30 * time.Microsecond)
 	}
