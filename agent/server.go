@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"sort"
@@ -17,11 +18,10 @@ import (
 	"strings"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/colibrivm/colibri/agent/api"
 	"github.com/colibrivm/colibri/host"
 	"github.com/colibrivm/colibri/host/spec"
+	"github.com/colibrivm/colibri/internal/logattr"
 )
 
 // MaxBody is the largest request body the API takes.
@@ -34,14 +34,14 @@ type Config struct {
 	// Version is colibri's version, for /version and /ping.
 	Version string
 	// Logger receives one line per request at debug level and errors.
-	Logger *zap.Logger
+	Logger *slog.Logger
 }
 
 // Server is the agent's HTTP API. It is an http.Handler.
 type Server struct {
 	h       *host.Host
 	version string
-	log     *zap.Logger
+	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics http.Handler
 }
@@ -61,7 +61,7 @@ type route struct {
 // New returns the server for cfg.Host.
 func New(cfg Config) *Server {
 	if cfg.Logger == nil {
-		cfg.Logger = zap.NewNop()
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{h: cfg.Host, version: cfg.Version, log: cfg.Logger, mux: http.NewServeMux()}
 	s.metrics = newMetrics(cfg.Host)
@@ -146,11 +146,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) {
 	if err != nil {
 		code, msg := statusOf(err)
 		if code >= 500 {
-			s.log.Error("API request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+			s.log.Error("API request failed", slog.String("method", r.Method), slog.String("path", r.URL.Path), logattr.Err(err))
 		}
 		writeError(w, code, msg)
 	}
-	s.log.Debug("API request", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Duration("took", time.Since(t0)), zap.Error(err))
+	s.log.Debug("API request", slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Duration("took", time.Since(t0)), logattr.Err(err))
 }
 
 // requestError is an error the client caused, with its status code.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"os/exec"
@@ -17,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/colibrivm/colibri/host"
@@ -47,7 +47,7 @@ type Options struct {
 	// Progress receives the progress line (nil: none).
 	Progress io.Writer
 	// Logger receives the host's log (nil: none).
-	Logger *zap.Logger
+	Logger *slog.Logger
 }
 
 // Run runs the experiment f and writes its output to opts.OutDir.
@@ -65,7 +65,7 @@ func Run(ctx context.Context, f *File, path string, opts Options) (*Result, erro
 		opts.Sockperf = "sockperf"
 	}
 	if opts.Logger == nil {
-		opts.Logger = zap.NewNop()
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	needHostClient := slices.ContainsFunc(f.LC, func(l LC) bool { return l.Client == ClientHost })
 	if needHostClient {

@@ -1,10 +1,10 @@
 package host
 
 import (
+	"log/slog"
 	"slices"
 
-	"go.uber.org/zap"
-
+	"github.com/colibrivm/colibri/internal/logattr"
 	"github.com/colibrivm/colibri/sched"
 )
 
@@ -27,7 +27,7 @@ import (
 func (h *Host) housekeep() {
 	avail, err := availableCores()
 	if err != nil {
-		h.log.Warn("housekeeping: threads left where they are", zap.Error(err))
+		h.log.Warn("housekeeping: threads left where they are", logattr.Err(err))
 		return
 	}
 	hk := sched.HousekeepingCPUs(avail, h.schedCores, h.file.Pollers.Cores)
@@ -40,17 +40,17 @@ func (h *Host) housekeep() {
 		hk = sched.HousekeepingCPUs(avail, h.schedCores)
 		if len(hk) == 0 {
 			h.log.Info("housekeeping: no core is left besides the managed cores: the process's own threads share them",
-				zap.Ints("available", avail), zap.Ints("managed", h.schedCores))
+				slog.Any("available", avail), slog.Any("managed", h.schedCores))
 			return
 		}
 		h.log.Info("housekeeping: no core is left besides the managed and poller cores: the process's own threads share the pollers'",
-			zap.Ints("available", avail), zap.Ints("managed", h.schedCores), zap.Ints("pollers", h.file.Pollers.Cores))
+			slog.Any("available", avail), slog.Any("managed", h.schedCores), slog.Any("pollers", h.file.Pollers.Cores))
 	}
 	res, restore, err := sched.Housekeep(hk, nil)
 	h.closers = append(h.closers, func() error { return restore() })
 	if err != nil {
-		h.log.Warn("housekeeping", zap.Error(err))
+		h.log.Warn("housekeeping", logattr.Err(err))
 	}
 	h.log.Info("housekeeping: the process's own threads moved off the managed and poller cores",
-		zap.Ints("cpus", hk), zap.Int("moved", len(res.Moved)), zap.Int("kept", res.Kept))
+		slog.Any("cpus", hk), slog.Int("moved", len(res.Moved)), slog.Int("kept", res.Kept))
 }

@@ -2,14 +2,13 @@ package host_test
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"runtime"
 	"slices"
 	"strconv"
 	"testing"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
 
 	"github.com/colibrivm/colibri/host"
@@ -80,7 +79,7 @@ func testHousekeeping(t *testing.T, f spec.File) {
 	def := defaultMask(before)
 	h, err := host.New(context.Background(), host.Config{
 		Spec:   f,
-		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+		Logger: testLogger(t, slog.LevelWarn),
 	})
 	if err != nil {
 		t.Fatal(err)

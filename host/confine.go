@@ -3,9 +3,8 @@ package host
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
-
-	"go.uber.org/zap"
 
 	"github.com/colibrivm/colibri/internal/privdrop"
 	"github.com/colibrivm/colibri/internal/seccomp"
@@ -97,7 +96,7 @@ func (h *Host) DropPrivileges() error {
 	if err := privdrop.Drop(ids); err != nil {
 		return err
 	}
-	h.log.Info("privileges dropped", zap.Stringer("to", ids))
+	h.log.Info("privileges dropped", slog.Any("to", ids))
 	return nil
 }
 

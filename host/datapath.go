@@ -3,11 +3,11 @@ package host
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 
-	"go.uber.org/zap"
-
 	"github.com/colibrivm/colibri/host/spec"
+	"github.com/colibrivm/colibri/internal/logattr"
 	"github.com/colibrivm/colibri/netstack"
 	"github.com/colibrivm/colibri/netstack/afxdp"
 	"github.com/colibrivm/colibri/vmm"
@@ -17,7 +17,7 @@ import (
 // datapath is a host's netstack: the Stack with its pollers, the switches,
 // their uplinks, and the guests' ports.
 type datapath struct {
-	log      *zap.Logger
+	log      *slog.Logger
 	stack    *netstack.Stack
 	switches map[string]*netstack.Switch
 	xdps     map[string]*afxdp.Socket
@@ -27,7 +27,7 @@ type datapath struct {
 
 // newDatapath creates a Stack whose pollers run on cores (one unpinned
 // poller when cores is empty). Nothing runs until the stack starts.
-func newDatapath(cores []int, log *zap.Logger) (*datapath, error) {
+func newDatapath(cores []int, log *slog.Logger) (*datapath, error) {
 	stack, err := netstack.New(netstack.Config{PollerCores: cores, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("netstack: %w", err)
@@ -89,7 +89,7 @@ const uplinkLearnLimit = 4096
 // spoofed), so a guest can neither take a neighbour's address nor fill
 // the switch's table.
 type guestPort struct {
-	log  *zap.Logger
+	log  *slog.Logger
 	port *netstack.Port
 	mac  net.HardwareAddr
 }
@@ -133,7 +133,7 @@ func (g *guestPort) attach(pairs []*netdev.QueuePair) {
 		eps[i] = p
 	}
 	if err := g.port.SetEndpoints(eps); err != nil {
-		g.log.Error("netstack: attach NIC queues", zap.String("port", g.port.Name()), zap.Error(err))
+		g.log.Error("netstack: attach NIC queues", slog.String("port", g.port.Name()), logattr.Err(err))
 	}
 }
 

@@ -19,15 +19,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"sort"
 	"sync"
 	"time"
 
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/colibrivm/colibri/host/spec"
+	"github.com/colibrivm/colibri/internal/logattr"
 	"github.com/colibrivm/colibri/sched"
 	"github.com/colibrivm/colibri/sched/cgroup"
 	"github.com/colibrivm/colibri/sched/observer"
@@ -62,7 +63,7 @@ type Config struct {
 	// down before it is forced (default 30s; a Stop may give its own).
 	StopTimeout time.Duration
 	// Logger receives the host's events; nil discards them.
-	Logger *zap.Logger
+	Logger *slog.Logger
 	// Confine, if set, confines the process once the host is set up
 	// (seccomp filters; DropPrivileges switches the user).
 	Confine *Confinement
@@ -74,7 +75,7 @@ const DefaultStopTimeout = 30 * time.Second
 // Host is one running colibri host.
 type Host struct {
 	cfg Config
-	log *zap.Logger
+	log *slog.Logger
 	ctx context.Context
 	// stop ends ctx: the scheduler, the pollers, every VM still running.
 	stop context.CancelFunc
@@ -108,7 +109,7 @@ type Host struct {
 // called in either case.
 func New(ctx context.Context, cfg Config) (_ *Host, err error) {
 	if cfg.Logger == nil {
-		cfg.Logger = zap.NewNop()
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.CgroupParent == "" {
 		cfg.CgroupParent = "colibri"
@@ -186,7 +187,7 @@ func (h *Host) setupSched() error {
 			return fmt.Errorf("sched: the %s policy needs the eBPF observer: %w", sc.Policy, err)
 		}
 		h.obsErr = err
-		h.log.Warn("sched: no eBPF observer: vCPU run and wait times are not measured", zap.Error(err))
+		h.log.Warn("sched: no eBPF observer: vCPU run and wait times are not measured", logattr.Err(err))
 	} else {
 		h.obs = obs
 		h.closers = append(h.closers, obs.Close)
@@ -209,7 +210,7 @@ func (h *Host) setupSched() error {
 	h.sched = s
 	h.policy = ps
 	if stale, err := cgroup.CleanStale(h.cfg.CgroupParent); err == nil && len(stale) > 0 {
-		h.log.Warn("removed cgroups a dead colibri left behind", zap.Strings("groups", stale))
+		h.log.Warn("removed cgroups a dead colibri left behind", slog.Any("groups", stale))
 	}
 	cg, err := cgroup.Open(h.cfg.CgroupParent)
 	if err != nil {
@@ -225,13 +226,13 @@ func (h *Host) release() {
 	h.stop()
 	if h.schedDone != nil {
 		if err := <-h.schedDone; err != nil && !errors.Is(err, context.Canceled) {
-			h.log.Warn("scheduler", zap.Error(err))
+			h.log.Warn("scheduler", logattr.Err(err))
 		}
 		h.schedDone = nil
 	}
 	for i := len(h.closers) - 1; i >= 0; i-- {
 		if err := h.closers[i](); err != nil {
-			h.log.Warn("cleanup", zap.Error(err))
+			h.log.Warn("cleanup", logattr.Err(err))
 		}
 	}
 	h.closers = nil
@@ -281,8 +282,8 @@ func (h *Host) Subscribe() *Subscription { return h.ev.subscribe() }
 // publish emits an event and logs it.
 func (h *Host) publish(ev Event) {
 	ev = h.ev.publish(ev)
-	h.log.Info("event", zap.String("type", string(ev.Type)), zap.String("vm", ev.VM),
-		zap.String("state", string(ev.State)), zap.String("reason", ev.Reason))
+	h.log.Info("event", slog.String("type", string(ev.Type)), slog.String("vm", ev.VM),
+		slog.String("state", string(ev.State)), slog.String("reason", ev.Reason))
 }
 
 // VM returns the VM named name.

@@ -5,15 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/colibrivm/colibri/host"
 	"github.com/colibrivm/colibri/host/spec"
@@ -129,7 +127,7 @@ func TestKVMHostLifecycle(t *testing.T) {
 		Spec:        spec.File{Switches: []spec.Switch{{Name: "sw0"}}},
 		Scheduler:   true,
 		StopTimeout: 2 * time.Second,
-		Logger:      zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+		Logger:      testLogger(t, slog.LevelWarn),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package host_test
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"runtime"
 	"slices"
@@ -10,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
 
 	"github.com/colibrivm/colibri/host"
@@ -74,7 +73,7 @@ func schedHost(t *testing.T, sc spec.Sched) *host.Host {
 	h, err := host.New(context.Background(), host.Config{
 		Spec:        spec.File{Sched: sc},
 		StopTimeout: 2 * time.Second,
-		Logger:      zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)),
+		Logger:      testLogger(t, slog.LevelInfo),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/colibrivm/colibri/host/spec"
+	"github.com/colibrivm/colibri/internal/logattr"
 	"github.com/colibrivm/colibri/kvm"
 	"github.com/colibrivm/colibri/sched"
 	"github.com/colibrivm/colibri/sched/cgroup"
@@ -196,7 +196,7 @@ func (v *VM) newVMM() (*vmm.VM, error) {
 	cfg := vmm.Config{
 		Kernel: s.Kernel, Initrd: s.Initrd, Cmdline: s.Cmdline,
 		CPUs: s.CPUs, MemSize: s.Mem, RNG: true, Console: v.console,
-		KVMDevice: h.cfg.KVMDevice, Logger: h.log.With(zap.String("vm", v.name)),
+		KVMDevice: h.cfg.KVMDevice, Logger: h.log.With(slog.String("vm", v.name)),
 	}
 	if cfg.Kernel == "" {
 		if h.cfg.DefaultKernel == nil {
@@ -381,7 +381,7 @@ func (v *VM) run(cur *vmm.VM) {
 		close(v.done)
 		v.mu.Unlock()
 		if kind.Failed() {
-			v.h.log.Error("VM failed", zap.String("vm", v.name), zap.Error(err))
+			v.h.log.Error("VM failed", slog.String("vm", v.name), logattr.Err(err))
 		}
 		return
 	}
@@ -431,7 +431,7 @@ func (v *VM) register(cur *vmm.VM) {
 	if group == nil && h.cgroups != nil {
 		g, err := h.cgroups.NewGroup(v.name, cgroup.Limits{CPUs: h.schedCores})
 		if err != nil {
-			h.log.Error("cgroup", zap.String("vm", v.name), zap.Error(err))
+			h.log.Error("cgroup", slog.String("vm", v.name), logattr.Err(err))
 		} else {
 			group = g
 		}
@@ -441,9 +441,9 @@ func (v *VM) register(cur *vmm.VM) {
 	report := func(what string, err error) {
 		select {
 		case <-cur.Done():
-			h.log.Debug(what, zap.String("vm", v.name), zap.Error(err))
+			h.log.Debug(what, slog.String("vm", v.name), logattr.Err(err))
 		default:
-			h.log.Error(what, zap.String("vm", v.name), zap.Error(err))
+			h.log.Error(what, slog.String("vm", v.name), logattr.Err(err))
 		}
 	}
 	var regd []*vmm.VCPU
@@ -611,7 +611,7 @@ func (v *VM) Stop(ctx context.Context, opts StopOptions) error {
 			timeout = v.h.cfg.StopTimeout
 		}
 		if err := v.pressPowerButton(cur); err != nil {
-			v.h.log.Warn("graceful stop impossible: forcing", zap.String("vm", v.name), zap.Error(err))
+			v.h.log.Warn("graceful stop impossible: forcing", slog.String("vm", v.name), logattr.Err(err))
 			v.force(cur)
 		} else {
 			go func() {
@@ -620,7 +620,7 @@ func (v *VM) Stop(ctx context.Context, opts StopOptions) error {
 				select {
 				case <-done:
 				case <-t.C:
-					v.h.log.Warn("the guest did not shut down in time: forcing", zap.String("vm", v.name), zap.Duration("timeout", timeout))
+					v.h.log.Warn("the guest did not shut down in time: forcing", slog.String("vm", v.name), slog.Duration("timeout", timeout))
 					v.force(cur)
 				}
 			}()
@@ -730,12 +730,12 @@ func (v *VM) release() {
 	v.mu.Unlock()
 	for _, p := range ports {
 		if err := p.remove(); err != nil {
-			v.h.log.Warn("remove port", zap.String("vm", v.name), zap.Error(err))
+			v.h.log.Warn("remove port", slog.String("vm", v.name), logattr.Err(err))
 		}
 	}
 	if group != nil {
 		if err := group.Delete(); err != nil {
-			v.h.log.Warn("remove cgroup", zap.String("vm", v.name), zap.Error(err))
+			v.h.log.Warn("remove cgroup", slog.String("vm", v.name), logattr.Err(err))
 		}
 	}
 	if v.console != nil {

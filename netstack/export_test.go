@@ -1,6 +1,6 @@
 package netstack
 
-import "go.uber.org/zap"
+import "log/slog"
 
 // SetClock replaces sw's clock (monotonic nanoseconds) for tests.
 func SetClock(sw *Switch, now func() int64) { sw.now = now }
@@ -14,7 +14,7 @@ type SyncPoller struct {
 
 // NewSyncPoller returns a SyncPoller taking batch frames per Transmit.
 func NewSyncPoller(batch int) *SyncPoller {
-	st := &Stack{cfg: Config{Batch: batch}, log: zap.NewNop()}
+	st := &Stack{cfg: Config{Batch: batch}, log: slog.New(slog.DiscardHandler)}
 	p := &poller{st: st, batch: batch, dirty: make([]dirtyDest, 0, 64)}
 	p.initSwitching()
 	return &SyncPoller{p: p}

@@ -3,13 +3,14 @@ package netstack
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"sync/atomic"
 	"time"
 
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/colibrivm/colibri/internal/logattr"
 	"github.com/colibrivm/colibri/internal/seccomp"
 	"github.com/colibrivm/colibri/internal/vnet"
 )
@@ -466,7 +467,7 @@ func (p *poller) sleep() {
 	p.cnt.sleepNanos.Add(uint64(slept))
 	if err != nil {
 		if p.cnt.waitErrors.Add(1) == 1 {
-			p.st.log.Error("netstack poller: epoll_wait failed", zap.Int("poller", p.index), zap.Error(err))
+			p.st.log.Error("netstack poller: epoll_wait failed", slog.Int("poller", p.index), logattr.Err(err))
 		}
 	}
 	ctl := false

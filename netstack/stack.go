@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/colibrivm/colibri/internal/osthread"
@@ -69,7 +69,7 @@ type Config struct {
 	// 0 means DefaultBatch.
 	Batch int
 	// Logger receives the stack's rare events; nil means no logging.
-	Logger *zap.Logger
+	Logger *slog.Logger
 	// OnWake, if set, is called on a poller's thread right after it
 	// returns from sleeping (epoll_wait), with the poller's index; use it
 	// to measure wake-up latency. It must be quick and must not call back
@@ -82,7 +82,7 @@ type Config struct {
 // Switch's ports and switch the frames.
 type Stack struct {
 	cfg     Config
-	log     *zap.Logger
+	log     *slog.Logger
 	pollers []*poller
 
 	stopping atomic.Bool
@@ -126,7 +126,7 @@ func New(cfg Config) (*Stack, error) {
 	}
 	st := &Stack{cfg: cfg, log: cfg.Logger, done: make(chan struct{}), draining: make(map[Endpoint]int)}
 	if st.log == nil {
-		st.log = zap.NewNop()
+		st.log = slog.New(slog.DiscardHandler)
 	}
 	for i, core := range cores {
 		p, err := newPoller(st, i, core)
@@ -221,8 +221,8 @@ func (st *Stack) Start(ctx context.Context) error {
 		case <-st.done:
 		}
 	}()
-	st.log.Info("netstack started", zap.Int("pollers", len(st.pollers)),
-		zap.Duration("idle_after", st.cfg.IdleAfter), zap.Int("batch", st.cfg.Batch))
+	st.log.Info("netstack started", slog.Int("pollers", len(st.pollers)),
+		slog.Duration("idle_after", st.cfg.IdleAfter), slog.Int("batch", st.cfg.Batch))
 	return nil
 }
 

@@ -2,8 +2,7 @@ package vmm
 
 import (
 	"fmt"
-
-	"go.uber.org/zap"
+	"log/slog"
 
 	"github.com/colibrivm/colibri/vmm/pci"
 	"github.com/colibrivm/colibri/vmm/virtio"
@@ -69,7 +68,7 @@ func (v *VM) addVirtio(dev virtio.Device) error {
 	}
 	slot, err := v.pci.Add(p)
 	if err == nil {
-		v.log.Debug("virtio device added", zap.Uint16("type", dev.Type()), zap.Int("slot", slot), zap.Uint64("bar0", p.Config().Mapped(0)))
+		v.log.Debug("virtio device added", slog.Uint64("type", uint64(dev.Type())), slog.Int("slot", slot), slog.Uint64("bar0", p.Config().Mapped(0)))
 	}
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/colibrivm/colibri/internal/gomaxprocs"
+	"github.com/colibrivm/colibri/internal/logattr"
 	"github.com/colibrivm/colibri/internal/osthread"
 	"github.com/colibrivm/colibri/kvm"
 	"github.com/colibrivm/colibri/vmm/acpi"
@@ -24,7 +26,6 @@ import (
 	"github.com/colibrivm/colibri/vmm/serial"
 	"github.com/colibrivm/colibri/vmm/virtio"
 	"github.com/colibrivm/colibri/vmm/virtio/netdev"
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
@@ -77,7 +78,7 @@ type Config struct {
 	// KVMDevice is the KVM device to open (default /dev/kvm).
 	KVMDevice string
 	// Logger receives debug and info events; nil discards them.
-	Logger *zap.Logger
+	Logger *slog.Logger
 	// NoDefaultArgs passes Cmdline to the guest as it is, without the
 	// arguments colibri adds unless the command line sets them
 	// (boot.DefaultArgs: pci=noearly, which spares a stock kernel on
@@ -132,7 +133,7 @@ type VM struct {
 	// the cache (boot.Options.FillLater); Close waits for it.
 	fill    *cacheFill
 	cfg     Config
-	log     *zap.Logger
+	log     *slog.Logger
 	sys     *kvm.System
 	kvm     *kvm.VM
 	mem     *memory.Memory
@@ -255,7 +256,7 @@ func New(cfg Config) (_ *VM, err error) {
 		return nil, fmt.Errorf("%w: %v", kvm.ErrNoKVM, err)
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = zap.NewNop()
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger
 	v := &VM{cfg: cfg, sys: sys, log: log, started: make(chan struct{}), stopped: make(chan struct{})}
@@ -346,9 +347,9 @@ func New(cfg Config) (_ *VM, err error) {
 		osthread.Go(func() { v.fill.run(log, fill, img) })
 		kfile = nil
 	}
-	log.Info("VM created", zap.String("kernel", cfg.Kernel), zap.Bool("elf", kernel.ELF), zap.String("kernel_note", kernel.Note), zap.Int("cpus", cfg.CPUs),
-		zap.Uint64("mem_mib", cfg.MemSize>>20), zap.Int("disks", len(cfg.Disks)), zap.Uint64("initrd_addr", v.loaded.InitrdAddr),
-		zap.Uint64("entry", v.loaded.Entry), zap.Uint64("rsdp", rsdp))
+	log.Info("VM created", slog.String("kernel", cfg.Kernel), slog.Bool("elf", kernel.ELF), slog.String("kernel_note", kernel.Note), slog.Int("cpus", cfg.CPUs),
+		slog.Uint64("mem_mib", cfg.MemSize>>20), slog.Int("disks", len(cfg.Disks)), slog.Uint64("initrd_addr", v.loaded.InitrdAddr),
+		slog.Uint64("entry", v.loaded.Entry), slog.Uint64("rsdp", rsdp))
 	// The kernel and initrd now live in guest memory: hand what parsing
 	// them left in the heap back to the OS rather than carry it as VMM
 	// RSS.
@@ -368,7 +369,7 @@ type cacheFill struct {
 // a kernel for the next boot takes only CPU time the guests leave; then it
 // unmaps img, the bzImage fill reads, and returns the decompression's
 // garbage (the kernel, 30–120 MiB, and the decoder's dictionary) to the OS.
-func (f *cacheFill) run(log *zap.Logger, fill func() error, img *boot.File) {
+func (f *cacheFill) run(log *slog.Logger, fill func() error, img *boot.File) {
 	defer close(f.done) // on a thread of its own (osthread): its priority dies with it
 	f.tid.Store(int32(unix.Gettid()))
 	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19)
@@ -376,7 +377,7 @@ func (f *cacheFill) run(log *zap.Logger, fill func() error, img *boot.File) {
 	img.Close()
 	debug.FreeOSMemory()
 	if err != nil {
-		log.Warn("kernel cache", zap.Error(err))
+		log.Warn("kernel cache", logattr.Err(err))
 		return
 	}
 	log.Debug("kernel cache filled")
@@ -386,7 +387,7 @@ func (f *cacheFill) run(log *zap.Logger, fill func() error, img *boot.File) {
 // raise it (the guests it made way for are gone): a VM shorter than one
 // decompression would otherwise end it unfinished, and every boot of the
 // kernel would be a first one.
-func (f *cacheFill) finish(log *zap.Logger) {
+func (f *cacheFill) finish(log *slog.Logger) {
 	select {
 	case <-f.done:
 		return
@@ -521,7 +522,7 @@ func (v *VM) Run(ctx context.Context) (ExitKind, error) {
 			break
 		}
 		n++
-		v.log.Debug("vCPU started", zap.Int("vcpu", i), zap.Int("tid", c.TID()))
+		v.log.Debug("vCPU started", slog.Int("vcpu", i), slog.Int("tid", c.TID()))
 	}
 	v.nStarted = n
 	close(v.started)
@@ -649,7 +650,7 @@ func (v *VM) Stop() { v.stop(ExitStopped, nil) }
 
 func (v *VM) stop(kind ExitKind, err error) {
 	v.stopOnce.Do(func() {
-		v.log.Info("VM stopping", zap.Stringer("how", kind), zap.Error(err))
+		v.log.Info("VM stopping", slog.Any("how", kind), logattr.Err(err))
 		v.exitKind, v.exitErr = kind, err
 		// Run sets start and cpus once, before any vCPU thread exists.
 		v.runMu.Lock()

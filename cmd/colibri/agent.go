@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -13,12 +14,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/colibrivm/colibri/agent"
 	"github.com/colibrivm/colibri/host"
 	"github.com/colibrivm/colibri/host/spec"
+	"github.com/colibrivm/colibri/internal/logattr"
 )
 
 type agentFlags struct {
@@ -155,23 +155,6 @@ func parseCoreList(s string) ([]int, error) {
 	return cores, nil
 }
 
-// agentLogger logs at info level (debug with -v) to stderr.
-func agentLogger(verbose bool) *zap.Logger {
-	cfg := zap.NewDevelopmentConfig()
-	cfg.DisableStacktrace = true
-	cfg.DisableCaller = true
-	cfg.EncoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
-	cfg.Level = zap.NewAtomicLevelAt(zap.InfoLevel)
-	if verbose {
-		cfg.Level = zap.NewAtomicLevelAt(zap.DebugLevel)
-	}
-	log, err := cfg.Build()
-	if err != nil {
-		return zap.NewNop()
-	}
-	return log
-}
-
 func runAgent(cmd *cobra.Command, f agentFlags) error {
 	file, err := agentSpec(f)
 	if err != nil {
@@ -183,14 +166,13 @@ func runAgent(cmd *cobra.Command, f agentFlags) error {
 	}
 	confine.API = true // the filters let it serve its socket
 	log := agentLogger(f.verbose)
-	defer log.Sync()
 	ln, err := agent.Listen(f.socket)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
 	if ln.Stale {
-		log.Warn("replaced a stale socket a dead agent left", zap.String("socket", f.socket))
+		log.Warn("replaced a stale socket a dead agent left", slog.String("socket", f.socket))
 	}
 
 	ctx, cancel := context.WithCancel(cmd.Context())
@@ -237,7 +219,7 @@ func runAgent(cmd *cobra.Command, f agentFlags) error {
 	srv := &http.Server{Handler: agent.New(agent.Config{Host: h, Version: version, Logger: log}), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("agent serving", zap.String("socket", f.socket), zap.Int("switches", len(hostFile.Switches)), zap.Int("vms", len(vms)))
+	log.Info("agent serving", slog.String("socket", f.socket), slog.Int("switches", len(hostFile.Switches)), slog.Int("vms", len(vms)))
 	// Setting up the host (above all the eBPF observer, which parses the
 	// kernel's BTF, a few MB) leaves garbage the runtime would give back
 	// only slowly: give it back now (5 MiB of the idle agent's RSS,
@@ -253,7 +235,7 @@ func runAgent(cmd *cobra.Command, f agentFlags) error {
 	case err := <-served:
 		return fmt.Errorf("agent: serving the API: %w", err)
 	}
-	log.Info("agent stopping: stopping every VM", zap.Stringer("signal", sig), zap.Duration("timeout", f.stopTimeout))
+	log.Info("agent stopping: stopping every VM", slog.Any("signal", sig), slog.Duration("timeout", f.stopTimeout))
 	// A second signal forces the guests off.
 	stopCtx, stopNow := context.WithTimeout(context.Background(), f.stopTimeout+10*time.Second)
 	defer stopNow()
@@ -272,7 +254,7 @@ func runAgent(cmd *cobra.Command, f agentFlags) error {
 	shutCtx, shutDone := context.WithTimeout(context.Background(), 5*time.Second)
 	defer shutDone()
 	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		log.Warn("agent: shutting the API down", zap.Error(err))
+		log.Warn("agent: shutting the API down", logattr.Err(err))
 	}
 	if closeErr != nil {
 		return fmt.Errorf("agent: stopping the host: %w", closeErr)

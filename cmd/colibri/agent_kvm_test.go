@@ -372,7 +372,7 @@ func TestKVMAgentTwoGuests(t *testing.T) {
 	}
 	log := a.stderr.String()
 	for _, vm := range []string{"a", "c"} {
-		if !strings.Contains(log, `"vm": "`+vm+`", "state": "stopped", "reason": "power-off"`) {
+		if !strings.Contains(log, " vm="+vm+" state=stopped reason=power-off") {
 			t.Errorf("the agent's log does not show %s powering off at SIGTERM:\n%s", vm, log)
 		}
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/colibrivm/colibri/netstack"
 	"github.com/colibrivm/colibri/vmm"
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
 	"golang.org/x/term"
 )
 
@@ -366,19 +365,3 @@ func parseDisk(s string) (vmm.Disk, error) {
 type crlfWriter struct{ w io.Writer }
 
 func (c crlfWriter) Write(p []byte) (int, error) { return c.w.Write(p) }
-
-// newLogger returns a console logger on stderr at debug level when verbose,
-// and one that only reports errors otherwise.
-func newLogger(verbose bool) *zap.Logger {
-	cfg := zap.NewDevelopmentConfig()
-	cfg.DisableStacktrace = true
-	cfg.Level = zap.NewAtomicLevelAt(zap.ErrorLevel)
-	if verbose {
-		cfg.Level = zap.NewAtomicLevelAt(zap.DebugLevel)
-	}
-	l, err := cfg.Build()
-	if err != nil {
-		return zap.NewNop()
-	}
-	return l
-}
