@@ -38,9 +38,12 @@ BUILD_FLAGS := -trimpath -ldflags '-X runtime.godebugDefault=$(if $(GODEBUG_DEFA
 comma := ,
 GO_BUILD = $(BUILD_ENV) $(GO) build $(BUILD_FLAGS)
 
+# colibri-vmm is the process `colibri boot` becomes (exec) for a VM without
+# a network: it links the VMM alone (docs/PERF.md, "VMM memory overhead").
 build:
 	@mkdir -p $(BIN)
 	$(GO_BUILD) -o $(BIN)/colibri ./cmd/colibri
+	$(GO_BUILD) -o $(BIN)/colibri-vmm ./cmd/colibri-vmm
 
 # deps installs the Debian packages the build, images, sandbox and tests use.
 deps:

@@ -18,6 +18,7 @@ import (
 	"github.com/colibrivm/colibri/agent"
 	"github.com/colibrivm/colibri/host"
 	"github.com/colibrivm/colibri/host/spec"
+	"github.com/colibrivm/colibri/internal/clilog"
 	"github.com/colibrivm/colibri/internal/logattr"
 )
 
@@ -165,7 +166,7 @@ func runAgent(cmd *cobra.Command, f agentFlags) error {
 		return err
 	}
 	confine.API = true // the filters let it serve its socket
-	log := agentLogger(f.verbose)
+	log := clilog.Agent(f.verbose, os.Stderr)
 	ln, err := agent.Listen(f.socket)
 	if err != nil {
 		return err

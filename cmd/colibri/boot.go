@@ -4,21 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
-	"syscall"
+
+	"github.com/spf13/cobra"
 
 	"github.com/colibrivm/colibri/host"
 	"github.com/colibrivm/colibri/host/spec"
-	"github.com/colibrivm/colibri/kvm"
-	"github.com/colibrivm/colibri/netstack"
+	"github.com/colibrivm/colibri/internal/solo"
 	"github.com/colibrivm/colibri/vmm"
-	"github.com/spf13/cobra"
-	"golang.org/x/term"
 )
 
 // defaultCmdline boots the guest with its console on the UART.
@@ -85,7 +80,8 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 	if f.cpus < 1 || f.cpus > spec.MaxCPUs {
 		return fmt.Errorf("--cpus %d: must be from 1 to %d", f.cpus, spec.MaxCPUs)
 	}
-	cfg := vmm.Config{
+	s := solo.Spec{
+		Format:    solo.SpecFormat,
 		Kernel:    f.kernel,
 		Initrd:    f.initrd,
 		Cmdline:   f.cmdline,
@@ -93,13 +89,15 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 		RNG:       !f.noRNG,
 		HugePages: f.hugePages,
 		KVMDevice: f.kvmDevice,
-		Logger:    newLogger(f.verbose),
+		Console:   f.console,
+		Verbose:   f.verbose,
+		Stats:     f.stats,
 	}
 	if f.appendArgs != "" {
-		cfg.Cmdline += " " + f.appendArgs
+		s.Cmdline += " " + f.appendArgs
 	}
 	var err error
-	if cfg.MemSize, err = parseSize(f.mem); err != nil {
+	if s.MemSize, err = parseSize(f.mem); err != nil {
 		return fmt.Errorf("--mem: %w", err)
 	}
 	for _, d := range f.disks {
@@ -107,7 +105,7 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 		if err != nil {
 			return err
 		}
-		cfg.Disks = append(cfg.Disks, disk)
+		s.Disks = append(s.Disks, disk)
 	}
 	var ns netSpec
 	if f.net != "" {
@@ -115,97 +113,58 @@ func runBoot(cmd *cobra.Command, f bootFlags) error {
 			return err
 		}
 	}
-	if err := resolveKernel(&cfg); err != nil {
+	if s.Kernel, s.Initrd, err = resolveKernel(s.Kernel, s.Initrd); err != nil {
 		return err
 	}
-	if _, _, _, err := f.confine.parse(); err != nil {
-		return err
-	}
-
-	out := cmd.OutOrStdout()
-	if f.console != "" {
-		file, err := os.Create(f.console)
-		if err != nil {
-			return fmt.Errorf("--console: %w", err)
-		}
-		defer file.Close()
-		out = file
-	}
-	cfg.Console = out
-
-	ctx, cancel := context.WithCancel(cmd.Context())
-	defer cancel()
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	var interrupted atomic.Bool
-	go func() {
-		if _, ok := <-sigs; ok {
-			interrupted.Store(true)
-			cancel()
-		}
-	}()
-
-	stdin := int(os.Stdin.Fd())
-	if term.IsTerminal(stdin) {
-		state, err := term.MakeRaw(stdin)
-		if err == nil {
-			defer term.Restore(stdin, state)
-			// Raw mode turns off output post-processing: keep "\n" working
-			// for our own messages.
-			cfg.Console = crlfWriter{out}
-		}
-		cfg.ConsoleIn = &escapeReader{r: os.Stdin, quit: cancel}
-	}
-
-	var (
-		kind   vmm.ExitKind
-		runErr error
-	)
-	if f.net != "" {
-		kind, runErr, err = bootOnHost(ctx, cfg, ns, f.stats, f.confine)
-	} else {
-		kind, runErr, err = bootAlone(ctx, cfg, f.stats, f.confine)
-	}
+	on, action, ids, err := f.confine.parse()
 	if err != nil {
 		return err
 	}
-	switch kind {
-	case vmm.ExitPowerOff, vmm.ExitReset:
-		return nil
-	case vmm.ExitStopped:
-		if interrupted.Load() {
-			return exitError{130}
-		}
-		return nil
+	s.Seccomp, s.User = on, ids
+	if on {
+		s.SeccompAction = action.String()
 	}
-	return fmt.Errorf("VM failed: %w", runErr)
-}
+	if f.console != "" {
+		// Say a console file that cannot be made in colibri's words,
+		// before the VM's process takes over.
+		file, err := os.OpenFile(f.console, os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			return fmt.Errorf("--console: %w", err)
+		}
+		file.Close()
+	}
 
-// noKVMHint adds what to do to an error that says there is no usable KVM.
-func noKVMHint(err error) error {
-	if errors.Is(err, kvm.ErrNoKVM) {
-		return fmt.Errorf("%w\n  run it inside the KVM sandbox: scripts/kvm-sandbox ./bin/colibri boot ... (or 'make demo'), or load kvm-intel/kvm-amd", err)
+	stdio := solo.Stdio{In: os.Stdin, Out: cmd.OutOrStdout(), Err: os.Stderr}
+	if f.net != "" {
+		err = solo.RunWith(cmd.Context(), s, stdio, func(ctx context.Context, cfg vmm.Config) (vmm.ExitKind, error, error) {
+			return bootOnHost(ctx, cfg, ns, f.stats, f.confine)
+		})
+	} else {
+		if vmmPath := vmmProgram(); vmmPath != "" {
+			err := solo.Exec(vmmPath, s) // returns only if it failed
+			cmd.PrintErrf("colibri: running the VM in this process: %v\n", err)
+		}
+		err = solo.Run(cmd.Context(), s, stdio)
+	}
+	var st solo.ExitStatus
+	if errors.As(err, &st) {
+		return exitError{st.Code}
 	}
 	return err
 }
 
-// bootAlone runs the VM cfg describes on its own, until it ends or ctx
-// does.
-func bootAlone(ctx context.Context, cfg vmm.Config, stats bool, conf confineFlags) (vmm.ExitKind, error, error) {
-	vm, err := vmm.New(cfg)
-	if err != nil {
-		return 0, nil, noKVMHint(err)
+// vmmProgram returns the program a VM without a network runs in:
+// $COLIBRI_VMM if set ("off": none, the VM runs in this process), else
+// colibri-vmm beside this binary if there is one.
+func vmmProgram() string {
+	switch v := os.Getenv("COLIBRI_VMM"); v {
+	case "off":
+		return ""
+	case "":
+		return solo.FindVMM()
+	default:
+		return v
 	}
-	defer vm.Close()
-	if err := conf.confineAlone(); err != nil { // the VM's files are open: filters, then --user
-		return 0, nil, err
-	}
-	kind, runErr := vm.Run(ctx)
-	if stats {
-		printBootStats(kind, vm.Stats(), nil)
-	}
-	return kind, runErr, nil
 }
 
 // bootOnHost runs the VM cfg describes on a host whose one switch links
@@ -235,7 +194,7 @@ func bootOnHost(ctx context.Context, cfg vmm.Config, ns netSpec, stats bool, con
 		c.RNG, c.HugePages, c.KVMDevice = cfg.RNG, cfg.HugePages, cfg.KVMDevice
 	}))
 	if err != nil {
-		return 0, nil, noKVMHint(err)
+		return 0, nil, solo.NoKVMHint(err)
 	}
 	if err := h.DropPrivileges(); err != nil { // --user, once the VM's files are open
 		return 0, nil, err
@@ -252,52 +211,41 @@ func bootOnHost(ctx context.Context, cfg vmm.Config, ns netSpec, stats bool, con
 		return 0, nil, err
 	}
 	if stats {
+		var b strings.Builder
 		ns := h.Stats().Netstack
-		printBootStats(exit.Kind, v.Stats(), &ns)
+		_ = ns.WriteText(&b)
+		solo.PrintStats(os.Stderr, exit.Kind, v.Stats(), b.String())
 	}
 	return exit.Kind, exit.Err, nil
 }
 
-// printBootStats writes --stats to stderr (CRLF: the terminal may be raw).
-func printBootStats(kind vmm.ExitKind, st vmm.Stats, net *netstack.Stats) {
-	fmt.Fprintf(os.Stderr, "\r\ncolibri: VM ended: %v\r\n", kind)
-	if o, err := vmm.VMMOverheadRSS(); err == nil {
-		fmt.Fprintf(os.Stderr, "VMM RSS beyond guest memory: %.1f MiB (anonymous %.1f MiB, binary and files %.1f MiB; %d threads)\r\n",
-			float64(o.Total())/(1<<20), float64(o.Anon)/(1<<20), float64(o.File)/(1<<20), o.Threads)
-	}
-	fmt.Fprint(os.Stderr, strings.ReplaceAll(st.Format(), "\n", "\r\n"))
-	if net != nil {
-		var b strings.Builder
-		_ = net.WriteText(&b)
-		fmt.Fprint(os.Stderr, strings.ReplaceAll(b.String(), "\n", "\r\n"))
-	}
-}
-
-// resolveKernel gives a config without a kernel the default images' kernel
-// and initrd, then checks that the kernel and initrd can be read.
-func resolveKernel(cfg *vmm.Config) error {
-	if cfg.Kernel == "" {
+// resolveKernel gives an empty kernel the default images' kernel and
+// initrd, then checks that the kernel and initrd can be read.
+func resolveKernel(kernel, initrd string) (string, string, error) {
+	if kernel == "" {
 		dir, err := defaultImages()
 		if err != nil {
-			return err
+			return "", "", err
 		}
 		// The uncompressed vmlinux (same kernel) spares the guest its
 		// decompression; the bzImage is the fallback.
-		cfg.Kernel = filepath.Join(dir, "vmlinux")
-		if _, err := os.Stat(cfg.Kernel); err != nil {
-			cfg.Kernel = filepath.Join(dir, "vmlinuz")
+		kernel = filepath.Join(dir, "vmlinux")
+		if _, err := os.Stat(kernel); err != nil {
+			kernel = filepath.Join(dir, "vmlinuz")
 		}
-		if cfg.Initrd == "" {
-			cfg.Initrd = filepath.Join(dir, "initrd.img")
+		if initrd == "" {
+			initrd = filepath.Join(dir, "initrd.img")
 		}
 	}
-	if err := checkReadable("kernel", cfg.Kernel); err != nil {
-		return err
+	if err := checkReadable("kernel", kernel); err != nil {
+		return "", "", err
 	}
-	if cfg.Initrd != "" {
-		return checkReadable("initrd", cfg.Initrd)
+	if initrd != "" {
+		if err := checkReadable("initrd", initrd); err != nil {
+			return "", "", err
+		}
 	}
-	return nil
+	return kernel, initrd, nil
 }
 
 func checkReadable(what, path string) error {
@@ -359,9 +307,3 @@ func parseDisk(s string) (vmm.Disk, error) {
 	}
 	return d, nil
 }
-
-// crlfWriter writes to a raw-mode terminal: the guest already sends CRLF,
-// so it passes bytes through unchanged. It exists to mark the intent.
-type crlfWriter struct{ w io.Writer }
-
-func (c crlfWriter) Write(p []byte) (int, error) { return c.w.Write(p) }

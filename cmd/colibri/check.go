@@ -7,9 +7,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/colibrivm/colibri/kvm"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
+
+	"github.com/colibrivm/colibri/kvm"
 )
 
 func newCheckCmd() *cobra.Command {

@@ -168,6 +168,11 @@ func TestKVMCLIBootStats(t *testing.T) {
 			t.Errorf("--stats output lacks %q", want)
 		}
 	}
+	// colibri boot became colibri-vmm (built beside colibri by make build
+	// and testenv.Binary): the VM's process links only the VMM.
+	if !strings.Contains(stderr, "process colibri-vmm)") {
+		t.Errorf("the VM did not run in colibri-vmm (stderr above)")
+	}
 }
 
 // TestKVMCLIBootReboot: a guest that reboots ends the VM, and colibri boot
@@ -179,7 +184,17 @@ func TestKVMCLIBootReboot(t *testing.T) {
 	bin := testenv.Binary(t)
 	for _, extra := range []string{"", "reboot=k"} {
 		cmdline := `console=ttyS0 quiet panic=-1 ` + extra + ` colibri.run="echo rebooting; reboot -f"`
+		want := "process colibri-vmm)"
+		if extra != "" {
+			// The VM in colibri's own process, as when colibri-vmm is
+			// missing.
+			t.Setenv("COLIBRI_VMM", "off")
+			want = "process " + filepath.Base(bin) + ")"
+		}
 		code, out, stderr := run(t, bin, "boot", "--mem", "256M", "--stats", "--cmdline", cmdline)
+		if !strings.Contains(stderr, want) {
+			t.Errorf("cmdline %q: --stats does not say %q", extra, want)
+		}
 		if code != 0 || !strings.Contains(out, "rebooting") || !strings.Contains(stderr, "VM ended: reset") {
 			t.Errorf("cmdline %q: exit %d, want 0 with the guest's line and 'VM ended: reset'\nstdout:\n%s\nstderr:\n%s", extra, code, out, stderr)
 		}

@@ -64,28 +64,6 @@ func (f confineFlags) confinement() (*host.Confinement, error) {
 	return c, nil
 }
 
-// confineAlone confines a process that runs one VM without a host: the
-// filters, then the user (the VM is created: its files are open).
-func (f confineFlags) confineAlone() error {
-	on, action, ids, err := f.parse()
-	if err != nil {
-		return err
-	}
-	if on {
-		opts := seccomp.Options{Action: action}
-		if ids != nil {
-			opts.DropTo = &seccomp.IDs{UID: ids.UID, GID: ids.GID}
-		}
-		if err := seccomp.Install(opts); err != nil {
-			return err
-		}
-	}
-	if ids != nil {
-		return privdrop.Drop(*ids)
-	}
-	return nil
-}
-
 // prepareOutput creates the file at path (if set) and, with --user,
 // gives it to that user, so that colibri can still write it at exit.
 func (f confineFlags) prepareOutput(path string) error {

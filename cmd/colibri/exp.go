@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/colibrivm/colibri/exp"
+	"github.com/colibrivm/colibri/internal/clilog"
 	"github.com/colibrivm/colibri/sched"
 )
 
@@ -83,7 +84,7 @@ func runExp(cmd *cobra.Command, path string, f expFlags) error {
 	if err != nil {
 		return err
 	}
-	opts := exp.Options{OutDir: f.out, Progress: cmd.ErrOrStderr(), Logger: newLogger(f.verbose),
+	opts := exp.Options{OutDir: f.out, Progress: cmd.ErrOrStderr(), Logger: clilog.New(f.verbose, os.Stderr),
 		BootTimeout: f.bootTimeout, Cmdline: defaultCmdline}
 	if opts.OutDir == "" {
 		name := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))

@@ -16,6 +16,7 @@ import (
 
 	"github.com/colibrivm/colibri/host"
 	"github.com/colibrivm/colibri/host/spec"
+	"github.com/colibrivm/colibri/internal/clilog"
 	"github.com/colibrivm/colibri/netstack"
 	"github.com/colibrivm/colibri/vmm"
 )
@@ -99,13 +100,7 @@ type upSchedStats struct {
 
 // imagesKernel is the host's default kernel: the images 'make images'
 // builds.
-func imagesKernel() (string, string, error) {
-	cfg := vmm.Config{}
-	if err := resolveKernel(&cfg); err != nil {
-		return "", "", err
-	}
-	return cfg.Kernel, cfg.Initrd, nil
-}
+func imagesKernel() (string, string, error) { return resolveKernel("", "") }
 
 // upStopTimeout is how long Ctrl-C or SIGTERM lets the guests shut down
 // before they are forced off.
@@ -120,7 +115,7 @@ func runUp(cmd *cobra.Command, path string, f upFlags) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(f.verbose)
+	log := clilog.New(f.verbose, os.Stderr)
 	ctx, cancel := context.WithCancel(cmd.Context())
 	defer cancel()
 

@@ -74,19 +74,22 @@ func Images(t testing.TB) string {
 }
 
 // Binary returns the path of a colibri binary: $COLIBRI_BIN, or one built
-// into t's temporary directory.
+// into t's temporary directory with colibri-vmm beside it (as make build
+// puts them).
 func Binary(t testing.TB) string {
 	t.Helper()
 	if b := os.Getenv("COLIBRI_BIN"); b != "" {
 		return b
 	}
-	out := filepath.Join(t.TempDir(), "colibri")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/colibri")
-	cmd.Dir = RepoRoot()
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building colibri: %v\n%s", err, b)
+	dir := t.TempDir()
+	for _, prog := range []string{"colibri", "colibri-vmm"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, prog), "./cmd/"+prog)
+		cmd.Dir = RepoRoot()
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("building %s: %v\n%s", prog, err, b)
+		}
 	}
-	return out
+	return filepath.Join(dir, "colibri")
 }
 
 // SocketDir returns a new directory for Unix sockets that is removed when

@@ -384,6 +384,10 @@ func measure(r run, o options) (result, error) {
 		sig := ws.StopSignal()
 		if sig == syscall.SIGTRAP && ws.TrapCause() == 6 /* PTRACE_EVENT_EXIT */ {
 			atExit, _ = smaps.Read(pid)
+			// The binary it ends in (colibri boot execs colibri-vmm).
+			if e, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil {
+				exe = e
+			}
 			if n, ok := statusHWM(pid); ok {
 				res.hwm = n
 			}

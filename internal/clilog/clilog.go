@@ -1,11 +1,13 @@
-package main
+// Package clilog is the logging of colibri's command-line programs: a
+// slog handler for people (one line per record: time, level, call site,
+// message, key=value attributes) and the loggers built on it.
+package clilog
 
 import (
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -16,24 +18,25 @@ import (
 	"unicode/utf8"
 )
 
-// newLogger returns the logger of boot, up and exp: on stderr, at debug
-// level when verbose, and reporting only errors otherwise.
-func newLogger(verbose bool) *slog.Logger {
+// New returns the logger of a command that runs VMs (boot, up, exp): on
+// w, at debug level when verbose, and reporting only errors otherwise,
+// with each record's call site.
+func New(verbose bool, w io.Writer) *slog.Logger {
 	level := slog.LevelError
 	if verbose {
 		level = slog.LevelDebug
 	}
-	return slog.New(newConsoleHandler(os.Stderr, level, true))
+	return slog.New(NewHandler(w, level, true))
 }
 
-// agentLogger returns the agent's logger: on stderr, at info level (debug
-// when verbose), without the call site.
-func agentLogger(verbose bool) *slog.Logger {
+// Agent returns the agent's logger: on w, at info level (debug when
+// verbose), without call sites.
+func Agent(verbose bool, w io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	if verbose {
 		level = slog.LevelDebug
 	}
-	return slog.New(newConsoleHandler(os.Stderr, level, false))
+	return slog.New(NewHandler(w, level, false))
 }
 
 // consoleTimeFormat is the time at the start of a line (ISO 8601 with
@@ -56,9 +59,9 @@ type consoleHandler struct {
 	attrs  []byte // the WithAttrs attributes, formatted, each after a space
 }
 
-// newConsoleHandler returns a consoleHandler writing records of level and
+// NewHandler returns a consoleHandler writing records of level and
 // above to w, with their call site when caller is set.
-func newConsoleHandler(w io.Writer, level slog.Leveler, caller bool) *consoleHandler {
+func NewHandler(w io.Writer, level slog.Leveler, caller bool) *consoleHandler {
 	return &consoleHandler{mu: new(sync.Mutex), w: w, level: level, caller: caller}
 }
 

@@ -1,4 +1,4 @@
-package main
+package clilog
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 // TestConsoleHandlerLines: what a user reads on stderr, byte for byte.
 func TestConsoleHandlerLines(t *testing.T) {
 	var buf bytes.Buffer
-	h := newConsoleHandler(&buf, slog.LevelInfo, false)
+	h := NewHandler(&buf, slog.LevelInfo, false)
 	at := time.Date(2026, 12, 2, 6, 31, 0, 123456789, time.UTC)
 	emit := func(h slog.Handler, level slog.Level, msg string, attrs ...slog.Attr) {
 		r := slog.NewRecord(at, level, msg, 0)
@@ -46,10 +46,10 @@ func TestConsoleHandlerLines(t *testing.T) {
 // file, before the message.
 func TestConsoleHandlerCaller(t *testing.T) {
 	var buf bytes.Buffer
-	slog.New(newConsoleHandler(&buf, slog.LevelDebug, true)).Debug("here")
+	slog.New(NewHandler(&buf, slog.LevelDebug, true)).Debug("here")
 	fields := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\t")
-	if len(fields) != 4 || fields[1] != "DEBUG" || !strings.HasPrefix(fields[2], "colibri/log_test.go:") || fields[3] != "here" {
-		t.Errorf("got %q, want time, DEBUG, colibri/log_test.go:LINE, here", buf.String())
+	if len(fields) != 4 || fields[1] != "DEBUG" || !strings.HasPrefix(fields[2], "clilog/clilog_test.go:") || fields[3] != "here" {
+		t.Errorf("got %q, want time, DEBUG, clilog/clilog_test.go:LINE, here", buf.String())
 	}
 }
 
@@ -57,7 +57,7 @@ func TestConsoleHandlerCaller(t *testing.T) {
 // handlers derived from one, do not interleave.
 func TestConsoleHandlerConcurrent(t *testing.T) {
 	var buf bytes.Buffer
-	log := slog.New(newConsoleHandler(&buf, slog.LevelInfo, false))
+	log := slog.New(NewHandler(&buf, slog.LevelInfo, false))
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() {
@@ -83,7 +83,7 @@ func TestConsoleHandlerConcurrent(t *testing.T) {
 // checks for handlers on consoleHandler, reading its lines back.
 func TestConsoleHandlerSlogtest(t *testing.T) {
 	var buf bytes.Buffer
-	h := newConsoleHandler(&buf, slog.LevelDebug, false)
+	h := NewHandler(&buf, slog.LevelDebug, false)
 	results := func() []map[string]any {
 		var ms []map[string]any
 		for _, line := range strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n") {
