@@ -11,6 +11,13 @@
 // the cpu and cpuset controllers on v1 hierarchies) the same layout is made
 // in the cpu and cpuset hierarchies, which take threads directly. Hosts
 // with neither are refused with a message saying what to do.
+//
+// The package reads and writes the cgroupfs control files itself (no
+// cgroup library: linking one cost every colibri process its package
+// initialisation and binary pages, cgroups or not). The unified hierarchy
+// is recognised, as containerd does, by the cgroup2 magic number of the
+// file system at /sys/fs/cgroup; the v1 hierarchies are found in
+// /proc/self/mountinfo.
 package cgroup
 
 import (
@@ -18,11 +25,10 @@ import (
 	"fmt"
 	"os"
 	"path"
-	"regexp"
 	"sync"
 	"time"
 
-	"github.com/containerd/cgroups/v3"
+	"golang.org/x/sys/unix"
 )
 
 // Version is the cgroup version in use.
@@ -111,19 +117,47 @@ type Manager struct {
 // DetectVersion reports which cgroup version colibri would use here, or
 // why it cannot use either.
 func DetectVersion() (Version, error) {
-	switch cgroups.Mode() {
-	case cgroups.Unified:
-		return V2, nil
-	case cgroups.Legacy, cgroups.Hybrid:
-		if err := v1Usable(); err != nil {
-			return 0, err
-		}
-		return V1, nil
+	unified, err := isUnified(v2Mount)
+	if err != nil {
+		return 0, err
 	}
-	return 0, errors.New("cgroup: no cgroup file system mounted at /sys/fs/cgroup; mount cgroup2 there (or boot with systemd's defaults)")
+	if unified {
+		return V2, nil
+	}
+	// Legacy (v1 hierarchies only) or hybrid (v1 hierarchies, and cgroup2
+	// at /sys/fs/cgroup/unified holding no controller colibri uses).
+	if err := v1Usable(); err != nil {
+		return 0, err
+	}
+	return V1, nil
 }
 
-var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+// isUnified reports whether the file system at mount is cgroup2 (the
+// unified hierarchy), by its magic number.
+func isUnified(mount string) (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(mount, &st); err != nil {
+		return false, fmt.Errorf("cgroup: no cgroup file system mounted at %s (statfs: %w); mount cgroup2 there (or boot with systemd's defaults)", mount, err)
+	}
+	return st.Type == unix.CGROUP2_SUPER_MAGIC, nil
+}
+
+// validName reports whether s can name a group: 1 to 64 letters, digits,
+// '_', '.' and '-', starting with a letter or digit.
+func validName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		case i > 0 && (c == '_' || c == '.' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // Open detects the cgroup version, removes stale groups under parent
 // left by dead processes, and creates this process's group
@@ -132,7 +166,7 @@ func Open(parent string) (*Manager, error) {
 	if parent == "" {
 		parent = "colibri"
 	}
-	if !validName.MatchString(parent) {
+	if !validName(parent) {
 		return nil, fmt.Errorf("cgroup: bad parent group name %q", parent)
 	}
 	if os.Geteuid() != 0 {
@@ -167,7 +201,7 @@ func (m *Manager) Dir() string { return m.dir }
 
 // NewGroup creates the group of VM vm with limits l.
 func (m *Manager) NewGroup(vm string, l Limits) (*Group, error) {
-	if !validName.MatchString(vm) {
+	if !validName(vm) {
 		return nil, fmt.Errorf("cgroup: bad VM group name %q", vm)
 	}
 	if err := l.validate(); err != nil {

@@ -2,6 +2,7 @@ package cgroup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -172,5 +173,111 @@ func TestCleanStaleRemovesDeadProcessGroups(t *testing.T) {
 	}
 	if _, err := os.Stat(file(t, m, m.Dir(), "cpuset.cpus")); err != nil {
 		t.Fatalf("live group %s removed: %v", m.Dir(), err)
+	}
+}
+
+// TestGroupLayout checks what each version needs of the files: v2's
+// threaded subtree with the controllers enabled above the VM group, v1's
+// cpuset.mems inherited (no task could join without it); and that
+// Group.Delete moves a thread still in the group out.
+func TestGroupLayout(t *testing.T) {
+	requireRoot(t)
+	m, err := Open(testParent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	g, err := m.NewGroup("vm0", Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Version() == V2 {
+		if got := read(t, file(t, m, g.Dir(), "cgroup.type")); got != "threaded" {
+			t.Errorf("VM group's cgroup.type = %q, want threaded", got)
+		}
+		if got := read(t, file(t, m, m.Dir(), "cgroup.type")); got != "domain threaded" {
+			t.Errorf("process group's cgroup.type = %q, want domain threaded", got)
+		}
+		for _, d := range []string{"/", "/" + testParent, m.Dir()} {
+			ctl := strings.Fields(read(t, file(t, m, d, "cgroup.subtree_control")))
+			if !slices.Contains(ctl, "cpu") || !slices.Contains(ctl, "cpuset") {
+				t.Errorf("%s/cgroup.subtree_control = %q: cpu and cpuset not both enabled", d, ctl)
+			}
+		}
+		if got := read(t, file(t, m, g.Dir(), "cpu.max")); got != "max 100000" {
+			t.Errorf("cpu.max = %q, want max 100000 (no cap)", got)
+		}
+		if cg := read(t, "/proc/self/cgroup"); !strings.Contains(cg+"\n", "0::"+m.Dir()+"\n") {
+			t.Errorf("the process is not in %s:\n%s", m.Dir(), cg)
+		}
+	} else {
+		root := read(t, file(t, m, "/", "cpuset.mems"))
+		for _, d := range []string{m.Dir(), g.Dir()} {
+			if got := read(t, file(t, m, d, "cpuset.mems")); got == "" || got != root {
+				t.Errorf("%s cpuset.mems = %q, want the root's %q", d, got, root)
+			}
+		}
+		if got := read(t, file(t, m, g.Dir(), "cpu.cfs_quota_us")); got != "-1" {
+			t.Errorf("cpu.cfs_quota_us = %q, want -1 (no cap)", got)
+		}
+	}
+	if tids, err := g.Threads(); err != nil || tids == nil || len(tids) != 0 {
+		t.Errorf("new group's threads: %#v, %v; want none", tids, err)
+	}
+
+	v, err := threadvcpu.Start(context.Background(), threadvcpu.Config{Work: &threadvcpu.Spin{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Stop()
+	if err := g.AddThread(v.TID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(file(t, m, g.Dir(), "cpuset.cpus")); !os.IsNotExist(err) {
+		t.Fatalf("group %s still exists after Delete: %v", g.Dir(), err)
+	}
+	cg := read(t, fmt.Sprintf("/proc/self/task/%d/cgroup", v.TID()))
+	want := "0::" + m.Dir() // v2: back in the process's group
+	if m.Version() == V1 {
+		want = ":cpuset:/" // v1: the root group
+	}
+	if !strings.Contains(cg+"\n", want+"\n") {
+		t.Errorf("after Delete the thread's groups are\n%s\nwant a line ending %q", cg, want)
+	}
+	if err := g.Delete(); err != nil {
+		t.Errorf("second Delete: %v", err)
+	}
+}
+
+// TestNewGroupErrorNamesFileAndValue checks that a value the kernel
+// refuses comes back naming the file and the value, and leaves no group.
+func TestNewGroupErrorNamesFileAndValue(t *testing.T) {
+	requireRoot(t)
+	m, err := Open(testParent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	_, err = m.NewGroup("vm0", Limits{CPUs: []int{1 << 20}})
+	if err == nil {
+		t.Fatal("cpuset {1048576} accepted")
+	}
+	t.Log(err)
+	p := file(t, m, m.Dir()+"/vm0", "cpuset.cpus")
+	if want := fmt.Sprintf("cgroup: create %s/vm0: writing \"1048576\" to %s: ", m.Dir(), p); !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("error %q, want it to start %q", err, want)
+	}
+	var errno unix.Errno
+	if !errors.As(err, &errno) {
+		t.Errorf("error %q wraps no errno", err)
+	}
+	if _, err := os.Stat(filepath.Dir(p)); !os.IsNotExist(err) {
+		t.Errorf("failed group left behind: %v", err)
+	}
+	if _, err := m.NewGroup("vm0", Limits{CPUs: []int{0}}); err != nil {
+		t.Errorf("the name is not free again: %v", err)
 	}
 }

@@ -4,18 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"regexp"
 	"strconv"
 
 	"golang.org/x/sys/unix"
 )
 
-var pidName = regexp.MustCompile(`^[0-9]+$`)
-
 // CleanStale removes the groups "<parent>/<pid>" whose process is dead
 // (left by a crashed run) and returns their paths.
 func CleanStale(parent string) ([]string, error) {
-	if !validName.MatchString(parent) {
+	if !validName(parent) {
 		return nil, fmt.Errorf("cgroup: bad parent group name %q", parent)
 	}
 	v, err := DetectVersion()
@@ -39,7 +36,7 @@ func cleanStale(be backend, parent string) ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, n := range names {
-		if !pidName.MatchString(n) {
+		if !allDigits(n) {
 			continue
 		}
 		pid, _ := strconv.Atoi(n)
@@ -54,6 +51,17 @@ func cleanStale(be backend, parent string) ([]string, error) {
 		removed = append(removed, dir)
 	}
 	return removed, errors.Join(errs...)
+}
+
+// allDigits reports whether s is a non-empty string of decimal digits,
+// the name of a per-process group.
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // alive reports whether process pid exists.

@@ -3,53 +3,80 @@ package cgroup
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 
-	"github.com/containerd/cgroups/v3/cgroup2"
+	"golang.org/x/sys/unix"
 )
 
+// v2Mount is where the unified hierarchy is mounted.
 const v2Mount = "/sys/fs/cgroup"
+
+// v2Controllers is what a VM group needs enabled in its ancestors'
+// cgroup.subtree_control; both are threaded controllers.
+const v2Controllers = "+cpu +cpuset"
 
 // v2Backend uses the unified hierarchy with a threaded subtree: the
 // per-process group is a threaded domain holding the whole process, VM
 // groups are threaded children holding vCPU threads.
 type v2Backend struct {
-	domain  *cgroup2.Manager
+	domain  string // the per-process group's directory once set up
 	origDir string // the process's group before setup
 }
 
-func v2Resources(l Limits) *cgroup2.Resources {
-	cpu := &cgroup2.CPU{Cpus: cpuList(l.CPUs)}
-	if l.Weight != 0 {
-		w := l.Weight
-		cpu.Weight = &w
-	}
-	period := uint64(l.period().Microseconds())
-	if l.Quota > 0 {
-		q := l.Quota.Microseconds()
-		cpu.Max = cgroup2.NewCPUMax(&q, &period)
-	} else {
-		cpu.Max = cgroup2.NewCPUMax(nil, &period)
-	}
-	return &cgroup2.Resources{CPU: cpu}
-}
-
+// ownV2Group returns the process's group in the unified hierarchy, from
+// the "0::PATH" line of /proc/self/cgroup.
 func ownV2Group() (string, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
+	const file = "/proc/self/cgroup"
+	s, err := readFile(file)
 	if err != nil {
 		return "", err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(s, "\n") {
 		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			if !strings.HasPrefix(p, "/") || path.Clean(p) != p {
+				return "", fmt.Errorf("%s: this process's group %q is outside the cgroup namespace's root", file, p)
+			}
 			return p, nil
 		}
 	}
-	return "", errors.New("no cgroup v2 entry in /proc/self/cgroup")
+	return "", fmt.Errorf("%s: no cgroup v2 entry (0::PATH)", file)
+}
+
+// enableControllers writes "+cpu +cpuset" to the cgroup.subtree_control
+// of every ancestor of the group at dir (a full path), from the mount's
+// root down to dir's parent: a controller can be enabled for a subtree
+// only where the parent enables it too. What counts is the parent's
+// write; an ancestor's failure (a controller it already passes down, a
+// root that is not ours to change) is reported only with the parent's.
+func enableControllers(dir string) error {
+	rel, err := filepath.Rel(v2Mount, filepath.Dir(dir))
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return fmt.Errorf("%s is not below %s", dir, v2Mount)
+	}
+	ancestors := []string{v2Mount}
+	if rel != "." {
+		p := v2Mount
+		for _, name := range strings.Split(rel, "/") {
+			p = filepath.Join(p, name)
+			ancestors = append(ancestors, p)
+		}
+	}
+	var errs []error
+	var last error
+	for _, a := range ancestors {
+		last = writeFile(filepath.Join(a, "cgroup.subtree_control"), v2Controllers)
+		if last != nil {
+			errs = append(errs, last)
+		}
+	}
+	if last == nil {
+		return nil
+	}
+	return errors.Join(errs...)
 }
 
 func (b *v2Backend) setup(dir string) error {
@@ -57,138 +84,156 @@ func (b *v2Backend) setup(dir string) error {
 	if err != nil {
 		return err
 	}
-	m, err := cgroup2.NewManager(v2Mount, dir, &cgroup2.Resources{})
-	if err != nil {
+	p := filepath.Join(v2Mount, dir)
+	if err := mkdirAll(p); err != nil {
 		return err
 	}
-	if err := m.AddProc(uint64(os.Getpid())); err != nil {
-		_ = m.Delete()
+	pid := strconv.Itoa(os.Getpid())
+	if err := writeFile(filepath.Join(p, "cgroup.procs"), pid); err != nil {
+		_ = removeTree(p, nil)
 		return fmt.Errorf("move colibri into %s: %w", dir, err)
 	}
-	if err := m.ToggleControllers([]string{"cpu", "cpuset"}, cgroup2.Enable); err != nil {
+	if err := enableControllers(p); err != nil {
+		// Leave no process behind in a group nobody will remove.
+		if writeFile(filepath.Join(v2Mount, orig, "cgroup.procs"), pid) == nil {
+			_ = removeTree(p, nil)
+		}
 		return fmt.Errorf("enable the cpu and cpuset controllers: %w", err)
 	}
-	b.domain, b.origDir = m, orig
+	b.domain, b.origDir = p, orig
 	return nil
 }
 
 func (b *v2Backend) newGroup(dir string, l Limits) (group, error) {
-	m, err := cgroup2.NewManager(v2Mount, dir, &cgroup2.Resources{})
-	if err != nil {
+	p := filepath.Join(v2Mount, dir)
+	if err := mkdirAll(p); err != nil {
 		return nil, err
 	}
-	if err := m.SetType(cgroup2.Threaded); err != nil {
-		_ = m.Delete()
-		return nil, fmt.Errorf("make it threaded: %w", err)
+	fail := func(err error) (group, error) {
+		_ = removeTree(p, nil)
+		return nil, err
+	}
+	// A threaded child turns its parent, the per-process group, into a
+	// threaded domain, whose threads may then live in any of its
+	// threaded children.
+	if err := writeFile(filepath.Join(p, "cgroup.type"), "threaded"); err != nil {
+		return fail(fmt.Errorf("make it threaded: %w", err))
 	}
 	// The VM group's own cpu.* and cpuset.* files exist only once its
 	// parent (now a threaded domain) enables the controllers for its
-	// subtree; ToggleControllers writes every ancestor's subtree_control.
-	if err := m.ToggleControllers([]string{"cpu", "cpuset"}, cgroup2.Enable); err != nil {
-		_ = m.Delete()
-		return nil, fmt.Errorf("enable the cpu and cpuset controllers for %s: %w", dir, err)
+	// subtree.
+	if err := enableControllers(p); err != nil {
+		return fail(fmt.Errorf("enable the cpu and cpuset controllers for %s: %w", dir, err))
 	}
-	if err := m.Update(v2Resources(l)); err != nil {
-		_ = m.Delete()
-		return nil, err
+	g := &v2Group{b: b, dir: p}
+	if err := g.update(l); err != nil {
+		return fail(err)
 	}
-	return &v2Group{b: b, m: m}, nil
+	return g, nil
 }
 
-func (b *v2Backend) teardown(dir string) error {
-	if b.domain == nil {
+func (b *v2Backend) teardown(string) error {
+	if b.domain == "" {
 		return nil
 	}
-	orig, err := cgroup2.Load(b.origDir)
-	if err != nil {
-		return err
-	}
-	if err := orig.AddProc(uint64(os.Getpid())); err != nil {
+	procs := filepath.Join(v2Mount, b.origDir, "cgroup.procs")
+	if err := writeFile(procs, strconv.Itoa(os.Getpid())); err != nil {
 		return fmt.Errorf("move colibri back to %s: %w", b.origDir, err)
 	}
-	return b.domain.Delete()
+	return v2Remove(b.domain)
+}
+
+// v2Remove removes the tree at dir, deepest groups first, once no thread
+// is left in it.
+func v2Remove(dir string) error {
+	var left []int
+	var errs []error
+	var walk func(d string)
+	walk = func(d string) {
+		ids, err := readIDs(filepath.Join(d, "cgroup.threads"))
+		if err != nil {
+			if !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, err)
+			}
+			return
+		}
+		left = append(left, ids...)
+		subs, err := childGroups(d)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, s := range subs {
+			walk(filepath.Join(d, s))
+		}
+	}
+	walk(dir)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("%s still holds threads %v", dir, left)
+	}
+	return removeTree(dir, nil)
 }
 
 // removeStale removes a dead process's tree, deepest groups first; its
 // threads are gone with the process.
 func (b *v2Backend) removeStale(dir string) error {
-	var dirs []string
-	err := filepath.WalkDir(filepath.Join(v2Mount, dir), func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
-	var errs []error
-	for _, d := range dirs {
-		if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return removeTree(filepath.Join(v2Mount, dir), nil)
 }
 
 func (b *v2Backend) children(dir string) ([]string, error) {
-	ents, err := os.ReadDir(filepath.Join(v2Mount, dir))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, e := range ents {
-		if e.IsDir() {
-			out = append(out, e.Name())
-		}
-	}
-	return out, nil
-}
-
-type v2Group struct {
-	b *v2Backend
-	m *cgroup2.Manager
-}
-
-func (g *v2Group) addThread(tid int) error { return g.m.AddThread(uint64(tid)) }
-
-func (g *v2Group) update(l Limits) error { return g.m.Update(v2Resources(l)) }
-
-func (g *v2Group) threads() ([]int, error) {
-	ts, err := g.m.Threads(false)
-	if err != nil {
-		return nil, err
-	}
-	ids := make([]int, len(ts))
-	for i, t := range ts {
-		ids[i] = int(t)
-	}
-	return ids, nil
-}
-
-func (g *v2Group) delete() error {
-	ts, err := g.m.Threads(false)
-	if err != nil {
-		return err
-	}
-	for _, t := range ts {
-		if err := g.b.domain.AddThread(t); err != nil {
-			return fmt.Errorf("move thread %s back: %w", strconv.FormatUint(t, 10), err)
-		}
-	}
-	return g.m.Delete()
+	return childGroups(filepath.Join(v2Mount, dir))
 }
 
 func (b *v2Backend) removeIfEmpty(dir string) {
-	_ = os.Remove(filepath.Join(v2Mount, dir)) // fails while in use: fine
+	_ = unix.Rmdir(filepath.Join(v2Mount, dir)) // fails while in use: fine
+}
+
+// v2Group is a threaded VM group; dir is its full path.
+type v2Group struct {
+	b   *v2Backend
+	dir string
+}
+
+func (g *v2Group) addThread(tid int) error {
+	return writeFile(filepath.Join(g.dir, "cgroup.threads"), strconv.Itoa(tid))
+}
+
+func (g *v2Group) update(l Limits) error {
+	if l.Weight != 0 {
+		if err := writeFile(filepath.Join(g.dir, "cpu.weight"), strconv.FormatUint(l.Weight, 10)); err != nil {
+			return err
+		}
+	}
+	if err := writeFile(filepath.Join(g.dir, "cpu.max"), cpuMax(l)); err != nil {
+		return err
+	}
+	if len(l.CPUs) > 0 {
+		if err := writeFile(filepath.Join(g.dir, "cpuset.cpus"), cpuList(l.CPUs)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g *v2Group) threads() ([]int, error) {
+	return readIDs(filepath.Join(g.dir, "cgroup.threads"))
+}
+
+// delete moves the group's threads back to the per-process group and
+// removes the group. A thread that exits meanwhile (ESRCH) has left by
+// itself.
+func (g *v2Group) delete() error {
+	tids, err := g.threads()
+	if err != nil {
+		return err
+	}
+	back := filepath.Join(g.b.domain, "cgroup.threads")
+	for _, t := range tids {
+		if err := writeFile(back, strconv.Itoa(t)); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("move thread %d back: %w", t, err)
+		}
+	}
+	return v2Remove(g.dir)
 }
