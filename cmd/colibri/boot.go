@@ -49,7 +49,12 @@ With no --kernel, colibri boots the default guest images built by 'make images'
 (a stock Debian kernel, uncompressed, and a busybox initrd), found in $COLIBRI_IMAGES, next to
 the colibri binary (../guestimages/out) or in ./guestimages/out.
 
-colibri exits 0 when the guest powers off or reboots.`,
+colibri exits 0 when the guest powers off or reboots.
+
+Without --net the VM runs in colibri-vmm, found beside the colibri binary: once
+its flags are checked, colibri becomes that small program (same pid, terminal
+and exit status), which links only the VMM. $COLIBRI_VMM names another
+colibri-vmm; COLIBRI_VMM=off runs the VM in colibri's own process.`,
 		Example: `  colibri boot
   colibri boot --cpus 2 --mem 1G --disk disk.ext4,ro --cmdline 'console=ttyS0 colibri.shell=1'
   colibri boot --kernel /boot/vmlinuz --initrd initrd.img --stats

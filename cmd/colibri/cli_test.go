@@ -124,6 +124,22 @@ func TestBootNoKVMNamesSandbox(t *testing.T) {
 	}
 }
 
+// TestBootVMMFallback: a colibri-vmm that cannot be executed is said, and
+// the VM runs in colibri's own process instead (here it fails at once on
+// the missing KVM device, with colibri's own error).
+func TestBootVMMFallback(t *testing.T) {
+	bin := testenv.Binary(t)
+	kernel := filepath.Join(testenv.Images(t), "vmlinuz")
+	missing := filepath.Join(t.TempDir(), "colibri-vmm")
+	t.Setenv("COLIBRI_VMM", missing)
+	code, _, stderr := run(t, bin, "boot", "--kernel", kernel, "--kvm-device", filepath.Join(t.TempDir(), "kvm"))
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	if code == 0 || len(lines) < 2 || lines[0] != "colibri: running the VM in this process: exec "+missing+": no such file or directory" ||
+		!strings.HasPrefix(lines[1], "colibri: ") || !strings.Contains(lines[1], "no usable /dev/kvm") {
+		t.Fatalf("exit %d, stderr:\n%s\nwant the failed exec said, then the in-process run's KVM error", code, stderr)
+	}
+}
+
 func TestHelpAndVersion(t *testing.T) {
 	bin := testenv.Binary(t)
 	for _, args := range [][]string{{"--help"}, {"boot", "--help"}, {"check", "--help"}, {"version", "--help"}} {
