@@ -19,7 +19,9 @@
 // version, boot (bzImage, the cache of decompressed kernels empty: the
 // guest decompresses, colibri fills the cache beside it), boot-cached (the
 // same bzImage again, read from the cache), boot-vmlinux (the ELF kernel,
-// as make test's boot tests), boot-net (boot --net tap=...), up (one VM
+// as make test's boot tests: colibri boot becomes colibri-vmm),
+// boot-inprocess (the same in colibri's own process: COLIBRI_VMM=off),
+// boot-net (boot --net tap=...: a host in colibri's process), up (one VM
 // on a switch, the central scheduler and its eBPF observer) and agent (the
 // agent idle, no VM). Every VM has 1 vCPU and 256 MiB.
 //
@@ -69,7 +71,7 @@ type options struct {
 
 func main() {
 	var o options
-	configs := flag.String("configs", "all", "comma-separated configurations to run (hello, imports, version, boot, boot-cached, boot-vmlinux, boot-net, up, agent) or all")
+	configs := flag.String("configs", "all", "comma-separated configurations to run (hello, imports, version, boot, boot-cached, boot-vmlinux, boot-inprocess, boot-net, up, agent) or all")
 	runs := flag.Int("runs", 1, "runs of each configuration")
 	flag.StringVar(&o.colibri, "colibri", "bin/colibri", "the colibri binary")
 	flag.StringVar(&o.images, "images", "", "guest images (default $COLIBRI_IMAGES or guestimages/out)")
@@ -226,6 +228,7 @@ func defineRuns(o options, dir string) []run {
 		{name: "boot", argv: bootArgs(kernel), env: env, vm: true},
 		{name: "boot-cached", argv: bootArgs(kernel), env: env, vm: true},
 		{name: "boot-vmlinux", argv: bootArgs(vmlinux), env: env, vm: true},
+		{name: "boot-inprocess", argv: bootArgs(vmlinux), env: append(env, "COLIBRI_VMM=off"), vm: true},
 		{name: "boot-net", argv: []string{o.colibri, "boot", "--stats", "--cpus", "1", "--mem", "256M", "--kernel", vmlinux, "--initrd", initrd,
 			"--cmdline", netCmdline, "--net", "tap=memstat0"}, env: env, vm: true},
 		{name: "up", argv: []string{o.colibri, "up", "--stats", writeUpFile(upFile, vmlinux, initrd)}, env: env, vm: true},
