@@ -65,9 +65,10 @@ type poller struct {
 	gen          uint64
 	polls, empty uint64
 	// spin is how long the poller now polls without frames before it
-	// sleeps: between Config.IdleAfter and Config.MaxIdleAfter, doubled
+	// sleeps: between minSpin (Config.IdleAfter, or
+	// DefaultSharedIdleAfter) and maxSpin (Config.MaxIdleAfter), doubled
 	// after a short sleep and halved after a long one.
-	spin, maxSpin int64
+	spin, minSpin, maxSpin int64
 	// rxArmed lists the owned slots whose receivers were asked to
 	// notify (ArmRx) before the last sleep.
 	rxArmed []*epSlot
@@ -102,6 +103,10 @@ func newPoller(st *Stack, index, core int) (*poller, error) {
 	case SharingAuto:
 		p.shared = core < 0 || runtime.NumCPU() == 1
 	}
+	if p.shared && st.idleDefault {
+		p.spin = int64(DefaultSharedIdleAfter)
+	}
+	p.minSpin = p.spin
 	switch {
 	case st.cfg.MaxIdleAfter > 0:
 		p.maxSpin = max(int64(st.cfg.MaxIdleAfter), p.spin)
@@ -505,9 +510,9 @@ func (p *poller) wake(list []*epSlot) {
 // adapt sets how long the poller spins before its next sleep from how
 // long this one lasted (as KVM's halt polling does): a sleep shorter than
 // the longest spin would have been saved by spinning longer, so the spin
-// doubles; a longer one halves it, down to IdleAfter.
+// doubles; a longer one halves it, down to minSpin.
 func (p *poller) adapt(slept int64) {
-	lo, hi := int64(p.st.cfg.IdleAfter), p.maxSpin
+	lo, hi := p.minSpin, p.maxSpin
 	switch {
 	case hi <= lo:
 		p.spin = lo

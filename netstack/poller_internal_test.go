@@ -8,7 +8,8 @@ import (
 
 // TestIdleSpinAdapts: a dedicated poller's spin before sleeping doubles
 // after each short sleep, up to MaxIdleAfter, and halves after long ones,
-// down to IdleAfter; a shared one keeps IdleAfter unless told otherwise.
+// down to IdleAfter; a shared one does not spin by default
+// (DefaultSharedIdleAfter) and keeps an IdleAfter it is given.
 func TestIdleSpinAdapts(t *testing.T) {
 	st, err := New(Config{PollerCores: []int{0}, Sharing: SharingDedicated, IdleAfter: 100 * time.Microsecond, MaxIdleAfter: time.Millisecond})
 	if err != nil {
@@ -41,12 +42,31 @@ func TestIdleSpinAdapts(t *testing.T) {
 	}
 	defer shared.Close()
 	q := shared.pollers[0]
-	if !q.shared || q.maxSpin != int64(DefaultIdleAfter) {
-		t.Fatalf("unpinned poller: shared %v, max spin %v; want shared, no growth", q.shared, time.Duration(q.maxSpin))
+	if !q.shared || q.spin != int64(DefaultSharedIdleAfter) || q.maxSpin != int64(DefaultSharedIdleAfter) {
+		t.Fatalf("unpinned poller: shared %v, spin %v, max spin %v; want shared, no spin", q.shared, time.Duration(q.spin), time.Duration(q.maxSpin))
 	}
-	q.adapt(int64(10 * time.Microsecond))
-	if q.spin != int64(DefaultIdleAfter) {
-		t.Fatalf("shared poller's spin grew to %v", time.Duration(q.spin))
+	for _, slept := range []time.Duration{10 * time.Microsecond, time.Second} {
+		q.adapt(int64(slept))
+		if q.spin != int64(DefaultSharedIdleAfter) {
+			t.Fatalf("after a sleep of %v the shared poller's spin is %v", slept, time.Duration(q.spin))
+		}
+	}
+	if s := shared.Stats().Pollers[0]; !s.Shared || s.IdleSpinNanos != int64(DefaultSharedIdleAfter) {
+		t.Fatalf("shared stats %+v", s)
+	}
+
+	given, err := New(Config{Pollers: 1, IdleAfter: 50 * time.Microsecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer given.Close()
+	g := given.pollers[0]
+	if g.spin != int64(50*time.Microsecond) || g.maxSpin != g.spin {
+		t.Fatalf("shared poller told IdleAfter 50µs: spin %v, max spin %v", time.Duration(g.spin), time.Duration(g.maxSpin))
+	}
+	g.adapt(int64(10 * time.Microsecond))
+	if g.spin != int64(50*time.Microsecond) {
+		t.Fatalf("shared poller's given spin grew to %v", time.Duration(g.spin))
 	}
 
 	pinned, err := New(Config{PollerCores: []int{0}})

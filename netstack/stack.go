@@ -19,6 +19,16 @@ const (
 	DefaultIdleAfter    = 200 * time.Microsecond
 	DefaultMaxIdleAfter = 20 * time.Millisecond
 	DefaultBatch        = 32
+	// DefaultSharedIdleAfter is a shared poller's spin when IdleAfter is
+	// 0: none, it sleeps after two empty passes in a row. While a poller
+	// spins the guests do not kick, so on a core it shares a frame sent
+	// when the core's scheduler has just handed the core to a vCPU
+	// waits until the poller's next turn (up to a scheduler slice); a
+	// sleeping poller is woken by the kick at once. 1-CPU sandbox,
+	// netbench, three runs each, alternating: TCP 2.9-13.1 MiB/s and
+	// RTT p50 2.2-3.0 ms against 2.8-4.7 MiB/s and 3.1-3.9 ms spinning
+	// 200 µs (docs/PERF.md, table 7).
+	DefaultSharedIdleAfter = 0
 )
 
 // Sharing says whether pollers have their cores to themselves.
@@ -47,7 +57,9 @@ type Config struct {
 	Pollers int
 	// IdleAfter is how long a poller polls without finding a frame before
 	// it re-arms its endpoints' notifications and sleeps, at least. 0
-	// means DefaultIdleAfter; a negative value means never sleep.
+	// means DefaultIdleAfter for a dedicated poller and
+	// DefaultSharedIdleAfter for a shared one; a negative value means
+	// never sleep.
 	IdleAfter time.Duration
 	// MaxIdleAfter is how long a poller may poll without frames before it
 	// sleeps when its recent sleeps were short: the spin doubles, from
@@ -81,9 +93,12 @@ type Config struct {
 // that drain the transmit side of the endpoints of every attached
 // Switch's ports and switch the frames.
 type Stack struct {
-	cfg     Config
-	log     *slog.Logger
-	pollers []*poller
+	cfg Config
+	// idleDefault: Config.IdleAfter was left 0 (shared pollers then
+	// take DefaultSharedIdleAfter).
+	idleDefault bool
+	log         *slog.Logger
+	pollers     []*poller
 
 	stopping atomic.Bool
 	// gen moves on every endpoint replacement that drops slots; pollers
@@ -110,7 +125,8 @@ const (
 // New returns a stopped Stack with its pollers' epoll and control
 // eventfds created; Start runs it. Close releases it.
 func New(cfg Config) (*Stack, error) {
-	if cfg.IdleAfter == 0 {
+	idleDefault := cfg.IdleAfter == 0
+	if idleDefault {
 		cfg.IdleAfter = DefaultIdleAfter
 	}
 	if cfg.Batch <= 0 {
@@ -124,7 +140,7 @@ func New(cfg Config) (*Stack, error) {
 			cores[i] = -1
 		}
 	}
-	st := &Stack{cfg: cfg, log: cfg.Logger, done: make(chan struct{}), draining: make(map[Endpoint]int)}
+	st := &Stack{cfg: cfg, idleDefault: idleDefault, log: cfg.Logger, done: make(chan struct{}), draining: make(map[Endpoint]int)}
 	if st.log == nil {
 		st.log = slog.New(slog.DiscardHandler)
 	}
