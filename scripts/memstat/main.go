@@ -152,6 +152,7 @@ type result struct {
 	kinds    []smaps.Kind
 	b        smaps.Breakdown
 	peak     uint64 // highest RssAnon+RssFile seen
+	peakAnon uint64 // highest RssAnon seen
 	hwm      uint64 // VmHWM at exit (guest memory included)
 	stats    string // what colibri --stats printed about its RSS
 	exitCode int
@@ -320,6 +321,7 @@ func measure(r run, o options) (result, error) {
 		last     sample // last sample with guest memory mapped
 		before   sample // the sample before SIGTERM
 		peak     uint64
+		peakAnon uint64
 		done     = make(chan struct{})
 		finished sync.WaitGroup
 	)
@@ -332,6 +334,11 @@ func measure(r run, o options) (result, error) {
 			if n, ok := statusRSS(pid); ok {
 				mu.Lock()
 				peak = max(peak, n)
+				mu.Unlock()
+			}
+			if n, ok := statusAnon(pid); ok {
+				mu.Lock()
+				peakAnon = max(peakAnon, n)
 				mu.Unlock()
 			}
 			if r.vm {
@@ -417,6 +424,7 @@ func measure(r run, o options) (result, error) {
 	res.stderr = string(b)
 	res.stats = parseStats(res.stderr)
 	res.peak = peak
+	res.peakAnon = peakAnon
 
 	switch {
 	case r.vm && last.guest:
@@ -467,6 +475,11 @@ func statusRSS(pid int) (uint64, bool) {
 	return m["RssAnon"] + m["RssFile"], ok
 }
 
+func statusAnon(pid int) (uint64, bool) {
+	m, ok := statusFields(pid, "RssAnon")
+	return m["RssAnon"], ok
+}
+
 func statusHWM(pid int) (uint64, bool) {
 	m, ok := statusFields(pid, "VmHWM")
 	return m["VmHWM"], ok
@@ -503,7 +516,7 @@ func printTable(w io.Writer, rs []result) {
 	for _, c := range columns {
 		fmt.Fprintf(w, " %10s", c.head)
 	}
-	fmt.Fprintf(w, " | %6s %6s %7s | %6s %6s %8s\n", "anon", "file", "TOTAL", "peak", "hwm", "stats")
+	fmt.Fprintf(w, " | %6s %6s %7s | %6s %7s %6s %8s\n", "anon", "file", "TOTAL", "peak", "pk-anon", "hwm", "stats")
 	for _, r := range rs {
 		fmt.Fprintf(w, "%-13s", r.name)
 		for _, c := range columns {
@@ -528,15 +541,15 @@ func printTable(w io.Writer, rs []result) {
 		if stats == "" {
 			stats = "-"
 		}
-		fmt.Fprintf(w, " | %6.2f %6.2f %7.2f | %6.1f %6.1f %8s", float64(anon)/mib, float64(file)/mib, float64(r.b.BeyondGuest())/mib,
-			float64(r.peak)/mib, float64(r.hwm)/mib, stats)
+		fmt.Fprintf(w, " | %6.2f %6.2f %7.2f | %6.1f %7.1f %6.1f %8s", float64(anon)/mib, float64(file)/mib, float64(r.b.BeyondGuest())/mib,
+			float64(r.peak)/mib, float64(r.peakAnon)/mib, float64(r.hwm)/mib, stats)
 		if r.exitCode != 0 {
 			fmt.Fprintf(w, "  (exit %d)", r.exitCode)
 		}
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w, "anon/file: as --stats splits it (a path starting with / is a file); TOTAL = every mapping but guest RAM;")
-	fmt.Fprintln(w, "peak: highest RssAnon+RssFile sampled; hwm: VmHWM at exit (guest memory included); stats: what colibri --stats printed")
+	fmt.Fprintln(w, "peak: highest RssAnon+RssFile sampled, pk-anon: highest RssAnon sampled; hwm: VmHWM at exit (guest memory included); stats: what colibri --stats printed")
 }
 
 // printMappings lists r's n largest mappings outside guest memory.

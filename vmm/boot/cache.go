@@ -3,12 +3,15 @@ package boot
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // cacheEntries is how many decompressed kernels a cache directory keeps
@@ -70,6 +73,55 @@ func (c *cache) get(size uint64) (*File, error) {
 
 // put stores vmlinux as the kernel and trims the cache to cacheEntries.
 func (c *cache) put(vmlinux []byte) error {
+	return c.write(func(f *os.File) error {
+		_, err := f.Write(vmlinux)
+		return err
+	})
+}
+
+// fill stores as the kernel the size bytes decode writes into a shared
+// mapping of the new entry's file: the kernel goes to the page cache
+// (which the kernel can write back and reclaim) rather than the heap. The
+// file's blocks are allocated first, so that a full file system fails
+// here and not as a fault while decode writes. A file system that cannot
+// allocate ahead (or map) gets decode's output from the heap instead.
+func (c *cache) fill(size uint64, decode func(out []byte) error) error {
+	if size == 0 || size != uint64(int(size)) {
+		return fmt.Errorf("a cache entry of %d bytes", size)
+	}
+	return c.write(func(f *os.File) error {
+		fd := int(f.Fd())
+		if err := unix.Fallocate(fd, 0, 0, int64(size)); err != nil {
+			if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
+				return fmt.Errorf("allocating %d bytes for the cache entry: %w", size, err)
+			}
+			return decodeToFile(f, size, decode)
+		}
+		out, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			return decodeToFile(f, size, decode)
+		}
+		err = decode(out)
+		if uerr := unix.Munmap(out); err == nil {
+			err = uerr
+		}
+		return err
+	})
+}
+
+// decodeToFile is fill's fallback: decode into the heap, then write.
+func decodeToFile(f *os.File, size uint64, decode func(out []byte) error) error {
+	out := make([]byte, size)
+	if err := decode(out); err != nil {
+		return err
+	}
+	_, err := f.WriteAt(out, 0)
+	return err
+}
+
+// write makes a new entry from what fillFile writes into a temporary file
+// and renames it into place, then trims the cache to cacheEntries.
+func (c *cache) write(fillFile func(f *os.File) error) error {
 	if err := os.MkdirAll(c.dir, 0o755); err != nil {
 		return err
 	}
@@ -79,7 +131,7 @@ func (c *cache) put(vmlinux []byte) error {
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // after a successful rename: nothing to remove
-	if _, err := f.Write(vmlinux); err != nil {
+	if err := fillFile(f); err != nil {
 		f.Close()
 		return err
 	}

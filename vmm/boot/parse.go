@@ -105,14 +105,16 @@ func ParseWith(img []byte, o Options) (*Kernel, error) {
 		k.Note = fmt.Sprintf("%s kernel left to the guest's decompressor this time: not cached yet", k.Compression)
 		format := k.Compression
 		k.FillCache = func() error {
-			vmlinux, err := decompressPayload(format, payload, limit)
-			if err != nil {
-				return fmt.Errorf("decompressing the %s kernel for the cache: %w", format, err)
-			}
-			if err := (&Kernel{}).setELF(vmlinux); err != nil {
-				return fmt.Errorf("the decompressed %s kernel is not one colibri boots: %w", format, err)
-			}
-			return c.put(vmlinux)
+			return c.fill(payloadSize(payload), func(out []byte) error {
+				_, err := decompressPayloadInto(format, payload, limit, func(uint64) ([]byte, error) { return out, nil })
+				if err != nil {
+					return fmt.Errorf("decompressing the %s kernel for the cache: %w", format, err)
+				}
+				if err := (&Kernel{}).setELF(out); err != nil {
+					return fmt.Errorf("the decompressed %s kernel is not one colibri boots: %w", format, err)
+				}
+				return nil
+			})
 		}
 		return k, nil
 	}

@@ -98,6 +98,13 @@ func compressedPayload(setup, payload []byte) ([]byte, error) {
 // records in its last four bytes, which must not exceed limit. It returns
 // errUnsupported (wrapped) for formats it does not handle.
 func decompressPayload(format string, p []byte, limit uint64) ([]byte, error) {
+	return decompressPayloadInto(format, p, limit, func(size uint64) ([]byte, error) { return make([]byte, size), nil })
+}
+
+// decompressPayloadInto is decompressPayload into the buffer alloc
+// returns for the size the payload records (the cache fill's file
+// mapping, so that a kernel of tens of MiB never sits in the heap).
+func decompressPayloadInto(format string, p []byte, limit uint64, alloc func(size uint64) ([]byte, error)) ([]byte, error) {
 	if len(p) < 8 {
 		return nil, fmt.Errorf("a %d-byte payload is too short", len(p))
 	}
@@ -112,7 +119,13 @@ func decompressPayload(format string, p []byte, limit uint64) ([]byte, error) {
 	if size == 0 || size > limit {
 		return nil, fmt.Errorf("the payload says it decompresses to %d bytes, outside (0, %d]", size, limit)
 	}
-	out := make([]byte, size)
+	out, err := alloc(size)
+	if err != nil {
+		return nil, err
+	}
+	if uint64(len(out)) != size {
+		return nil, fmt.Errorf("a buffer of %d bytes for a %d-byte kernel", len(out), size)
+	}
 	var r io.Reader
 	switch format {
 	case Gzip:

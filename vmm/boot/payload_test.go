@@ -351,3 +351,63 @@ func TestCacheConcurrentWriters(t *testing.T) {
 		t.Error("cache entry differs from the kernel")
 	}
 }
+
+// TestFillLater: a slow format's kernel is left to the guest, and
+// FillCache then decompresses it into the cache entry's file (through
+// fill's shared mapping), which the next parse reads.
+func TestFillLater(t *testing.T) {
+	dir := t.TempDir()
+	img := fakeCompressedBzImage(readPayload(t, XZ))
+	k, err := ParseWith(img, Options{CacheDir: dir, FillLater: true})
+	if err != nil || k.Decompressed || k.FillCache == nil {
+		t.Fatalf("cold: %v %+v", err, k)
+	}
+	if err := k.FillCache(); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 || strings.HasPrefix(ents[0].Name(), ".tmp-") {
+		t.Fatalf("cache holds %v after the fill", ents)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, ents[0].Name())); !bytes.Equal(b, codeVmlinux()) {
+		t.Fatal("the filled entry differs from the kernel")
+	}
+	k, err = ParseWith(img, Options{CacheDir: dir, FillLater: true})
+	if err != nil || !k.Cached || k.FillCache != nil {
+		t.Fatalf("after the fill: %v %+v", err, k)
+	}
+}
+
+// TestCacheFillFails: a decode that fails, and a file system without
+// room, leave no entry and no temporary file behind.
+func TestCacheFillFails(t *testing.T) {
+	dir := t.TempDir()
+	c := newCache(dir, []byte("img"))
+	if err := c.fill(4096, func(out []byte) error { return errors.New("corrupt") }); err == nil || err.Error() != "corrupt" {
+		t.Fatalf("fill with a failing decode: %v", err)
+	}
+	if err := c.fill(0, func([]byte) error { return nil }); err == nil {
+		t.Fatal("fill of 0 bytes accepted")
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("left behind: %v", ents)
+	}
+
+	if os.Geteuid() != 0 {
+		t.Skip("the full-file-system case mounts a tmpfs: needs root (make test runs as root)")
+	}
+	small := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", small).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	defer exec.Command("umount", small).Run()
+	c = newCache(small, []byte("img"))
+	decoded := false
+	err := c.fill(1<<20, func(out []byte) error { decoded = true; return nil })
+	if err == nil || !strings.Contains(err.Error(), "allocating 1048576 bytes") || decoded {
+		t.Fatalf("fill of 1 MiB into 64 KiB: %v (decode ran: %v)", err, decoded)
+	}
+	if ents, _ := os.ReadDir(small); len(ents) != 0 {
+		t.Fatalf("left behind on the full file system: %v", ents)
+	}
+}

@@ -3,6 +3,7 @@ package boot
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/colibrivm/colibri/internal/seccomp"
@@ -25,6 +26,18 @@ func TestCacheUnderSeccomp(t *testing.T) {
 			if err != nil || k.Cached != want {
 				t.Fatalf("cached=%v: %v %+v", want, err, k)
 			}
+		}
+		// A fill left for later writes through its file mapping.
+		later := filepath.Join(dir, "later")
+		k, err := ParseWith(img, Options{CacheDir: later, FillLater: true})
+		if err != nil || k.FillCache == nil {
+			t.Fatalf("fill later: %v %+v", err, k)
+		}
+		if err := k.FillCache(); err != nil {
+			t.Fatal(err)
+		}
+		if k, err := ParseWith(img, Options{CacheDir: later}); err != nil || !k.Cached {
+			t.Fatalf("after the fill: %v %+v", err, k)
 		}
 		return
 	}
