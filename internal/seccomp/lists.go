@@ -1,15 +1,49 @@
 package seccomp
 
 import (
-	libseccomp "github.com/elastic/go-seccomp-bpf"
+	"fmt"
+
 	"golang.org/x/sys/unix"
 )
 
-// rule allows one system call: always (no conds) or when any one of its
-// condition sets holds (each set is a conjunction over the arguments).
+// rule lets one system call through: always (no sets) or when any one
+// of its condition sets holds. With errno set the call does not run but
+// fails with that error instead.
 type rule struct {
 	name  string
-	conds []libseccomp.ArgumentConditions
+	sets  []conds
+	errno unix.Errno
+}
+
+// conds is a condition set: all of them must hold.
+type conds []cond
+
+// cond is a test on one of a call's six 64-bit arguments.
+type cond struct {
+	arg int // 0 to 5
+	op  op
+	val uint64
+}
+
+// op is what a cond tests.
+type op uint8
+
+const (
+	opEq        op = iota + 1 // the argument is val
+	opBitsClear               // none of val's bits is set in the argument
+	opBitsAny                 // at least one of val's bits is set in the argument
+)
+
+func (o op) String() string {
+	switch o {
+	case opEq:
+		return "=="
+	case opBitsClear:
+		return "&^"
+	case opBitsAny:
+		return "&"
+	}
+	return fmt.Sprintf("op(%d)", int(o))
 }
 
 func allow(names ...string) []rule {
@@ -21,37 +55,33 @@ func allow(names ...string) []rule {
 }
 
 // when allows name when any one of sets holds.
-func when(name string, sets ...libseccomp.ArgumentConditions) rule {
-	return rule{name: name, conds: sets}
+func when(name string, sets ...conds) rule {
+	return rule{name: name, sets: sets}
 }
 
-func eq(arg int, v uint64) libseccomp.Condition {
-	return libseccomp.Condition{Argument: uint32(arg), Operation: libseccomp.Equal, Value: v}
-}
+// eq: argument arg is v (all 64 bits).
+func eq(arg int, v uint64) cond { return cond{arg: arg, op: opEq, val: v} }
 
-func bitsClear(arg int, v uint64) libseccomp.Condition {
-	return libseccomp.Condition{Argument: uint32(arg), Operation: libseccomp.BitsNotSet, Value: v}
-}
+// bitsClear: none of v's bits is set in argument arg.
+func bitsClear(arg int, v uint64) cond { return cond{arg: arg, op: opBitsClear, val: v} }
 
-func bitsAny(arg int, v uint64) libseccomp.Condition {
-	return libseccomp.Condition{Argument: uint32(arg), Operation: libseccomp.BitsSet, Value: v}
-}
+// bitsAny: at least one of v's bits is set in argument arg.
+func bitsAny(arg int, v uint64) cond { return cond{arg: arg, op: opBitsAny, val: v} }
 
 // anyOf is a condition set per value: argument arg equal to one of vs.
-func anyOf(arg int, vs ...uint64) []libseccomp.ArgumentConditions {
-	sets := make([]libseccomp.ArgumentConditions, len(vs))
+func anyOf(arg int, vs ...uint64) []conds {
+	sets := make([]conds, len(vs))
 	for i, v := range vs {
-		sets[i] = libseccomp.ArgumentConditions{eq(arg, v)}
+		sets[i] = conds{eq(arg, v)}
 	}
 	return sets
 }
 
 // ioctlType is the condition "the ioctl request's type byte (bits 8-15)
 // is t": each of t's one bits set, every other bit of the byte clear.
-// go-seccomp-bpf's BitsSet means "any of these bits", so one condition
-// per bit.
-func ioctlType(t uint8) libseccomp.ArgumentConditions {
-	var c libseccomp.ArgumentConditions
+// bitsAny means "any of these bits", so one condition per bit.
+func ioctlType(t uint8) conds {
+	var c conds
 	for b := 0; b < 8; b++ {
 		if t&(1<<b) != 0 {
 			c = append(c, bitsAny(1, uint64(1)<<(8+b)))
@@ -106,10 +136,10 @@ func runtimeRules(pid int) []rule {
 		"write", "epoll_pwait", "epoll_wait", "set_robust_list", "rseq",
 	)
 	return append(rs,
-		when("mmap", libseccomp.ArgumentConditions{bitsClear(2, unix.PROT_EXEC)}),
-		when("mprotect", libseccomp.ArgumentConditions{bitsClear(2, unix.PROT_EXEC)}),
+		when("mmap", conds{bitsClear(2, unix.PROT_EXEC)}),
+		when("mprotect", conds{bitsClear(2, unix.PROT_EXEC)}),
 		// Signals only to this process's own threads.
-		when("tgkill", libseccomp.ArgumentConditions{eq(0, uint64(pid))}),
+		when("tgkill", conds{eq(0, uint64(pid))}),
 		when("prctl", anyOf(0, unix.PR_SET_VMA)...),
 	)
 }
@@ -123,9 +153,9 @@ func dropRules(to *IDs) []rule {
 	}
 	u, g := uint64(uint32(to.UID)), uint64(uint32(to.GID))
 	return []rule{
-		when("setresuid", libseccomp.ArgumentConditions{eq(0, u), eq(1, u), eq(2, u)}),
-		when("setresgid", libseccomp.ArgumentConditions{eq(0, g), eq(1, g), eq(2, g)}),
-		when("setgroups", libseccomp.ArgumentConditions{eq(0, 0)}),
+		when("setresuid", conds{eq(0, u), eq(1, u), eq(2, u)}),
+		when("setresgid", conds{eq(0, g), eq(1, g), eq(2, g)}),
+		when("setgroups", conds{eq(0, 0)}),
 		rule{name: "capget"}, rule{name: "capset"},
 	}
 }
@@ -234,18 +264,22 @@ func processRules(api bool) []rule {
 		"capget", "uname", "sysinfo", "prlimit64", "getrlimit", "getrandom",
 	)
 	rs = append(rs,
-		when("clone", libseccomp.ArgumentConditions{bitsAny(0, cloneThread)}),
+		when("clone", conds{bitsAny(0, cloneThread)}),
 		when("ioctl", ioctlType(ioctlKVM), ioctlType(ioctlTTY), ioctlType(ioctlBlock), ioctlType(ioctlSockets)),
 		// The observer's maps: look up, update, delete, iterate, info.
 		when("bpf", anyOf(0, unix.BPF_MAP_LOOKUP_ELEM, unix.BPF_MAP_UPDATE_ELEM, unix.BPF_MAP_DELETE_ELEM,
 			unix.BPF_MAP_GET_NEXT_KEY, unix.BPF_OBJ_GET_INFO_BY_FD)...),
 		// Stacking a thread's filter (flags 0: no TSYNC, no listener).
-		when("seccomp", libseccomp.ArgumentConditions{eq(0, unix.SECCOMP_SET_MODE_FILTER), eq(1, 0)}),
+		when("seccomp", conds{eq(0, unix.SECCOMP_SET_MODE_FILTER), eq(1, 0)}),
 		when("prctl", anyOf(0, prctlOptions...)...),
+		// glibc's pthread_create (cgo builds) tries clone3 first, whose
+		// flags a filter cannot read (they are in memory): answer ENOSYS
+		// so that it falls back to clone, whose flags the list checks.
+		rule{name: "clone3", errno: unix.ENOSYS},
 	)
 	if api {
 		rs = append(rs, allow("bind", "listen", "accept4", "accept", "getpeername", "shutdown")...)
-		rs = append(rs, when("socket", libseccomp.ArgumentConditions{eq(0, unix.AF_UNIX)}))
+		rs = append(rs, when("socket", conds{eq(0, unix.AF_UNIX)}))
 	}
 	return rs
 }
@@ -262,25 +296,29 @@ var prctlOptions = []uint64{
 }
 
 // merge folds rules for one call into one: unconditional if any is,
-// else the union of their condition sets (go-seccomp-bpf refuses a call
-// listed twice in a group). Order is kept, by first appearance.
-func merge(rs []rule) []rule {
+// else the union of their condition sets. Order is kept, by first
+// appearance. Rules for one call that answer differently (one allows it,
+// another makes it fail) are a mistake in the lists.
+func merge(rs []rule) ([]rule, error) {
 	var out []rule
 	at := map[string]int{}
 	for _, r := range rs {
 		i, ok := at[r.name]
 		if !ok {
 			at[r.name] = len(out)
-			out = append(out, rule{name: r.name, conds: append([]libseccomp.ArgumentConditions(nil), r.conds...)})
+			out = append(out, rule{name: r.name, sets: append([]conds(nil), r.sets...), errno: r.errno})
 			continue
 		}
+		if out[i].errno != r.errno {
+			return nil, fmt.Errorf("%s is both allowed and refused with an errno", r.name)
+		}
 		switch {
-		case out[i].conds == nil:
-		case r.conds == nil:
-			out[i].conds = nil
+		case len(out[i].sets) == 0:
+		case len(r.sets) == 0:
+			out[i].sets = nil
 		default:
-			out[i].conds = append(out[i].conds, r.conds...)
+			out[i].sets = append(out[i].sets, r.sets...)
 		}
 	}
-	return out
+	return out, nil
 }

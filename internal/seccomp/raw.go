@@ -3,13 +3,8 @@ package seccomp
 import (
 	"unsafe"
 
-	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
-
-func assembleBPF(insts []bpf.Instruction) ([]bpf.RawInstruction, error) {
-	return bpf.Assemble(insts)
-}
 
 // setThreadName sets the calling thread's comm (at most 15 bytes kept).
 func setThreadName(name string) {

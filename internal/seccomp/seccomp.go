@@ -51,6 +51,25 @@
 // process at once (SECCOMP_RET_KILL_PROCESS); [Log] allows everything and
 // logs what a list would have refused: the way to find what a list
 // misses.
+//
+// # How a list becomes a filter
+//
+// The package compiles its lists itself (compile.go; amd64 only): a list
+// is a rule per system call, by name (numbers from a table generated from
+// golang.org/x/sys/unix's SYS_* constants, zsysnum_amd64.go), allowed
+// always or when one of its condition sets holds, each set a conjunction
+// of tests on 64-bit arguments (equal, bits clear, any bit set), each
+// test made on the argument's high 32-bit word and then its low word.
+// The classic BPF program checks the arch (anything but x86-64 kills the
+// process), answers ENOSYS to x32 calls, tests ioctl first (vCPU threads
+// make one per VM exit), then finds any other call with a binary search
+// on its number over the ranges of numbers that share an outcome, and
+// runs the call's conditions if it has any. A call whose conditions all
+// fail meets the default action, as one no rule names does. Jumps that
+// would go further than a conditional jump reaches (255 instructions) go
+// through long jumps; the program is checked as the kernel will (at most
+// 4096 instructions, jumps forward and in range, loads inside
+// seccomp_data) before it is installed.
 package seccomp
 
 import (
@@ -59,9 +78,10 @@ import (
 	"os"
 	"sync/atomic"
 
-	libseccomp "github.com/elastic/go-seccomp-bpf"
 	"golang.org/x/sys/unix"
 )
+
+//go:generate go run gen_sysnum.go
 
 // Kind is a kind of colibri thread; each has its own list of allowed
 // system calls.
@@ -243,79 +263,39 @@ func load(prog *unix.SockFprog, flags uintptr) error {
 	return nil
 }
 
-// Policy returns kind k's list under opts, as go-seccomp-bpf's policy
-// (for inspection and tests; Install assembles the same).
-func Policy(k Kind, opts Options) (libseccomp.Policy, error) {
-	return policy(k, opts, os.Getpid())
-}
-
-func policy(k Kind, opts Options, pid int) (libseccomp.Policy, error) {
+// policy returns kind k's filter under opts: what Install compiles.
+func policy(k Kind, opts Options, pid int) (filter, error) {
 	if k < 0 || k >= numKinds {
-		return libseccomp.Policy{}, fmt.Errorf("seccomp: unknown thread kind %d", int(k))
+		return filter{}, fmt.Errorf("seccomp: unknown thread kind %d", int(k))
 	}
-	var def libseccomp.Action
+	f := filter{kind: k}
 	switch opts.Action {
 	case Trap:
-		def = libseccomp.ActionTrap
+		f.def = unix.SECCOMP_RET_TRAP
 	case Kill:
-		def = libseccomp.ActionKillProcess
+		f.def = unix.SECCOMP_RET_KILL_PROCESS
 	case Log:
-		def = libseccomp.ActionLog
+		f.def = unix.SECCOMP_RET_LOG
 	default:
-		return libseccomp.Policy{}, fmt.Errorf("seccomp: unknown action %d", int(opts.Action))
+		return filter{}, fmt.Errorf("seccomp: unknown action %d", int(opts.Action))
 	}
-	// The filter tests a call against the groups in order: ioctl, which
-	// carries KVM_RUN, goes first (vCPU threads make one per exit), then
-	// the calls allowed whatever their arguments, then the others.
-	hot := libseccomp.SyscallGroup{Action: libseccomp.ActionAllow}
-	allow := libseccomp.SyscallGroup{Action: libseccomp.ActionAllow}
-	for _, r := range merge(list(k, opts, pid)) {
-		g := &allow
-		if r.name == "ioctl" {
-			g = &hot
-		}
-		if len(r.conds) == 0 {
-			g.Names = append(g.Names, r.name)
-			continue
-		}
-		for _, c := range r.conds {
-			g.NamesWithCondtions = append(g.NamesWithCondtions,
-				libseccomp.NameWithConditions{Name: r.name, Conditions: c})
-		}
+	rules, err := merge(list(k, opts, pid))
+	if err != nil {
+		return filter{}, fmt.Errorf("seccomp: the %v list: %w", k, err)
 	}
-	groups := []libseccomp.SyscallGroup{hot, allow}
-	if k == Process {
-		// glibc's pthread_create (cgo builds) tries clone3 first, whose
-		// flags a filter cannot read (they are in memory): answer ENOSYS
-		// so that it falls back to clone, whose flags the list checks.
-		groups = append(groups, libseccomp.SyscallGroup{
-			Names:  []string{"clone3"},
-			Action: libseccomp.ActionErrno | libseccomp.Action(unix.ENOSYS),
-		})
-	}
-	return libseccomp.Policy{DefaultAction: def, Syscalls: groups}, nil
+	f.rules = rules
+	return f, nil
 }
 
 // assemble builds kind k's filter program.
 func assemble(k Kind, opts Options, pid int) (*unix.SockFprog, error) {
-	p, err := policy(k, opts, pid)
+	f, err := policy(k, opts, pid)
 	if err != nil {
 		return nil, err
 	}
-	insts, err := p.Assemble()
+	prog, err := f.compile()
 	if err != nil {
-		return nil, fmt.Errorf("seccomp: the %v list: %w", k, err)
+		return nil, err
 	}
-	raw, err := assembleBPF(insts)
-	if err != nil {
-		return nil, fmt.Errorf("seccomp: the %v list: %w", k, err)
-	}
-	if len(raw) > 4096 { // BPF_MAXINSNS
-		return nil, fmt.Errorf("seccomp: the %v list assembles to %d instructions, more than the kernel's 4096", k, len(raw))
-	}
-	filter := make([]unix.SockFilter, len(raw))
-	for i, in := range raw {
-		filter[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
-	}
-	return &unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}, nil
+	return &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}, nil
 }

@@ -77,6 +77,18 @@ func runChild(sc string) error {
 		// Any goroutine: a new socket that is not AF_UNIX.
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
 		return fmt.Errorf("socket(AF_INET) was not stopped (fd %d, err %v)", fd, err)
+	case "vcpu-ioctl-request", "process-ioctl-request":
+		// An ioctl whose request is not allowed, its low word being an
+		// allowed call's number (close): a filter that compared it with
+		// call numbers once the request's tests failed let it through.
+		f := func() error {
+			_, _, e := unix.Syscall(unix.SYS_IOCTL, ^uintptr(0), unix.SYS_CLOSE, 0)
+			return fmt.Errorf("ioctl(-1, %d) was not stopped (errno %v)", unix.SYS_CLOSE, e)
+		}
+		if sc == "process-ioctl-request" {
+			return f()
+		}
+		return onLockedThread(VCPU, f)
 	case "process-exec":
 		err := syscall.Exec("/bin/true", []string{"true"}, nil)
 		return fmt.Errorf("execve was not stopped (err %v)", err)
@@ -263,7 +275,7 @@ func TestPollerForbiddenCallStops(t *testing.T) {
 }
 
 func TestProcessForbiddenCallsStop(t *testing.T) {
-	for _, sc := range []string{"process-forbidden", "process-exec"} {
+	for _, sc := range []string{"process-forbidden", "process-exec", "process-ioctl-request", "vcpu-ioctl-request"} {
 		t.Run(sc, func(t *testing.T) {
 			ee, stderr := runScenario(t, sc)
 			wantTrapped(t, ee, stderr)
@@ -295,11 +307,22 @@ func TestPoliciesAssemble(t *testing.T) {
 func TestThreadListsWithinProcessList(t *testing.T) {
 	opts := Options{DropTo: &IDs{UID: 1, GID: 1}}
 	proc := map[string]bool{}
-	for _, r := range merge(list(Process, opts, 1)) {
-		proc[r.name] = true
+	pf, err := policy(Process, opts, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range pf.rules {
+		proc[r.name] = r.errno == 0
 	}
 	for _, k := range []Kind{VCPU, Poller, Scheduler} {
-		for _, r := range merge(list(k, opts, 1)) {
+		f, err := policy(k, opts, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range f.rules {
+			if r.errno != 0 {
+				t.Errorf("%v answers %s with an errno: only the process list does that", k, r.name)
+			}
 			if !proc[r.name] {
 				t.Errorf("%v allows %s, which the process list does not", k, r.name)
 			}
