@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/colibrivm/colibri/host/spec"
+	"github.com/colibrivm/colibri/internal/solo"
 	"github.com/colibrivm/colibri/internal/testenv"
 )
 
@@ -237,5 +239,12 @@ func TestSubcommandNames(t *testing.T) {
 	}
 	if n := len(newRootCmd(nil).Commands()); n != len(subcommands()) {
 		t.Errorf("no arguments built %d commands, want all %d", n, len(subcommands()))
+	}
+}
+
+// TestSoloMaxCPUs: colibri-vmm takes as many vCPUs as the schema allows.
+func TestSoloMaxCPUs(t *testing.T) {
+	if solo.MaxCPUs != spec.MaxCPUs {
+		t.Fatalf("solo.MaxCPUs %d, spec.MaxCPUs %d", solo.MaxCPUs, spec.MaxCPUs)
 	}
 }

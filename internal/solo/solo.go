@@ -31,7 +31,9 @@ import (
 // is refused: colibri and colibri-vmm come from one build.
 const SpecFormat = 1
 
-// MaxCPUs is the most vCPUs a Spec may ask for.
+// MaxCPUs is the most vCPUs a Spec may ask for: host/spec.MaxCPUs, which
+// solo does not import (it would link the YAML schema into colibri-vmm);
+// cmd/colibri's TestSoloMaxCPUs keeps the two equal.
 const MaxCPUs = 255
 
 // Spec describes the VM and how to run it. It crosses an exec as JSON, so
