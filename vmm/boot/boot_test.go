@@ -265,6 +265,14 @@ func TestELFRejects(t *testing.T) {
 		"below 1 MiB":     fakeVmlinux(8192, 8192, 0x1000, 0x1000),
 		"above 4 GiB":     fakeVmlinux(8192, 8192, 1<<33, 1<<33),
 		"entry elsewhere": fakeVmlinux(8192, 8192, 0x1000000, 0x5000000),
+		"big-endian":      mutate(func(b []byte) []byte { b[5] = 2; return b }),
+		"shared object":   mutate(func(b []byte) []byte { b[16] = 3; return b }),
+		"short header":    mutate(func(b []byte) []byte { return b[:40] }),
+		"phentsize":       mutate(func(b []byte) []byte { b[54] = 32; return b }),
+		"phnum 65":        mutate(func(b []byte) []byte { b[56] = 65; return b }),
+		"phoff past end":  mutate(func(b []byte) []byte { b[32+5] = 1; return b }),
+		"phoff wraps":     mutate(func(b []byte) []byte { binary.LittleEndian.PutUint64(b[32:], ^uint64(0)-8); return b }),
+		"no PT_LOAD":      mutate(func(b []byte) []byte { b[64] = 4; return b }),
 	}
 	for name, img := range cases {
 		if _, err := Parse(img); !errors.Is(err, ErrNotKernel) {

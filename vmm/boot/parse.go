@@ -1,7 +1,6 @@
 package boot
 
 import (
-	"debug/elf"
 	"fmt"
 	"slices"
 	"time"
@@ -57,7 +56,7 @@ func Parse(img []byte) (*Kernel, error) { return ParseWith(img, Options{}) }
 // The Kernel refers to img's bytes (and, for a kernel read from the cache,
 // to the mapped cache entry, until Close); FillCache reads img too.
 func ParseWith(img []byte, o Options) (*Kernel, error) {
-	if len(img) >= 4 && string(img[:4]) == elf.ELFMAG {
+	if len(img) >= 4 && string(img[:4]) == elfMagic {
 		return ParseELF(img)
 	}
 	k, err := ParseBzImage(img)

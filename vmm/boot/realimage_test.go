@@ -2,6 +2,7 @@ package boot
 
 import (
 	"bytes"
+	"debug/elf"
 	"os"
 	"path/filepath"
 	"strings"
@@ -133,5 +134,41 @@ func BenchmarkDebianCacheKey(b *testing.B) {
 	b.SetBytes(int64(len(bz)))
 	for b.Loop() {
 		newCache("", bz)
+	}
+}
+
+// TestELFMatchesDebugELF checks setELF's own reading of the Debian vmlinux
+// against the standard library's ELF reader: the same entry and the same
+// loadable segments, in order.
+func TestELFMatchesDebugELF(t *testing.T) {
+	img, err := os.ReadFile(filepath.Join(testenv.Images(t), "vmlinux"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ParseELF(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.NewFile(bytes.NewReader(img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Entry != f.Entry {
+		t.Errorf("entry %#x, debug/elf says %#x", k.Entry, f.Entry)
+	}
+	var want []Segment
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && p.Memsz > 0 {
+			want = append(want, Segment{Addr: p.Paddr, Data: img[p.Off : p.Off+p.Filesz], MemSize: p.Memsz})
+		}
+	}
+	if len(k.Segments) != len(want) || len(want) == 0 {
+		t.Fatalf("%d segments, debug/elf finds %d", len(k.Segments), len(want))
+	}
+	for i, s := range k.Segments {
+		w := want[i]
+		if s.Addr != w.Addr || s.MemSize != w.MemSize || len(s.Data) != len(w.Data) || &s.Data[0] != &w.Data[0] {
+			t.Errorf("segment %d: %#x +%#x (%d bytes), debug/elf: %#x +%#x (%d bytes)", i, s.Addr, s.MemSize, len(s.Data), w.Addr, w.MemSize, len(w.Data))
+		}
 	}
 }
