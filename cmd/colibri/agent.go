@@ -226,6 +226,7 @@ func runAgent(cmd *cobra.Command, f agentFlags) error {
 	// only slowly: give it back now (5 MiB of the idle agent's RSS,
 	// docs/PERF.md).
 	debug.FreeOSMemory()
+	releaseStartupPages(log)
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)

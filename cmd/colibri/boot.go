@@ -207,6 +207,7 @@ func bootOnHost(ctx context.Context, cfg vmm.Config, ns netSpec, stats bool, con
 	if err := v.Start(); err != nil {
 		return 0, nil, err
 	}
+	releaseStartupPages(cfg.Logger)
 	go func() {
 		<-ctx.Done()
 		_ = v.Stop(context.Background(), host.StopOptions{Force: true})

@@ -173,7 +173,7 @@ func TestParseSize(t *testing.T) {
 func TestKVMCLIBootStats(t *testing.T) {
 	testenv.RequireKVM(t)
 	bin := testenv.Binary(t)
-	code, out, stderr := run(t, bin, "boot", "--mem", "256M", "--stats", "--cmdline", `console=ttyS0 quiet panic=-1 colibri.run="echo cli-ok"`)
+	code, out, stderr := run(t, bin, "boot", "-v", "--mem", "256M", "--stats", "--cmdline", `console=ttyS0 quiet panic=-1 colibri.run="echo cli-ok"`)
 	t.Logf("stdout:\n%s\nstderr:\n%s", out, stderr)
 	if code != 0 {
 		t.Fatalf("exit %d", code)
@@ -190,6 +190,11 @@ func TestKVMCLIBootStats(t *testing.T) {
 	// and testenv.Binary): the VM's process links only the VMM.
 	if !strings.Contains(stderr, "process colibri-vmm)") {
 		t.Errorf("the VM did not run in colibri-vmm (stderr above)")
+	}
+	// Once the vCPUs ran, the binary's start-up pages were given back
+	// (internal/exepages; the saving is measured by scripts/memstat).
+	if !strings.Contains(stderr, "start-up pages of the executable released") {
+		t.Errorf("colibri-vmm did not release its start-up pages (stderr above)")
 	}
 }
 

@@ -184,6 +184,7 @@ func runUp(cmd *cobra.Command, path string, f upFlags) error {
 			return fmt.Errorf("vm %s: %w", v.Name(), err)
 		}
 	}
+	releaseStartupPages(log)
 	for _, v := range vms {
 		if _, err := v.Wait(ctx); err != nil {
 			return fmt.Errorf("vm %s: %w", v.Name(), err)

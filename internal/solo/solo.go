@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -21,6 +22,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/colibrivm/colibri/internal/clilog"
+	"github.com/colibrivm/colibri/internal/exepages"
+	"github.com/colibrivm/colibri/internal/logattr"
 	"github.com/colibrivm/colibri/internal/privdrop"
 	"github.com/colibrivm/colibri/internal/seccomp"
 	"github.com/colibrivm/colibri/kvm"
@@ -124,12 +127,34 @@ func Run(ctx context.Context, s Spec, stdio Stdio) error {
 		if err := Confine(s); err != nil { // the VM's files are open: filters, then the user
 			return 0, nil, err
 		}
+		ran := make(chan struct{})
+		go releaseStartupPages(vm.Started(), ran, cfg.Logger)
 		kind, runErr := vm.Run(ctx)
+		close(ran)
 		if s.Stats {
 			PrintStats(stdio.Err, kind, vm.Stats())
 		}
 		return kind, runErr, nil
 	})
+}
+
+// releaseStartupPages gives back the executable's pages once started is
+// closed (the vCPUs run: set-up is over), unless ran is closed first. The
+// binary's text and read-only data are resident almost whole after
+// set-up; the run loop needs a part of them, which faults back in.
+// Measured by scripts/memstat (docs/PERF.md).
+func releaseStartupPages(started, ran <-chan struct{}, log *slog.Logger) {
+	select {
+	case <-started:
+	case <-ran:
+		return
+	}
+	n, err := exepages.ReleaseAll()
+	if err != nil {
+		log.Debug("start-up pages of the executable kept", logattr.Err(err))
+		return
+	}
+	log.Debug("start-up pages of the executable released", "KiB", n>>10)
 }
 
 // RunWith is Run with the VM run by run: it sets up what Run does around
