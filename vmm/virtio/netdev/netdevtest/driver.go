@@ -112,8 +112,11 @@ type Driver struct {
 	kickFD   int
 	rxKickFD int
 	scratch  []byte
-	// prepared is the length of the header and frame Prepare wrote.
-	prepared uint32
+	// prepared is the length of the header and frame Prepare wrote;
+	// descsPrepared says every transmit descriptor still points at its
+	// whole prepared buffer (Send rewrites them).
+	prepared      uint32
+	descsPrepared bool
 }
 
 // NewPair makes guest memory holding two drivers (DefaultFeatures,
@@ -266,6 +269,9 @@ func (d *Driver) Send(frames ...[]byte) int {
 		r.offer(id)
 		n++
 	}
+	if n > 0 {
+		d.descsPrepared = false
+	}
 	if n > 0 && r.publish(old) {
 		d.Kicks.Add(1)
 		unix.Write(d.kickFD, []byte{1, 0, 0, 0, 0, 0, 0, 0})
@@ -321,8 +327,11 @@ func (d *Driver) ReceiveWithHeader(fn func(hdr, frame []byte)) int {
 }
 
 // Prepare writes frame, behind a zeroed virtio-net header, into every
-// transmit buffer once, so that SendPrepared can queue it without copying:
-// the cheapest driver a benchmark of the device side can have.
+// transmit buffer once, and points every transmit descriptor at it, so
+// that SendPrepared can queue it by its descriptor's index alone (the
+// device only reads descriptors: one that still describes the prepared
+// buffer need not be written again): the cheapest driver a benchmark of
+// the device side can have. No frame may be in flight.
 func (d *Driver) Prepare(frame []byte) error {
 	r := d.tx
 	if len(frame)+netdev.HeaderLen > int(r.bufSize) {
@@ -334,6 +343,10 @@ func (d *Driver) Prepare(frame []byte) error {
 		copy(b[netdev.HeaderLen:], frame)
 	}
 	d.prepared = uint32(netdev.HeaderLen + len(frame))
+	for id := uint16(0); id < QueueSize; id++ {
+		r.setDesc(id, d.prepared, 0)
+	}
+	d.descsPrepared = true
 	return nil
 }
 
@@ -350,7 +363,9 @@ func (d *Driver) SendPrepared(n int) int {
 	for range k {
 		id := r.free[len(r.free)-1]
 		r.free = r.free[:len(r.free)-1]
-		r.setDesc(id, d.prepared, 0)
+		if !d.descsPrepared { // Send used it: point it back
+			r.setDesc(id, d.prepared, 0)
+		}
 		r.offer(id)
 	}
 	if k > 0 && r.publish(old) {
