@@ -70,6 +70,19 @@ type OffloadEndpoint interface {
 	DeliverOffload(frame []byte, off vnet.Offload) bool
 }
 
+// KickCounter is an Endpoint that counts the signals on its WaitFD (a
+// guest's kicks). Its owner calls CountKicks, like Arm, after a wait in
+// which WaitFD became readable, so that the count is read (and cleared)
+// once per kick that woke the poller, not once per endpoint on every
+// sleep: a poller of many endpoints would otherwise make a system call per
+// endpoint each time it goes to sleep. WaitFD must then be edge-triggered
+// for the poller, as every WaitFD is: an unread count keeps no poller
+// awake.
+type KickCounter interface {
+	Endpoint
+	CountKicks()
+}
+
 // RxWaiter is an Endpoint whose receive side may lack buffers for a while
 // (a guest's receive ring the driver has not refilled yet). A frame it has
 // no room for is held by the switch and delivered, in order, once the

@@ -302,6 +302,14 @@ func (p *poller) loop() {
 		if p.polls >= publishEvery {
 			p.publish()
 		}
+		if p.spin == 0 && idleAfter >= 0 {
+			// No spin: sleep now. sleep's arming finds frames that came
+			// meanwhile, so a second empty pass (and a sched_yield
+			// before it) would only add system calls to every wake-up.
+			p.publish()
+			p.sleep()
+			continue
+		}
 		if p.shared {
 			// Whoever waits for this core (a guest's vCPU) runs now,
 			// not when the spin below ends.
@@ -414,6 +422,7 @@ func (p *poller) sleep() {
 		if err == unix.EINTR {
 			continue
 		}
+		p.countKicks(p.events[:max(n, 0)])
 		if err != nil || n < len(p.events) {
 			break
 		}
@@ -481,6 +490,7 @@ func (p *poller) sleep() {
 			ctl = true
 		}
 	}
+	p.countKicks(p.events[:max(n, 0)])
 	p.cnt.wakeups.Add(1)
 	if ctl {
 		p.cnt.ctlWakeups.Add(1)
@@ -488,6 +498,22 @@ func (p *poller) sleep() {
 		p.adapt(slept)
 	}
 	p.wake(*p.owned.Load())
+}
+
+// countKicks has each owned KickCounter whose wait fd is among events
+// read its count.
+func (p *poller) countKicks(events []unix.EpollEvent) {
+	for _, ev := range events {
+		if int(ev.Fd) == p.ctlfd {
+			continue
+		}
+		for _, s := range *p.owned.Load() {
+			if s.kc != nil && s.fd == int(ev.Fd) {
+				s.kc.CountKicks()
+				break
+			}
+		}
+	}
 }
 
 // wake disarms the endpoints of list, and the receivers sleep armed, for

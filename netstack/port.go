@@ -59,6 +59,7 @@ type epSlot struct {
 	oep  OffloadEndpoint // ep, if it can take pending offloads; else nil
 	rxw  RxWaiter        // ep, if frames it has no room for may wait; else nil
 	txc  TxCompleter     // ep, if it notifies its sender apart from Transmit; else nil
+	kc   KickCounter     // ep, if it counts its WaitFD's signals; else nil
 	port *Port
 	mu   sync.Mutex
 	// owner is the poller that calls Transmit, Arm and Disarm (changed
@@ -170,7 +171,8 @@ func (p *Port) apply(eps []Endpoint) (bool, error) {
 		oep, _ := ep.(OffloadEndpoint)
 		rxw, _ := ep.(RxWaiter)
 		txc, _ := ep.(TxCompleter)
-		s := &epSlot{ep: ep, oep: oep, rxw: rxw, txc: txc, port: p, fd: -1, rxfd: -1,
+		kc, _ := ep.(KickCounter)
+		s := &epSlot{ep: ep, oep: oep, rxw: rxw, txc: txc, kc: kc, port: p, fd: -1, rxfd: -1,
 			hold: frameQueue{maxFrames: holdFrames, maxBytes: holdBytes}}
 		set.slots[i], fresh = s, append(fresh, s)
 	}

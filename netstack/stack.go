@@ -20,7 +20,7 @@ const (
 	DefaultMaxIdleAfter = 20 * time.Millisecond
 	DefaultBatch        = 32
 	// DefaultSharedIdleAfter is a shared poller's spin when IdleAfter is
-	// 0: none, it sleeps after two empty passes in a row. While a poller
+	// 0: none, it sleeps after its first empty pass. While a poller
 	// spins the guests do not kick, so on a core it shares a frame sent
 	// when the core's scheduler has just handed the core to a vCPU
 	// waits until the poller's next turn (up to a scheduler slice); a

@@ -2,6 +2,7 @@ package netstack_test
 
 import (
 	"context"
+	"encoding/binary"
 	"os"
 	"runtime"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/colibrivm/colibri/netstack"
 	"github.com/colibrivm/colibri/netstack/netstacktest"
@@ -329,5 +332,49 @@ func TestRunStopsOnCancel(t *testing.T) {
 	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// kickCounter is a test queue that counts its kicks as netdev's queue
+// pair does: it reads (and clears) its eventfd when the poller says the
+// fd woke it.
+type kickCounter struct {
+	*netstacktest.Queue
+	calls, counted atomic.Uint64
+}
+
+func (k *kickCounter) CountKicks() {
+	k.calls.Add(1)
+	var b [8]byte
+	if n, err := unix.Read(k.WaitFD(), b[:]); err == nil && n == len(b) {
+		k.counted.Add(binary.NativeEndian.Uint64(b[:]))
+	}
+}
+
+// TestKickCounterReadOnWake: a KickCounter's count is read once per kick
+// that woke its poller, and an idle endpoint's never (a read on every
+// sleep would be a system call per endpoint per sleep).
+func TestKickCounterReadOnWake(t *testing.T) {
+	checkNoLeaks(t)
+	sw := netstack.NewSwitch("sw0")
+	pa, _ := sw.AddPort("a")
+	pb, _ := sw.AddPort("b")
+	qa, qb := &kickCounter{Queue: newQueue(t, 0)}, &kickCounter{Queue: newQueue(t, 0)}
+	_ = pa.SetEndpoints([]netstack.Endpoint{qa})
+	_ = pb.SetEndpoints([]netstack.Endpoint{qb})
+	st := startStack(t, netstack.Config{PollerCores: []int{1}, IdleAfter: time.Millisecond}, sw)
+	const rounds = 3
+	for round := 1; round <= rounds; round++ {
+		waitFor(t, "the poller to sleep", func() bool { return st.Stats().Pollers[0].Sleeps == uint64(round) })
+		time.Sleep(2 * time.Millisecond) // let it reach epoll_wait
+		qa.Inject(frame(macB, macA))
+		waitFor(t, "the frame", func() bool { return len(qb.Take()) == 1 })
+	}
+	waitFor(t, "the kicks counted", func() bool { return qa.counted.Load() == qa.Kicks() })
+	if qa.Kicks() != rounds || qa.calls.Load() != rounds {
+		t.Errorf("a: %d kicks, CountKicks called %d times, want %d each", qa.Kicks(), qa.calls.Load(), rounds)
+	}
+	if qb.calls.Load() != 0 || qb.counted.Load() != 0 {
+		t.Errorf("b was never kicked, yet CountKicks was called %d times (%d counted)", qb.calls.Load(), qb.counted.Load())
 	}
 }

@@ -94,9 +94,9 @@ type Stats struct {
 	RxTooBig atomic.Uint64
 	// CtrlErrors counts control commands answered with an error.
 	CtrlErrors atomic.Uint64
-	// Kicks counts the driver's transmit notifications, as the poller
-	// finds them when it goes to sleep (while it polls, the driver is told
-	// not to kick).
+	// Kicks counts the driver's transmit notifications, read when one
+	// wakes the poller or the poller finds one as it goes to sleep (while
+	// it polls, the driver is told not to kick).
 	Kicks atomic.Uint64
 	// RxInterrupts and TxInterrupts count the interrupts the device sent
 	// for received frames and for completed transmissions.

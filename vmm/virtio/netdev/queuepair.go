@@ -309,7 +309,6 @@ func (p *QueuePair) WaitFD() int { return p.tx.KickFD() }
 // Arm re-enables the guest's transmit kicks and reports whether frames
 // arrived before the guest could see that.
 func (p *QueuePair) Arm() bool {
-	p.countKicks()
 	p.txArmed = true
 	p.tx.SetNotification(true)
 	return p.tx.Pending() > 0 && p.tx.Broken() == nil
@@ -321,9 +320,10 @@ func (p *QueuePair) Disarm() {
 	p.tx.SetNotification(false)
 }
 
-// countKicks adds the kicks the transmit eventfd has counted since it was
-// last read (a non-blocking read takes and clears the count) to Stats.
-func (p *QueuePair) countKicks() {
+// CountKicks implements netstack.KickCounter: it adds the kicks the
+// transmit eventfd has counted since it was last read (a non-blocking read
+// takes and clears the count) to Stats.
+func (p *QueuePair) CountKicks() {
 	fd := p.tx.KickFD()
 	if fd < 0 {
 		return
