@@ -22,12 +22,15 @@ type poller struct {
 	index int
 	core  int // -1: unpinned
 	// shared is true when the poller shares its core with other busy
-	// threads (Config.Sharing): it then yields the core on every pass
-	// that finds nothing.
+	// threads (Config.Sharing): when it spins, it then yields the core on
+	// every pass that finds nothing.
 	shared bool
 	epfd   int
 	ctlfd  int
-	tid    atomic.Int32
+	// ctlSent is set before each control message written to ctlfd, and
+	// cleared when sleep drains the readiness left from while polling.
+	ctlSent atomic.Bool
+	tid     atomic.Int32
 
 	// seen is the stack generation (Stack.gen) the poller last read at
 	// the start of a pass or on waking: it is outside every endpoint
@@ -153,6 +156,7 @@ func (p *poller) kick() {
 	if p.ctlfd < 0 {
 		return
 	}
+	p.ctlSent.Store(true)
 	one := [8]byte{1}
 	_, _ = unix.Write(p.ctlfd, one[:])
 }
@@ -416,15 +420,20 @@ func (p *poller) unlockHeld() {
 func (p *poller) sleep() {
 	// Drop readiness left from while polling: after this, only events
 	// that follow arming wake the poller, and Arm reports anything that
-	// arrived in between.
-	for {
-		n, err := unix.EpollWait(p.epfd, p.events, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		p.countKicks(p.events[:max(n, 0)])
-		if err != nil || n < len(p.events) {
-			break
+	// arrived in between. Only after a control message: while the poller
+	// polls the guests are told not to kick, so a kick left over is rare
+	// (it costs one more pass), where this wait would be a system call on
+	// every sleep.
+	if p.ctlSent.Swap(false) {
+		for {
+			n, err := unix.EpollWait(p.epfd, p.events, 0)
+			if err == unix.EINTR {
+				continue
+			}
+			p.countKicks(p.events[:max(n, 0)])
+			if err != nil || n < len(p.events) {
+				break
+			}
 		}
 	}
 	p.ack()
