@@ -2,6 +2,7 @@ package boot
 
 import (
 	"bytes"
+	"debug/elf"
 	"encoding/binary"
 	"errors"
 	"strings"
@@ -279,4 +280,41 @@ func TestELFRejects(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+}
+
+// FuzzELFAgainstDebugELF: where both setELF's own reader and the
+// standard library's accept a file, they agree on the entry point and
+// on every loadable segment.
+func FuzzELFAgainstDebugELF(f *testing.F) {
+	f.Add(fakeVmlinux(512, 4096, 0x1000000, 0x1000000))
+	f.Add(fakeVmlinux(8192, 1<<20, 0x2000000, 0x2000100))
+	f.Fuzz(func(t *testing.T, img []byte) {
+		k, err := ParseELF(img)
+		if err != nil {
+			return
+		}
+		ef, err := elf.NewFile(bytes.NewReader(img))
+		if err != nil {
+			return // debug/elf also checks the section headers, which a loader ignores
+		}
+		if k.Entry != ef.Entry {
+			t.Fatalf("entry %#x, debug/elf %#x", k.Entry, ef.Entry)
+		}
+		var loads []*elf.Prog
+		for _, p := range ef.Progs {
+			if p.Type == elf.PT_LOAD && p.Memsz > 0 {
+				loads = append(loads, p)
+			}
+		}
+		if len(loads) != len(k.Segments) {
+			t.Fatalf("%d segments, debug/elf %d", len(k.Segments), len(loads))
+		}
+		for i, s := range k.Segments {
+			p := loads[i]
+			if s.Addr != p.Paddr || s.MemSize != p.Memsz || uint64(len(s.Data)) != p.Filesz ||
+				(p.Filesz > 0 && &s.Data[0] != &img[p.Off]) {
+				t.Fatalf("segment %d: %#x +%#x (%d bytes), debug/elf %#x +%#x (%d bytes at %d)", i, s.Addr, s.MemSize, len(s.Data), p.Paddr, p.Memsz, p.Filesz, p.Off)
+			}
+		}
+	})
 }
