@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 
 	"github.com/colibrivm/colibri/internal/privdrop"
 	"github.com/colibrivm/colibri/internal/seccomp"
@@ -89,7 +88,7 @@ func (h *Host) DropPrivileges() error {
 		if err := h.makeVMGroups(); err != nil {
 			return err
 		}
-		if err := privdrop.Chown(ids, cgroupDirs(h.cgroups)...); err != nil {
+		if err := privdrop.Chown(ids, h.cgroups.Paths()...); err != nil {
 			return fmt.Errorf("hand the cgroups to %v: %w", ids, err)
 		}
 	}
@@ -119,19 +118,4 @@ func (h *Host) makeVMGroups() error {
 		v.mu.Unlock()
 	}
 	return errors.Join(errs...)
-}
-
-// cgroupDirs lists the directories of the process's cgroup: one in the
-// unified hierarchy (v2), one per controller hierarchy that has it (v1).
-func cgroupDirs(m *cgroup.Manager) []string {
-	const mount = "/sys/fs/cgroup"
-	if m.Version() == cgroup.V2 {
-		return []string{filepath.Join(mount, m.Dir())}
-	}
-	hs, _ := filepath.Glob(filepath.Join(mount, "*"))
-	var dirs []string
-	for _, h := range hs {
-		dirs = append(dirs, filepath.Join(h, m.Dir()))
-	}
-	return dirs
 }

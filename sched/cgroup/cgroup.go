@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"sync"
 	"time"
 
@@ -80,6 +81,8 @@ func (l Limits) period() time.Duration {
 
 // backend is one cgroup version's implementation.
 type backend interface {
+	// roots lists the mount points of the hierarchies it uses.
+	roots() []string
 	// setup creates the per-process group at dir.
 	setup(dir string) error
 	// newGroup creates the VM group at dir (a child of the setup one).
@@ -198,6 +201,21 @@ func (m *Manager) Version() Version { return m.version }
 
 // Dir returns this process's group, relative to the cgroup mount(s).
 func (m *Manager) Dir() string { return m.dir }
+
+// Paths returns the directories of this process's group in every
+// hierarchy the manager uses: one under the unified mount (v2), one in
+// each of the cpuset and cpu hierarchies wherever they are mounted (v1;
+// one if they are mounted together).
+func (m *Manager) Paths() []string {
+	var paths []string
+	for _, r := range m.be.roots() {
+		p := path.Join(r, m.dir)
+		if !slices.Contains(paths, p) {
+			paths = append(paths, p)
+		}
+	}
+	return paths
+}
 
 // NewGroup creates the group of VM vm with limits l.
 func (m *Manager) NewGroup(vm string, l Limits) (*Group, error) {

@@ -56,6 +56,17 @@ func TestGroupLifecycle(t *testing.T) {
 	}
 	t.Logf("cgroup v%d, group %s", m.Version(), m.Dir())
 	defer m.Close()
+	// Paths: the group's directory in each hierarchy used, where the
+	// mountinfo says it is (one for v2; cpuset and cpu for v1).
+	paths := m.Paths()
+	if want := map[Version]int{V1: 2, V2: 1}[m.Version()]; len(paths) < 1 || len(paths) > want {
+		t.Errorf("Paths %q for cgroup v%d", paths, m.Version())
+	}
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err != nil || !fi.IsDir() || !strings.HasSuffix(p, m.Dir()) {
+			t.Errorf("Paths entry %s: not this group's directory (%v)", p, err)
+		}
+	}
 	g, err := m.NewGroup("vm0", Limits{CPUs: []int{1}, Weight: 50, Quota: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

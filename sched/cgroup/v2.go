@@ -79,6 +79,8 @@ func enableControllers(dir string) error {
 	return errors.Join(errs...)
 }
 
+func (b *v2Backend) roots() []string { return []string{v2Mount} }
+
 func (b *v2Backend) setup(dir string) error {
 	orig, err := ownV2Group()
 	if err != nil {
