@@ -19,6 +19,7 @@ import (
 	"github.com/colibrivm/colibri/host"
 	"github.com/colibrivm/colibri/host/spec"
 	"github.com/colibrivm/colibri/internal/clilog"
+	"github.com/colibrivm/colibri/internal/exepages"
 	"github.com/colibrivm/colibri/internal/logattr"
 )
 
@@ -226,7 +227,7 @@ func runAgent(cmd *cobra.Command, f agentFlags) error {
 	// only slowly: give it back now (5 MiB of the idle agent's RSS,
 	// docs/PERF.md).
 	debug.FreeOSMemory()
-	releaseStartupPages(log)
+	exepages.ReleaseAndLog(log) // start-up is over: docs/PERF.md, "VMM memory overhead"
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/colibrivm/colibri/host"
 	"github.com/colibrivm/colibri/host/spec"
+	"github.com/colibrivm/colibri/internal/exepages"
 	"github.com/colibrivm/colibri/internal/solo"
 	"github.com/colibrivm/colibri/vmm"
 )
@@ -207,7 +208,7 @@ func bootOnHost(ctx context.Context, cfg vmm.Config, ns netSpec, stats bool, con
 	if err := v.Start(); err != nil {
 		return 0, nil, err
 	}
-	releaseStartupPages(cfg.Logger)
+	exepages.ReleaseAndLog(cfg.Logger) // start-up is over: docs/PERF.md, "VMM memory overhead"
 	go func() {
 		<-ctx.Done()
 		_ = v.Stop(context.Background(), host.StopOptions{Force: true})

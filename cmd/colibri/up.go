@@ -17,6 +17,7 @@ import (
 	"github.com/colibrivm/colibri/host"
 	"github.com/colibrivm/colibri/host/spec"
 	"github.com/colibrivm/colibri/internal/clilog"
+	"github.com/colibrivm/colibri/internal/exepages"
 	"github.com/colibrivm/colibri/netstack"
 	"github.com/colibrivm/colibri/vmm"
 )
@@ -184,7 +185,7 @@ func runUp(cmd *cobra.Command, path string, f upFlags) error {
 			return fmt.Errorf("vm %s: %w", v.Name(), err)
 		}
 	}
-	releaseStartupPages(log)
+	exepages.ReleaseAndLog(log) // start-up is over: docs/PERF.md, "VMM memory overhead"
 	for _, v := range vms {
 		if _, err := v.Wait(ctx); err != nil {
 			return fmt.Errorf("vm %s: %w", v.Name(), err)

@@ -16,9 +16,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/colibrivm/colibri/internal/logattr"
 )
 
 // Segment is a read-only loadable segment of the running executable, as
@@ -149,4 +152,15 @@ func ReleaseAll() (uintptr, error) {
 		return 0, err
 	}
 	return Release(segs)
+}
+
+// ReleaseAndLog is ReleaseAll for a process that goes on either way: it
+// logs what was released, or why nothing was, at debug level.
+func ReleaseAndLog(log *slog.Logger) {
+	n, err := ReleaseAll()
+	if err != nil {
+		log.Debug("start-up pages of the executable kept", logattr.Err(err))
+		return
+	}
+	log.Debug("start-up pages of the executable released", "KiB", n>>10)
 }

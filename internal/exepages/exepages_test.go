@@ -3,6 +3,7 @@ package exepages
 import (
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
@@ -115,3 +116,11 @@ func progTable(rows ...[4]uint64) []byte {
 }
 
 func pointerOf(s string) uintptr { return uintptr(unsafe.Pointer(unsafe.StringData(s))) }
+
+func TestReleaseAndLogSaysWhat(t *testing.T) {
+	var out strings.Builder
+	ReleaseAndLog(slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if !strings.Contains(out.String(), "start-up pages of the executable released") || !strings.Contains(out.String(), "KiB=") {
+		t.Fatalf("logged %q", out.String())
+	}
+}

@@ -23,7 +23,6 @@ import (
 
 	"github.com/colibrivm/colibri/internal/clilog"
 	"github.com/colibrivm/colibri/internal/exepages"
-	"github.com/colibrivm/colibri/internal/logattr"
 	"github.com/colibrivm/colibri/internal/privdrop"
 	"github.com/colibrivm/colibri/internal/seccomp"
 	"github.com/colibrivm/colibri/kvm"
@@ -149,12 +148,7 @@ func releaseStartupPages(started, ran <-chan struct{}, log *slog.Logger) {
 	case <-ran:
 		return
 	}
-	n, err := exepages.ReleaseAll()
-	if err != nil {
-		log.Debug("start-up pages of the executable kept", logattr.Err(err))
-		return
-	}
-	log.Debug("start-up pages of the executable released", "KiB", n>>10)
+	exepages.ReleaseAndLog(log)
 }
 
 // RunWith is Run with the VM run by run: it sets up what Run does around
