@@ -81,7 +81,7 @@ func main() {
 	timeout := flag.Duration("timeout", 10*time.Minute, "per boot")
 	cmdline := flag.String("cmdline", "console=ttyS0 quiet", "kernel command line for colibri (before its defaults)")
 	qemuCmdline := flag.String("qemu-cmdline", "console=ttyS0 quiet rdinit=/init", "kernel command line for QEMU")
-	gokvmCmdline := flag.String("gokvm-cmdline", "console=ttyS0 quiet panic=-1 noapic noacpi notsc lapic tsc_early_khz=2000", "kernel command line for gokvm (it has no ACPI)")
+	gokvmCmdline := flag.String("gokvm-cmdline", "console=ttyS0 quiet panic=-1 noapic noacpi notsc lapic tsc_early_khz=2000 colibri.bootmark=off", "kernel command line for gokvm (it has no ACPI, and stops on an MMIO write to colibri's boot-timer address)")
 	flag.Parse()
 
 	run := `colibri.run="true"`
