@@ -13,10 +13,17 @@ import (
 
 // createPCIDevices builds the PCI bus with the configured virtio devices.
 func (v *VM) createPCIDevices() error {
-	v.pci = pci.NewBus(pciMMIOBase, pciMMIOSize, v.mmio64Base(), pciMMIO64Size)
+	bus, err := pci.NewBus(pci.Windows{MMIO32Base: pciMMIOBase, MMIO32Size: pciMMIOSize,
+		MMIO64Base: v.mmio64Base(), MMIO64Size: pciMMIO64Size, IOBase: pciIOBase, IOSize: pciIOSize})
+	if err != nil {
+		return err
+	}
+	v.pci = bus
 	if !v.cfg.NoPCIConf1 {
 		v.pio.add(pci.ConfigAddressPort, pci.PortCount, v.pci)
 	}
+	ioBase, ioSize := v.pci.IOWindow()
+	v.pio.add(ioBase, ioSize, v.pci)
 	for i, d := range v.cfg.Disks {
 		// The serial names the disk by its place, never by its host path.
 		cfg := blk.Config{Path: d.Path, ReadOnly: d.ReadOnly, Serial: fmt.Sprintf("colibri-disk%d", i)}

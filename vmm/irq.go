@@ -139,5 +139,15 @@ func (v *VM) UnregisterIOEvent(addr uint64, length uint32, fd int) error {
 	return v.kvm.RemoveIOEvent(kvm.IOEvent{Addr: addr, Len: length, FD: fd})
 }
 
+// RegisterPortEvent implements pci.Platform.
+func (v *VM) RegisterPortEvent(port, data uint16, fd int) error {
+	return v.kvm.AddIOEvent(kvm.IOEvent{Addr: uint64(port), Len: 2, FD: fd, PIO: true, Datamatch: true, Data: uint64(data)})
+}
+
+// UnregisterPortEvent implements pci.Platform.
+func (v *VM) UnregisterPortEvent(port, data uint16, fd int) error {
+	return v.kvm.RemoveIOEvent(kvm.IOEvent{Addr: uint64(port), Len: 2, FD: fd, PIO: true, Datamatch: true, Data: uint64(data)})
+}
+
 // AllocateMSI implements pci.Platform.
 func (v *VM) AllocateMSI() (pci.InterruptRoute, error) { return v.irqs.AllocateMSI() }

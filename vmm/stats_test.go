@@ -27,7 +27,9 @@ func (nullPlatform) AllocateMSI() (pci.InterruptRoute, error) { return nullRoute
 func (nullPlatform) RegisterIOEvent(uint64, uint32, int) error {
 	return nil
 }
-func (nullPlatform) UnregisterIOEvent(uint64, uint32, int) error { return nil }
+func (nullPlatform) UnregisterIOEvent(uint64, uint32, int) error   { return nil }
+func (nullPlatform) RegisterPortEvent(uint16, uint16, int) error   { return nil }
+func (nullPlatform) UnregisterPortEvent(uint16, uint16, int) error { return nil }
 
 // TestDeviceStats: every virtio device gets a line of counters under its
 // kind, with its device's request errors; Format mentions only devices

@@ -185,8 +185,13 @@ const (
 	pciMMIOSize   = 0x1000_0000 // 256 MiB below the boot timer
 	ecamBase      = 0xe000_0000
 	pciMMIO64Size = 64 << 30
-	tssAddr       = 0xfffb_d000
-	identityAddr  = 0xfffb_c000
+	// I/O BARs (the virtio devices' notification ports) go at 0xc000 and
+	// up, where PC firmware puts them, inside the host bridge's I/O
+	// window of the DSDT.
+	pciIOBase    = 0xc000
+	pciIOSize    = 0x4000
+	tssAddr      = 0xfffb_d000
+	identityAddr = 0xfffb_c000
 )
 
 // New creates a VM from cfg: it validates the configuration, opens KVM,

@@ -80,6 +80,10 @@ func TestKVMUpTwoGuests(t *testing.T) {
 		stats,
 	}, "; ")
 	client := strings.Join([]string{
+		// The port regions the stock virtio-pci driver claimed: the
+		// notification port, when it took the port over the MMIO
+		// notification region.
+		"echo ioports=$(grep -c virtio-pci-modern /proc/ioports)",
 		"ping -c 3 -w 60 10.0.0.2 >/dev/null && echo ping-ok",
 		// b's httpd starts once its file is written: retry until then.
 		"i=0; until wget -q -O /tmp/data http://10.0.0.2/data || [ $i -gt 60 ]; do sleep 1; i=$((i+1)); done",
@@ -109,6 +113,8 @@ func TestKVMUpTwoGuests(t *testing.T) {
 			guest[name]["ping"] = "ok"
 		case strings.HasPrefix(rest, "sha="):
 			guest[name]["sha"] = strings.Fields(strings.TrimPrefix(rest, "sha="))[0]
+		case strings.HasPrefix(rest, "ioports="):
+			guest[name]["ioports"] = strings.TrimPrefix(rest, "ioports=")
 		case strings.HasPrefix(rest, "stats "):
 			for _, kv := range strings.Fields(strings.TrimPrefix(rest, "stats ")) {
 				k, v, _ := strings.Cut(kv, "=")
@@ -120,6 +126,10 @@ func TestKVMUpTwoGuests(t *testing.T) {
 		if guest[name]["ping"] != "ok" {
 			t.Errorf("guest %s could not ping the other", name)
 		}
+	}
+	// Guest a's driver kicks on the port: it claimed its NIC's I/O BAR.
+	if n := guest["a"]["ioports"]; n == "" || n == "0" {
+		t.Errorf("guest a's virtio-pci driver claimed %q port regions, want its NIC's notification port", n)
 	}
 	if sa, sb := guest["a"]["sha"], guest["b"]["sha"]; !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(sb) || sa != sb {
 		t.Errorf("transfer: a received sha256 %q, b served %q", sa, sb)

@@ -80,6 +80,15 @@ func (p *platform) UnregisterIOEvent(addr uint64, _ uint32, _ int) error {
 	return nil
 }
 
+// Port ioeventfds are kept above every MMIO address.
+func (p *platform) RegisterPortEvent(port, data uint16, fd int) error {
+	return p.RegisterIOEvent(1<<63|uint64(port)<<16|uint64(data), 2, fd)
+}
+
+func (p *platform) UnregisterPortEvent(port, data uint16, fd int) error {
+	return p.UnregisterIOEvent(1<<63|uint64(port)<<16|uint64(data), 2, fd)
+}
+
 // peer is the switch and the neighbour at once: it serves the NIC's
 // queue pairs as a poller does and answers ARP requests for its address.
 type peer struct {

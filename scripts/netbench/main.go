@@ -67,6 +67,8 @@ type config struct {
 	// poller runs there and both sides' vCPUs run on the other CPUs.
 	pollerCore int
 	otherCPUs  string // taskset list of the CPUs but pollerCore
+	// qemuNICOpts is appended to QEMU's -device virtio-net-pci,...
+	qemuNICOpts string
 }
 
 // line is one console line of guest vm, with when the host read it.
@@ -91,6 +93,7 @@ type result struct {
 	bytes       int64
 	err         error
 	extraReport string
+	clocksource string // guest a's, as its sysfs names it
 }
 
 func main() {
@@ -103,6 +106,7 @@ func run() int {
 	var cfg config
 	colibri := flag.String("colibri", "bin/colibri", "colibri binary ('' to skip its side)")
 	qemu := flag.String("qemu", "qemu-system-x86_64", "QEMU binary for the vhost-net side ('' to skip)")
+	flag.StringVar(&cfg.qemuNICOpts, "qemu-nic-opts", "", "more virtio-net-pci properties for QEMU's NICs, with a leading comma (e.g. ,modern-pio-notify=on)")
 	flag.StringVar(&cfg.kernel, "kernel", "guestimages/out/vmlinuz", "guest bzImage (both sides)")
 	flag.StringVar(&cfg.initrd, "initrd", "guestimages/out/initrd.img", "guest initrd with colibri's init (both sides)")
 	flag.StringVar(&cfg.cmdline, "cmdline", "console=ttyS0 quiet panic=-1", "kernel command line before the benchmark's colibri.run=")
@@ -110,7 +114,7 @@ func run() int {
 	flag.IntVar(&cfg.pings, "pings", 200, "back-to-back pings from a to b")
 	flag.IntVar(&cfg.mib, "mib", 16, "MiB b serves to a over TCP")
 	runs := flag.Int("runs", 3, "runs of each side, alternating (the summary gives medians and spreads)")
-	all := flag.Bool("all-counters", false, "also print every KVM counter that moved in the TCP phase")
+	all := flag.Bool("all-counters", false, "also print every KVM counter that moved in the ping and TCP phases, and guest a's clocksource")
 	shmemTHP := flag.String("shmem-thp", "", "set /sys/kernel/mm/transparent_hugepage/shmem_enabled to this for the run (e.g. advise: colibri's memfd guest memory gets THP, as QEMU's anonymous memory does by default); '' leaves it")
 	flag.DurationVar(&cfg.timeout, "timeout", 10*time.Minute, "per side and run")
 	flag.IntVar(&cfg.pollerCore, "poller-core", -1, "a CPU for the datapath: colibri's poller is pinned there and every vCPU (colibri's and QEMU's) runs on the other CPUs; QEMU's vhost threads go where the kernel puts them (-1: nothing pinned)")
@@ -240,6 +244,9 @@ func guestScripts(c config) (a, b string) {
 	a = fmt.Sprintf(setup, ipA) + markFn + strings.Join([]string{
 		// Wait (bounded) for b's httpd: it starts once the file is written.
 		"i=0; until wget -q -O /dev/null http://" + ipB + "/ready || [ $i -gt 300 ]; do sleep 1; i=$((i+1)); done",
+		// The clocksource decides what each clock read costs the guest
+		// (kvm-clock and tsc: nothing; hpet, acpi_pm: an exit).
+		"echo nb clocksource=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)",
 		"nbmark ping-start",
 		// Into a file: each console line would cost the guests tens of
 		// UART exits inside the measured window.
@@ -301,7 +308,14 @@ func runColibri(ctx context.Context, c config, bin string) result {
 		return res
 	}
 	go func() { wg.Wait(); close(lines) }()
-	collect(&res, c, lines, func() kvmdebugfs.Counters { return kvmdebugfs.Process(cmd.Process.Pid, nil) })
+	collect(&res, c, lines, func() kvmdebugfs.Counters {
+		n := kvmdebugfs.Process(cmd.Process.Pid, nil)
+		if n == nil {
+			return nil // the VM is gone
+		}
+		hostCPU(n, []int{cmd.Process.Pid})
+		return n
+	})
 	if err := cmd.Wait(); err != nil {
 		res.err = fmt.Errorf("colibri up: %w (%v)", err, res.err)
 	}
@@ -404,7 +418,7 @@ func runQEMU(ctx context.Context, c config, bin string) result {
 			"-monitor", "none", "-serial", "stdio", "-no-reboot",
 			"-kernel", c.kernel, "-initrd", c.initrd, "-append", c.cmdline+` colibri.run="`+g.script+`"`,
 			"-netdev", "tap,id=n0,ifname="+taps[i]+",script=no,downscript=no,vhost=on",
-			"-device", "virtio-net-pci,netdev=n0,mac="+g.mac)...)
+			"-device", "virtio-net-pci,netdev=n0,mac="+g.mac+c.qemuNICOpts)...)
 		if err := startWithConsole(cmd, g.name, lines, &wg); err != nil {
 			res.err = err
 			for _, c := range cmds {
@@ -418,9 +432,12 @@ func runQEMU(ctx context.Context, c config, bin string) result {
 	go func() { wg.Wait(); close(lines) }()
 	collect(&res, c, lines, func() kvmdebugfs.Counters {
 		sum := kvmdebugfs.Counters{}
+		var pids []int
 		for _, cmd := range cmds {
 			sum.Add(kvmdebugfs.Process(cmd.Process.Pid, nil))
+			pids = append(pids, cmd.Process.Pid)
 		}
+		hostCPU(sum, pids)
 		return sum
 	})
 	for i, cmd := range cmds {
@@ -474,9 +491,10 @@ func startWithConsole(cmd *exec.Cmd, vm string, lines chan<- line, wg *sync.Wait
 }
 
 var (
-	rttRe  = regexp.MustCompile(`^nbping .*bytes from .* time=([0-9.]+) ms`)
-	markRe = regexp.MustCompile(`^nb ([a-z-]+) tx=(\d+) rx=(\d+)$`)
-	gotRe  = regexp.MustCompile(`^nb got=\s*(\d+)$`)
+	rttRe   = regexp.MustCompile(`^nbping .*bytes from .* time=([0-9.]+) ms`)
+	markRe  = regexp.MustCompile(`^nb ([a-z-]+) tx=(\d+) rx=(\d+)$`)
+	gotRe   = regexp.MustCompile(`^nb got=\s*(\d+)$`)
+	clockRe = regexp.MustCompile(`^nb clocksource=(\S*)$`)
 )
 
 // collect reads guest a's console until every console has closed, noting
@@ -496,6 +514,10 @@ func collect(res *result, c config, lines <-chan line, exits func() kvmdebugfs.C
 			tx, _ := strconv.ParseUint(m[2], 10, 64)
 			rx, _ := strconv.ParseUint(m[3], 10, 64)
 			res.marks[m[1]] = mark{at: l.at, exits: exits(), tx: tx, rx: rx}
+			continue
+		}
+		if m := clockRe.FindStringSubmatch(l.text); m != nil {
+			res.clocksource = m[1]
 			continue
 		}
 		if m := gotRe.FindStringSubmatch(l.text); m != nil {
@@ -613,26 +635,28 @@ func tableRow(r result) string {
 	return "| " + strings.Join(cols, " | ") + " |"
 }
 
-// printCounters prints, per run, every KVM counter that moved during the
-// TCP phase, per 1,000 packets.
+// printCounters prints, per run and phase, every KVM counter that moved,
+// per 1,000 packets, and guest a's clocksource.
 func printCounters(w io.Writer, rs []result) {
 	for _, r := range rs {
-		ph, ok := r.phase("tcp-start", "tcp-end")
-		if !ok {
-			continue
-		}
-		names := make([]string, 0, len(ph.exits))
-		for k, v := range ph.exits {
-			if v > 0 {
-				names = append(names, k)
+		for _, p := range []struct{ name, from, to string }{{"ping", "ping-start", "ping-end"}, {"TCP", "tcp-start", "tcp-end"}} {
+			ph, ok := r.phase(p.from, p.to)
+			if !ok {
+				continue
 			}
+			names := make([]string, 0, len(ph.exits))
+			for k, v := range ph.exits {
+				if v > 0 {
+					names = append(names, k)
+				}
+			}
+			slices.Sort(names)
+			var kv []string
+			for _, k := range names {
+				kv = append(kv, k+"="+per1k(ph.exits[k], ph.packets))
+			}
+			fmt.Fprintf(w, "\n%s (clocksource %s), %s phase, %s wall, KVM and scheduler counters per 1,000 packets: wall_ns=%s %s\n", r.name, r.clocksource, p.name, ph.dur.Round(time.Millisecond), per1k(uint64(ph.dur), ph.packets), strings.Join(kv, " "))
 		}
-		slices.Sort(names)
-		var kv []string
-		for _, k := range names {
-			kv = append(kv, k+"="+per1k(ph.exits[k], ph.packets))
-		}
-		fmt.Fprintf(w, "\n%s, TCP phase, KVM counters per 1,000 packets: %s\n", r.name, strings.Join(kv, " "))
 	}
 }
 

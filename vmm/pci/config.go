@@ -1,6 +1,6 @@
 // Package pci is a PCI bus for x86 guests: configuration mechanism #1 on
-// ports 0xcf8–0xcff (bus 0), type-0 configuration spaces with memory BARs
-// and a capability list, and MSI-X tables whose vectors become KVM MSI
+// ports 0xcf8–0xcff (bus 0), type-0 configuration spaces with memory and
+// I/O BARs and a capability list, and MSI-X tables whose vectors become KVM MSI
 // routes through Platform.
 package pci
 
@@ -22,6 +22,7 @@ const (
 	offIntLine   = 0x3c
 	offIntPin    = 0x3d
 
+	cmdIO     = 1 << 0
 	cmdMemory = 1 << 1
 	statusCap = 1 << 4
 
@@ -32,13 +33,36 @@ const (
 )
 
 // BARMapper is told when a BAR's guest address, as the guest decodes it,
-// changes: addr is 0 while the BAR is unmapped (memory decoding off).
+// changes: addr is 0 while the BAR is unmapped (its space's decoding off).
+// An I/O BAR's address is a port number.
 type BARMapper func(bar int, addr uint64)
 
+// BAR describes a declared base address register.
+type BAR struct {
+	// Size is the BAR's size in bytes, 0 for no BAR.
+	Size uint64
+	// Is64 marks a 64-bit memory BAR (it also uses the next slot); IO an
+	// I/O-space BAR.
+	Is64, IO bool
+}
+
+// ioSpaceEnd is where x86 port space ends: I/O BARs decode 16 bits.
+const ioSpaceEnd = 1 << 16
+
 type bar struct {
-	size uint64
-	is64 bool
+	BAR
 	addr uint64
+}
+
+// flags are the read-only low bits of the BAR's register.
+func (b *bar) flags() uint32 {
+	switch {
+	case b.IO:
+		return 0x1
+	case b.Is64:
+		return 0x4
+	}
+	return 0
 }
 
 // ConfigSpace is a type-0 configuration space. Its methods are safe for
@@ -72,8 +96,9 @@ func NewConfigSpace(vendor, device, subVendor, subDevice uint16, class uint32, r
 	le.PutUint16(c.data[offSubVendor:], subVendor)
 	le.PutUint16(c.data[offSubVendor+2:], subDevice)
 	c.data[offIntPin] = 0 // no INTx: MSI-X only
-	// Writable: command (memory enable, bus master), interrupt line.
-	le.PutUint16(c.wmask[offCommand:], 0x0406)
+	// Writable: command (I/O and memory enable, bus master), interrupt
+	// line.
+	le.PutUint16(c.wmask[offCommand:], 0x0407)
 	c.wmask[offIntLine] = 0xff
 	return c
 }
@@ -81,25 +106,30 @@ func NewConfigSpace(vendor, device, subVendor, subDevice uint16, class uint32, r
 // AddBAR declares memory BAR i of size bytes (a power of two, ≥ 16); a
 // 64-bit BAR also uses slot i+1.
 func (c *ConfigSpace) AddBAR(i int, size uint64, is64 bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.bars[i] = bar{size: size, is64: is64}
-	typ := uint32(0)
-	if is64 {
-		typ = 0x4
-	}
-	binary.LittleEndian.PutUint32(c.data[offBAR0+4*i:], typ)
+	c.addBAR(i, BAR{Size: size, Is64: is64})
 }
 
-// BARs returns the sizes of the declared BARs (0: none) and whether each
-// is 64-bit.
-func (c *ConfigSpace) BARs() (sizes [numBARs]uint64, is64 [numBARs]bool) {
+// AddIOBAR declares I/O BAR i of size ports (a power of two, 4 to 256).
+func (c *ConfigSpace) AddIOBAR(i int, size uint64) {
+	c.addBAR(i, BAR{Size: size, IO: true})
+}
+
+func (c *ConfigSpace) addBAR(i int, b BAR) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.bars[i] = bar{BAR: b}
+	binary.LittleEndian.PutUint32(c.data[offBAR0+4*i:], c.bars[i].flags())
+}
+
+// BARs returns the declared BARs (Size 0: none).
+func (c *ConfigSpace) BARs() [numBARs]BAR {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out [numBARs]BAR
 	for i, b := range c.bars {
-		sizes[i], is64[i] = b.size, b.is64
+		out[i] = b.BAR
 	}
-	return
+	return out
 }
 
 // SetBARAddr places BAR i at addr (firmware assignment before boot).
@@ -111,10 +141,9 @@ func (c *ConfigSpace) SetBARAddr(i int, addr uint64) {
 
 func (c *ConfigSpace) setBARAddrLocked(i int, addr uint64) {
 	b := &c.bars[i]
-	b.addr = addr &^ (b.size - 1)
-	lo := uint32(b.addr) | uint32(c.data[offBAR0+4*i]&0xf)
-	binary.LittleEndian.PutUint32(c.data[offBAR0+4*i:], lo)
-	if b.is64 {
+	b.addr = addr &^ (b.Size - 1)
+	binary.LittleEndian.PutUint32(c.data[offBAR0+4*i:], uint32(b.addr)|b.flags())
+	if b.Is64 {
 		binary.LittleEndian.PutUint32(c.data[offBAR0+4*(i+1):], uint32(b.addr>>32))
 	}
 }
@@ -214,21 +243,25 @@ func (c *ConfigSpace) Write(offset uint32, data []byte) {
 func (c *ConfigSpace) writeBARLocked(i int, v uint32) {
 	reg := offBAR0 + 4*i
 	// The upper half of a 64-bit BAR?
-	if i > 0 && c.bars[i-1].is64 {
+	if i > 0 && c.bars[i-1].Is64 {
 		b := &c.bars[i-1]
-		hiMask := uint32(^(b.size - 1) >> 32)
+		hiMask := uint32(^(b.Size - 1) >> 32)
 		binary.LittleEndian.PutUint32(c.data[reg:], v&hiMask)
 		b.addr = uint64(v&hiMask)<<32 | b.addr&0xffffffff
 		return
 	}
 	b := &c.bars[i]
-	if b.size == 0 {
+	if b.Size == 0 {
 		return // unimplemented BAR: reads as zero
 	}
-	loMask := uint32(^(b.size - 1))
-	flags := binary.LittleEndian.Uint32(c.data[reg:]) & 0xf
-	binary.LittleEndian.PutUint32(c.data[reg:], v&loMask&^0xf|flags)
-	b.addr = b.addr&^0xffffffff | uint64(v&loMask&^0xf)
+	mask := uint32(^(b.Size - 1)) &^ 0xf
+	if b.IO {
+		// Bits 0–1 are flags; the upper half reads as zero (16-bit
+		// decode), which is how a sizing driver learns the size.
+		mask = uint32(^(b.Size - 1)) & (ioSpaceEnd - 1) &^ 0x3
+	}
+	binary.LittleEndian.PutUint32(c.data[reg:], v&mask|b.flags())
+	b.addr = b.addr&^0xffffffff | uint64(v&mask)
 }
 
 type mapChange struct {
@@ -239,12 +272,11 @@ type mapChange struct {
 // mapChangesLocked recomputes which BARs are decoded where and returns the
 // changes since last time.
 func (c *ConfigSpace) mapChangesLocked() []mapChange {
-	enabled := binary.LittleEndian.Uint16(c.data[offCommand:])&cmdMemory != 0
+	cmd := binary.LittleEndian.Uint16(c.data[offCommand:])
 	var out []mapChange
 	for i, b := range c.bars {
 		var addr uint64
-		// A BAR being sized reads back as all ones: not a usable address.
-		if enabled && b.size != 0 && b.addr != 0 && b.addr+b.size-1 < 1<<48 && b.addr != ^(b.size-1)&(1<<32-1) {
+		if b.usable(cmd) {
 			addr = b.addr
 		}
 		if addr != c.mapped[i] {
@@ -255,12 +287,31 @@ func (c *ConfigSpace) mapChangesLocked() []mapChange {
 	return out
 }
 
-// enableMemory turns on memory decoding (as firmware would) and returns the
-// resulting BAR mappings.
-func (c *ConfigSpace) enableMemory() []mapChange {
+// usable reports whether b decodes at its address with command register
+// cmd: its space is enabled, it has an address, and that is not the
+// all-ones pattern of a BAR being sized, nor beyond what the space holds.
+func (b *bar) usable(cmd uint16) bool {
+	if b.Size == 0 || b.addr == 0 {
+		return false
+	}
+	if b.IO {
+		return cmd&cmdIO != 0 && b.addr+b.Size <= ioSpaceEnd && b.addr != ^(b.Size-1)&(ioSpaceEnd-1)
+	}
+	return cmd&cmdMemory != 0 && b.addr+b.Size-1 < 1<<48 && b.addr != ^(b.Size-1)&(1<<32-1)
+}
+
+// enableDecoding turns on memory decoding, and I/O decoding if a BAR needs
+// it (as firmware would), and returns the resulting BAR mappings.
+func (c *ConfigSpace) enableDecoding() []mapChange {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	binary.LittleEndian.PutUint16(c.data[offCommand:], binary.LittleEndian.Uint16(c.data[offCommand:])|cmdMemory)
+	cmd := binary.LittleEndian.Uint16(c.data[offCommand:]) | cmdMemory
+	for _, b := range c.bars {
+		if b.IO {
+			cmd |= cmdIO
+		}
+	}
+	binary.LittleEndian.PutUint16(c.data[offCommand:], cmd)
 	return c.mapChangesLocked()
 }
 
@@ -271,12 +322,13 @@ func (c *ConfigSpace) Mapped(i int) uint64 {
 	return c.mapped[i]
 }
 
-// find returns the BAR decoding addr and the offset inside it.
-func (c *ConfigSpace) find(addr uint64, n int) (int, uint64, bool) {
+// find returns the BAR decoding addr (a port if io) and the offset inside
+// it.
+func (c *ConfigSpace) find(addr uint64, n int, io bool) (int, uint64, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, base := range c.mapped {
-		if base != 0 && addr >= base && addr+uint64(n) <= base+c.bars[i].size {
+		if base != 0 && c.bars[i].IO == io && addr >= base && addr+uint64(n) <= base+c.bars[i].Size {
 			return i, addr - base, true
 		}
 	}

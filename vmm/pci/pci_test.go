@@ -1,6 +1,7 @@
 package pci
 
 import (
+	"bytes"
 	"encoding/binary"
 	"sync"
 	"testing"
@@ -32,8 +33,10 @@ func (p *fakePlatform) AllocateMSI() (InterruptRoute, error) {
 	p.routes = append(p.routes, r)
 	return r, nil
 }
-func (p *fakePlatform) RegisterIOEvent(uint64, uint32, int) error   { return nil }
-func (p *fakePlatform) UnregisterIOEvent(uint64, uint32, int) error { return nil }
+func (p *fakePlatform) RegisterIOEvent(uint64, uint32, int) error     { return nil }
+func (p *fakePlatform) UnregisterIOEvent(uint64, uint32, int) error   { return nil }
+func (p *fakePlatform) RegisterPortEvent(uint16, uint16, int) error   { return nil }
+func (p *fakePlatform) UnregisterPortEvent(uint16, uint16, int) error { return nil }
 
 // testDevice is a function with one 4 KiB BAR that records accesses.
 type testDevice struct {
@@ -87,7 +90,7 @@ func cfgWrite(b *Bus, slot int, reg uint32, size int, v uint32) {
 }
 
 func TestEnumeration(t *testing.T) {
-	b := NewBus(0xc0000000, 0x10000000, 1<<36, 1<<30)
+	b := mustBus(t, Windows{MMIO32Base: 0xc0000000, MMIO32Size: 0x10000000, MMIO64Base: 1 << 36, MMIO64Size: 1 << 30})
 	d := newTestDevice(false)
 	slot, err := b.Add(d)
 	if err != nil || slot != 1 {
@@ -122,7 +125,7 @@ func TestEnumeration(t *testing.T) {
 }
 
 func TestBARSizingAndMove(t *testing.T) {
-	b := NewBus(0xc0000000, 0x10000000, 1<<36, 1<<30)
+	b := mustBus(t, Windows{MMIO32Base: 0xc0000000, MMIO32Size: 0x10000000, MMIO64Base: 1 << 36, MMIO64Size: 1 << 30})
 	d := newTestDevice(false)
 	slot, _ := b.Add(d)
 	orig := cfgRead(b, slot, offBAR0, 4)
@@ -157,7 +160,7 @@ func TestBARSizingAndMove(t *testing.T) {
 }
 
 func TestBAR64(t *testing.T) {
-	b := NewBus(0xc0000000, 0x10000000, 1<<36, 1<<30)
+	b := mustBus(t, Windows{MMIO32Base: 0xc0000000, MMIO32Size: 0x10000000, MMIO64Base: 1 << 36, MMIO64Size: 1 << 30})
 	d := newTestDevice(true)
 	slot, _ := b.Add(d)
 	lo, hi := cfgRead(b, slot, offBAR0, 4), cfgRead(b, slot, offBAR0+4, 4)
@@ -223,7 +226,7 @@ func TestMSIX(t *testing.T) {
 }
 
 func TestECAM(t *testing.T) {
-	b := NewBus(0xc0000000, 0x10000000, 0, 0)
+	b := mustBus(t, Windows{MMIO32Base: 0xc0000000, MMIO32Size: 0x10000000})
 	d := newTestDevice(false)
 	slot, _ := b.Add(d)
 	buf := make([]byte, 4)
@@ -249,4 +252,113 @@ func TestECAM(t *testing.T) {
 		t.Error("clearing memory decode over ECAM did not unmap the BAR")
 	}
 	b.ECAMRead(ECAMSize+8, buf)
+}
+
+func mustBus(t *testing.T, w Windows) *Bus {
+	t.Helper()
+	b, err := NewBus(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// ioDevice is a function with a memory BAR 0 and a 4-port I/O BAR 1.
+type ioDevice struct {
+	testDevice
+	lastBar int
+}
+
+func newIODevice() *ioDevice {
+	d := &ioDevice{testDevice: *newTestDevice(false)}
+	d.cfg.AddIOBAR(1, 4)
+	d.cfg.OnMap = func(bar int, addr uint64) {
+		if bar == 1 {
+			d.maps = append(d.maps, addr)
+		}
+	}
+	return d
+}
+
+func (d *ioDevice) BARWrite(bar int, off uint64, data []byte) {
+	d.lastBar = bar
+	d.testDevice.BARWrite(bar, off, data)
+}
+
+// TestIOBAR: an I/O BAR is placed in the bus's port window with I/O
+// decoding on, sizes as a 16-bit I/O BAR, answers port accesses only while
+// I/O decoding is on, and follows a move.
+func TestIOBAR(t *testing.T) {
+	b := mustBus(t, Windows{MMIO32Base: 0xc0000000, MMIO32Size: 0x10000000, IOBase: 0xc000, IOSize: 0x1000})
+	d := newIODevice()
+	slot, err := b.Add(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if base, size := b.IOWindow(); base != 0xc000 || size != 0x1000 {
+		t.Errorf("IOWindow = %#x, %#x", base, size)
+	}
+	reg := cfgRead(b, slot, offBAR0+4, 4)
+	if reg != 0xc001 {
+		t.Fatalf("I/O BAR register %#x, want 0xc001 (port 0xc000, I/O space)", reg)
+	}
+	if cmd := cfgRead(b, slot, offCommand, 2); cmd&(cmdIO|cmdMemory) != cmdIO|cmdMemory {
+		t.Errorf("command %#x: firmware leaves I/O and memory decoding on", cmd)
+	}
+	if len(d.maps) != 1 || d.maps[0] != 0xc000 {
+		t.Fatalf("maps %#x", d.maps)
+	}
+	b.PIOWrite(0xc002, []byte{1, 2})
+	if d.lastBar != 1 || d.lastOff != 2 || !bytes.Equal(d.lastData, []byte{1, 2}) {
+		t.Errorf("port write reached bar %d offset %d data %v", d.lastBar, d.lastOff, d.lastData)
+	}
+	data := make([]byte, 2)
+	b.PIORead(0xc004, data) // past the BAR
+	if data[0] != 0xff || data[1] != 0xff {
+		t.Errorf("an undecoded port reads %v", data)
+	}
+	// MMIO at the port's number is not the I/O BAR.
+	if b.MMIOWrite(0xc000, []byte{1}) {
+		t.Error("an MMIO write at 0xc000 reached the I/O BAR")
+	}
+	// Sizing: all ones read back as the size mask, upper half zero.
+	cfgWrite(b, slot, offBAR0+4, 4, 0xffffffff)
+	if v := cfgRead(b, slot, offBAR0+4, 4); v != 0xfffd {
+		t.Errorf("sized I/O BAR reads %#x, want 0xfffd", v)
+	}
+	if d.maps[len(d.maps)-1] != 0 {
+		t.Errorf("a BAR being sized stays decoded at %#x", d.maps[len(d.maps)-1])
+	}
+	cfgWrite(b, slot, offBAR0+4, 4, 0xd003) // low bits are not the guest's
+	if v := cfgRead(b, slot, offBAR0+4, 4); v != 0xd001 {
+		t.Errorf("moved I/O BAR reads %#x, want 0xd001", v)
+	}
+	if d.maps[len(d.maps)-1] != 0xd000 {
+		t.Errorf("maps %#x after the move", d.maps)
+	}
+	// I/O decoding off: unmapped, and the port no longer answers.
+	cmd := cfgRead(b, slot, offCommand, 2)
+	cfgWrite(b, slot, offCommand, 2, cmd&^cmdIO)
+	if d.maps[len(d.maps)-1] != 0 {
+		t.Errorf("maps %#x after I/O decoding was turned off", d.maps)
+	}
+	d.lastData = nil
+	b.PIOWrite(0xd000, []byte{9, 9})
+	if d.lastData != nil {
+		t.Error("a port write reached a BAR with I/O decoding off")
+	}
+}
+
+// TestIOBARRefused: a bus without an I/O window cannot place an I/O BAR,
+// nor can one have a window outside the port space.
+func TestIOBARRefused(t *testing.T) {
+	b := mustBus(t, Windows{MMIO32Base: 0xc0000000, MMIO32Size: 0x10000000})
+	if _, err := b.Add(newIODevice()); err == nil {
+		t.Error("an I/O BAR was placed on a bus without an I/O window")
+	}
+	for _, w := range []Windows{{IOBase: 0xf000, IOSize: 0x2000}, {IOBase: 0, IOSize: 0x100}} {
+		if _, err := NewBus(w); err == nil {
+			t.Errorf("NewBus(%+v) accepted a window outside the port space", w)
+		}
+	}
 }

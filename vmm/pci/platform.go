@@ -31,4 +31,10 @@ type Platform interface {
 	RegisterIOEvent(addr uint64, length uint32, fd int) error
 	// UnregisterIOEvent undoes RegisterIOEvent.
 	UnregisterIOEvent(addr uint64, length uint32, fd int) error
+	// RegisterPortEvent makes a guest write of the 16-bit value data to
+	// port signal the eventfd fd, without a VM exit to userspace; other
+	// writes to port still exit.
+	RegisterPortEvent(port, data uint16, fd int) error
+	// UnregisterPortEvent undoes RegisterPortEvent.
+	UnregisterPortEvent(port, data uint16, fd int) error
 }

@@ -89,6 +89,28 @@ func (p *FakePlatform) UnregisterIOEvent(addr uint64, _ uint32, _ int) error {
 	return nil
 }
 
+// portKey is where a port ioeventfd is kept in FakePlatform.events: above
+// every MMIO address.
+func portKey(port, data uint16) uint64 { return 1<<63 | uint64(port)<<16 | uint64(data) }
+
+// RegisterPortEvent implements pci.Platform.
+func (p *FakePlatform) RegisterPortEvent(port, data uint16, fd int) error {
+	return p.RegisterIOEvent(portKey(port, data), 2, fd)
+}
+
+// UnregisterPortEvent implements pci.Platform.
+func (p *FakePlatform) UnregisterPortEvent(port, data uint16, fd int) error {
+	return p.UnregisterIOEvent(portKey(port, data), 2, fd)
+}
+
+// PortEvent returns the eventfd registered for writes of data to port.
+func (p *FakePlatform) PortEvent(port, data uint16) (fd int, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fd, ok = p.events[portKey(port, data)]
+	return fd, ok
+}
+
 // SetFailRegister makes every later registration fail with err (nil:
 // succeed again).
 func (p *FakePlatform) SetFailRegister(err error) {

@@ -13,6 +13,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// The transport's I/O BAR holds one notification port for every queue
+// (notify_off_multiplier 0): the driver writes the queue's index there, and
+// each queue's ioeventfd matches its own index. A port write exits with
+// the next instruction's address in the exit information, where an MMIO
+// write has to be decoded by KVM's instruction emulator first (on AMD every
+// time; on Intel the fast MMIO path avoids it), so the driver is offered
+// the port first and the MMIO notification region after it, for drivers
+// that take only memory BARs.
+const (
+	ioBarIndex       = 1
+	ioBarSize        = 4 // the smallest I/O BAR
+	notifyPortLength = 2 // the driver writes the 16-bit queue index
+)
+
 // Layout of the transport's memory BAR.
 const (
 	barIndex      = 0
@@ -108,6 +122,7 @@ type PCI struct {
 	queues         []queueState
 	active         []*worker
 	barAddr        uint64
+	ioAddr         uint16 // the I/O BAR's port, 0 while unmapped
 
 	configVector atomic.Uint32 // pci.NoVector or a vector
 	needsReset   atomic.Bool
@@ -171,6 +186,7 @@ type worker struct {
 	fd         int
 	file       *os.File
 	notify     uint64 // registered ioeventfd address, 0 if none
+	notifyPort uint16 // registered port ioeventfd, 0 if none
 	done       chan struct{}
 	selfServed bool
 	stopped    bool // set by reset, guarded by PCI.gate.mu
@@ -200,12 +216,15 @@ func NewPCI(dev Device, mem *memory.Memory, plat pci.Platform) (*PCI, error) {
 	}
 	p.cfg = pci.NewConfigSpace(pciVendorID, pciDeviceBase+dev.Type(), pciVendorID, pciDeviceBase+dev.Type(), class, 1)
 	p.cfg.AddBAR(barIndex, barSize, false)
-	p.addCap(capCommon, commonOffset, commonLength, nil)
+	p.cfg.AddIOBAR(ioBarIndex, ioBarSize)
+	p.addCap(capCommon, barIndex, commonOffset, commonLength, nil)
+	// The driver takes the first notification capability it can use.
+	p.addCap(capNotify, ioBarIndex, 0, notifyPortLength, make([]byte, 4)) // multiplier 0
 	mult := make([]byte, 4)
 	binary.LittleEndian.PutUint32(mult, notifyMult)
-	p.addCap(capNotify, notifyOffset, uint32(notifyMult*n), mult)
-	p.addCap(capISR, isrOffset, isrLength, nil)
-	p.addCap(capDevice, deviceOffset, deviceLength, nil)
+	p.addCap(capNotify, barIndex, notifyOffset, uint32(notifyMult*n), mult)
+	p.addCap(capISR, barIndex, isrOffset, isrLength, nil)
+	p.addCap(capDevice, barIndex, deviceOffset, deviceLength, nil)
 	msix, err := pci.NewMSIX(p.cfg, plat, n+1, barIndex, msixTableOff, msixPBAOff)
 	if err != nil {
 		return nil, err
@@ -215,12 +234,12 @@ func NewPCI(dev Device, mem *memory.Memory, plat pci.Platform) (*PCI, error) {
 	return p, nil
 }
 
-// addCap adds a virtio vendor capability pointing into the BAR.
-func (p *PCI) addCap(typ uint8, offset, length uint32, extra []byte) {
+// addCap adds a virtio vendor capability pointing into BAR bar.
+func (p *PCI) addCap(typ, bar uint8, offset, length uint32, extra []byte) {
 	body := make([]byte, 14, 14+len(extra))
 	body[0] = byte(16 + len(extra)) // cap_len, including id and next
 	body[1] = typ
-	body[2] = barIndex
+	body[2] = bar
 	binary.LittleEndian.PutUint32(body[6:], offset)
 	binary.LittleEndian.PutUint32(body[10:], length)
 	p.cfg.AddCapability(capVendor, append(body, extra...), nil)
@@ -229,15 +248,20 @@ func (p *PCI) addCap(typ uint8, offset, length uint32, extra []byte) {
 // Config implements pci.Device.
 func (p *PCI) Config() *pci.ConfigSpace { return p.cfg }
 
-// barMapped follows the guest's placement of the BAR, moving the queues'
-// ioeventfds with it. A kick that can no longer be registered breaks the
+// barMapped follows the guest's placement of the memory and I/O BARs,
+// moving the queues' ioeventfds with them. A kick that can no longer be registered breaks the
 // device (NEEDS_RESET).
 func (p *PCI) barMapped(bar int, addr uint64) {
-	if bar != barIndex {
+	p.mu.Lock()
+	switch bar {
+	case barIndex:
+		p.barAddr = addr
+	case ioBarIndex:
+		p.ioAddr = uint16(addr)
+	default:
+		p.mu.Unlock()
 		return
 	}
-	p.mu.Lock()
-	p.barAddr = addr
 	var errs []error
 	for _, w := range p.active {
 		if err := p.registerKick(w); err != nil {
@@ -250,27 +274,38 @@ func (p *PCI) barMapped(bar int, addr uint64) {
 	}
 }
 
-// registerKick (re)registers w's ioeventfd at the queue's notify address.
-// Called with mu held.
+// registerKick (re)registers w's ioeventfds at the queue's notification
+// address and at the notification port, where those are mapped. Called
+// with mu held.
 func (p *PCI) registerKick(w *worker) error {
 	p.unregisterKick(w)
-	if p.barAddr == 0 {
-		return nil // unmapped: kicks arrive as MMIO writes, if at all
+	// Unmapped: kicks arrive as MMIO or port writes, if at all.
+	if p.barAddr != 0 {
+		addr := p.barAddr + notifyOffset + uint64(w.q.Index)*notifyMult
+		if err := p.plat.RegisterIOEvent(addr, 0, w.fd); err != nil {
+			return fmt.Errorf("queue %d: register its kick at %#x as an ioeventfd: %w", w.q.Index, addr, err)
+		}
+		w.notify = addr
 	}
-	addr := p.barAddr + notifyOffset + uint64(w.q.Index)*notifyMult
-	if err := p.plat.RegisterIOEvent(addr, 0, w.fd); err != nil {
-		return fmt.Errorf("queue %d: register its kick at %#x as an ioeventfd: %w", w.q.Index, addr, err)
+	if p.ioAddr != 0 {
+		if err := p.plat.RegisterPortEvent(p.ioAddr, uint16(w.q.Index), w.fd); err != nil {
+			return fmt.Errorf("queue %d: register its kick on port %#x as an ioeventfd: %w", w.q.Index, p.ioAddr, err)
+		}
+		w.notifyPort = p.ioAddr
 	}
-	w.notify = addr
 	return nil
 }
 
-// unregisterKick removes w's ioeventfd, if registered. Called with mu
+// unregisterKick removes w's ioeventfds, if registered. Called with mu
 // held.
 func (p *PCI) unregisterKick(w *worker) {
 	if w.notify != 0 {
 		_ = p.plat.UnregisterIOEvent(w.notify, 0, w.fd)
 		w.notify = 0
+	}
+	if w.notifyPort != 0 {
+		_ = p.plat.UnregisterPortEvent(w.notifyPort, uint16(w.q.Index), w.fd)
+		w.notifyPort = 0
 	}
 }
 
@@ -278,6 +313,9 @@ func (p *PCI) unregisterKick(w *worker) {
 func (p *PCI) BARRead(bar int, off uint64, data []byte) {
 	for i := range data {
 		data[i] = 0
+	}
+	if bar != barIndex {
+		return // the notification port reads as zero
 	}
 	switch {
 	case off >= commonOffset && off < commonOffset+commonLength:
@@ -297,6 +335,17 @@ func (p *PCI) BARRead(bar int, off uint64, data []byte) {
 
 // BARWrite implements pci.Device.
 func (p *PCI) BARWrite(bar int, off uint64, data []byte) {
+	if bar == ioBarIndex {
+		// A kick on the port that no ioeventfd matched: the queue's
+		// index, if it is one.
+		if off == 0 && len(data) == notifyPortLength {
+			p.kickUnmatched(int(binary.LittleEndian.Uint16(data)))
+		}
+		return
+	}
+	if bar != barIndex {
+		return
+	}
 	switch {
 	case off >= commonOffset && off < commonOffset+commonLength:
 		p.writeCommon(off-commonOffset, data)
@@ -304,16 +353,21 @@ func (p *PCI) BARWrite(bar int, off uint64, data []byte) {
 		p.dev.WriteConfig(off-deviceOffset, data)
 	case off >= notifyOffset && off < notifyOffset+uint64(notifyMult*len(p.queues)):
 		// A kick that did not go through the ioeventfd.
-		q := int((off - notifyOffset) / notifyMult)
-		p.mu.Lock()
-		for _, w := range p.active {
-			if w.q.Index == q {
-				unix.Write(w.fd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
-			}
-		}
-		p.mu.Unlock()
+		p.kickUnmatched(int((off - notifyOffset) / notifyMult))
 	case off >= msixTableOff && off < msixTableOff+uint64(p.msix.TableSize()):
 		p.msix.WriteTable(off-msixTableOff, data)
+	}
+}
+
+// kickUnmatched signals queue q's kick eventfd for a notification that
+// came as an exit (an unknown queue index is ignored).
+func (p *PCI) kickUnmatched(q int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, w := range p.active {
+		if w.q.Index == q {
+			unix.Write(w.fd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		}
 	}
 }
 

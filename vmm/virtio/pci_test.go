@@ -57,7 +57,10 @@ func newTransport(t *testing.T, dev virtio.Device) (*virtio.PCI, *virtio.FakePla
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	bus := pci.NewBus(0xc0000000, 0x10000000, 0, 0)
+	bus, err := pci.NewBus(pci.Windows{MMIO32Base: 0xc0000000, MMIO32Size: 0x10000000, IOBase: 0xc000, IOSize: 0x1000})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := bus.Add(p); err != nil {
 		t.Fatal(err)
 	}
@@ -141,8 +144,17 @@ func TestNegotiationAndQueue(t *testing.T) {
 	w64(p, common+0x30, used)
 	w16(p, common+0x1c, 1)
 	w16(p, common+0x14, 1|2|8|4) // DRIVER_OK
-	if n := plat.Registered(); n != 1 {
-		t.Fatalf("%d ioeventfds registered, want 1", n)
+	// One kick at the MMIO notification address, one on the port with
+	// the queue's index as its datamatch.
+	if n := plat.Registered(); n != 2 {
+		t.Fatalf("%d ioeventfds registered, want 2", n)
+	}
+	port := uint16(cfg.Mapped(1))
+	if port < 0xc000 {
+		t.Fatalf("I/O BAR at port %#x, want one in the bus's window from 0xc000", port)
+	}
+	if _, ok := plat.PortEvent(port, 0); !ok {
+		t.Fatalf("no ioeventfd for queue 0 on port %#x", port)
 	}
 	// Post a 64-byte writable buffer and kick through the MMIO path.
 	d := make([]byte, 16)
@@ -165,6 +177,23 @@ func TestNegotiationAndQueue(t *testing.T) {
 	}
 	if n, _ := mem.Uint32(used + 8); n != 64 {
 		t.Errorf("used length %d", n)
+	}
+	// A second buffer, kicked on the port without the ioeventfd (as the
+	// exit path delivers it); a write naming no queue is ignored.
+	binary.LittleEndian.PutUint64(d, buf+64)
+	mem.Write(desc+16, d)
+	mem.PutUint16(avail+6, 1)
+	mem.PutUint16(avail+2, 2)
+	p.BARWrite(1, 0, []byte{7, 0})
+	p.BARWrite(1, 0, []byte{0, 0})
+	for {
+		if idx, _ := mem.Uint16(used + 2); idx == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the device never used the buffer kicked on the port")
+		}
+		time.Sleep(time.Millisecond)
 	}
 	for plat.Route(1).Count() == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
