@@ -20,11 +20,14 @@
 // The sides alternate for -runs rounds (3 by default); after the table of
 // every run comes a summary: per side, each figure's median and spread
 // (min–max over the runs that finished), and which side's median is
-// better.
+// better. -all-counters adds, per run and phase, every KVM counter that
+// moved and the host scheduler's: the time tasks ran and waited on a run
+// queue (all of them, and the VMM's own threads, QEMU's vhost workers
+// included), per 1,000 packets, next to the phase's wall time.
 //
 //	go run ./scripts/netbench [-colibri bin/colibri] [-qemu qemu-system-x86_64] \
 //	    [-kernel K] [-initrd I] [-pings N] [-mib M] [-runs R] \
-//	    [-shmem-thp advise] [-poller-core C] [-all-counters]
+//	    [-shmem-thp advise] [-poller-core C] [-all-counters] [-qemu-nic-opts ,OPTS]
 //
 // It needs root and a working /dev/kvm (inside scripts/kvm-sandbox here:
 // 'make netbench').

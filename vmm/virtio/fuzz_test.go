@@ -116,6 +116,10 @@ func fuzzSeeds() [][]byte {
 		cat(boot, fuzzOp(opWrite, ccStatus, 1, 11), fuzzOp(opWrite, ccStatus, 1, 15)),
 		// Reset and activate again; kicks in between.
 		cat(boot, fuzzOp(opKick, 0, 2, 0), fuzzOp(opWrite, ccStatus, 1, 0), boot, fuzzOp(opKick, 0, 2, 0)),
+		// Kicks on the notification port: queue 0, a queue that is not
+		// there, a 4-byte write; then a reset.
+		cat(boot, fuzzOp(opKick, 0x80, 2, 0), fuzzOp(opKick, 0x80, 2, 7), fuzzOp(opKick, 0x81, 4, 0),
+			fuzzOp(opWrite, ccStatus, 1, 0)),
 		// A broken ring (avail.idx jumps), kicked: NEEDS_RESET, then reset.
 		cat(boot, fuzzOp(opPoke, 0, 2, 200), fuzzOp(opKick, 0, 2, 0), fuzzOp(opRead, ccStatus, 1, 0),
 			fuzzOp(opWrite, ccStatus, 1, 0)),
@@ -150,6 +154,7 @@ func FuzzCommonConfig(f *testing.F) {
 		}
 		defer p.Close()
 		p.barMapped(barIndex, 0xc0000000)
+		p.barMapped(ioBarIndex, 0xc000)
 		initial := p.snapshot()
 		for step := 0; len(ops) >= 2 && step < 256; step++ {
 			off, mode := uint64(ops[0]), ops[1]
@@ -167,7 +172,13 @@ func FuzzCommonConfig(f *testing.F) {
 			case opRead:
 				p.BARRead(barIndex, commonOffset+off%commonLength, data)
 			case opKick:
-				p.BARWrite(barIndex, notifyOffset+uint64(off%2)*notifyMult, data)
+				if off&0x80 != 0 {
+					// On the notification port: data names the queue
+					// (any width, at either of its first two ports).
+					p.BARWrite(ioBarIndex, off&1, data)
+				} else {
+					p.BARWrite(barIndex, notifyOffset+uint64(off%2)*notifyMult, data)
+				}
 			case opPoke:
 				_ = mem.PutUint16(0x11002, binary.LittleEndian.Uint16(append(data, 0)))
 			}
