@@ -436,10 +436,21 @@ func (a *attacker) kickStorm(d *vdev, kind string) {
 	}
 	for i := 0; i < 48; i++ {
 		var off uintptr
-		if a.rnd.IntN(2) == 0 {
+		switch a.rnd.IntN(3) {
+		case 0:
 			off = offNotify + uintptr(notifyMult*a.rnd.IntN(d.nq+8))
-		} else {
+		case 1:
 			off = offNotify + uintptr(a.rnd.IntN(0x1000))
+		default:
+			// The notification port: a queue's index or not, any
+			// width, at any of its ports.
+			width := 1 << a.rnd.IntN(3)
+			v := a.rnd.Uint64()
+			if a.rnd.IntN(2) == 0 {
+				v = uint64(a.rnd.IntN(d.nq + 8))
+			}
+			d.portWrite(int64(a.rnd.IntN(ioBarSize/width)*width), width, v)
+			continue
 		}
 		width := 1 << a.rnd.IntN(4)
 		d.w(off&^uintptr(width-1), width, a.rnd.Uint64())

@@ -44,6 +44,12 @@ func (x inproc) barWrite(off uintptr, width int, v uint64) {
 	x.p.BARWrite(0, uint64(off), b[:width])
 }
 
+func (x inproc) portWrite(off int64, width int, v uint64) {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], v)
+	x.p.BARWrite(1, uint64(off), b[:width])
+}
+
 func (x inproc) cfgRead(off int64, b []byte) error  { x.p.Config().Read(uint32(off), b); return nil }
 func (x inproc) cfgWrite(off int64, b []byte) error { x.p.Config().Write(uint32(off), b); return nil }
 

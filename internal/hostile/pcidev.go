@@ -32,16 +32,18 @@ type pciDev struct {
 	barPA uint64 // BAR 0's guest-physical address, as Linux assigned it
 	bar   []byte
 	base  uintptr
-	msix  int // offset of the MSI-X capability in configuration space (0: none)
+	port  *os.File // BAR 1, the notification port (sysfs turns a write into an out)
+	msix  int      // offset of the MSI-X capability in configuration space (0: none)
 	// io, when set, replaces MMIO and sysfs (a test drives colibri's
 	// transport in-process through it).
 	io regs
 }
 
-// regs reaches a function's BAR 0 and configuration space.
+// regs reaches a function's BAR 0, its I/O BAR 1 and configuration space.
 type regs interface {
 	barRead(off uintptr, width int) uint64
 	barWrite(off uintptr, width int, v uint64)
+	portWrite(off int64, width int, v uint64)
 	cfgRead(off int64, b []byte) error
 	cfgWrite(off int64, b []byte) error
 }
@@ -126,7 +128,23 @@ func (p *pciDev) take() error {
 		return fmt.Errorf("%s: mmap BAR 0: %w", p.addr, err)
 	}
 	p.base = uintptr(unsafe.Pointer(&p.bar[0]))
+	if p.port, err = os.OpenFile(filepath.Join(p.dir, "resource1"), os.O_RDWR, 0); err != nil {
+		return fmt.Errorf("%s: the notification port (BAR 1): %w", p.addr, err)
+	}
 	return nil
+}
+
+// portWrite writes the low width (1, 2, 4) bytes of v at off in the I/O
+// BAR: one out instruction of that width. A write sysfs refuses (beyond
+// the BAR) is dropped, as the guest's own would be.
+func (p *pciDev) portWrite(off int64, width int, v uint64) {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], v)
+	if p.io != nil {
+		p.io.portWrite(off, width, v)
+		return
+	}
+	_, _ = p.port.WriteAt(b[:width], off)
 }
 
 // give unmaps the BAR, disables the function and binds virtio-pci to it
@@ -135,6 +153,10 @@ func (p *pciDev) give() error {
 	if p.bar != nil {
 		unix.Munmap(p.bar)
 		p.bar, p.base = nil, 0
+	}
+	if p.port != nil {
+		p.port.Close()
+		p.port = nil
 	}
 	if p.cfg != nil {
 		p.cfg.Close()

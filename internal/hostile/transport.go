@@ -18,6 +18,7 @@ const (
 	offDevice  = 0x2000
 	offNotify  = 0x3000
 	notifyMult = 4
+	ioBarSize  = 4 // BAR 1: the notification port
 	offMSIX    = 0x4000
 	offPBA     = 0x6000
 )
