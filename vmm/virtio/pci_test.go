@@ -166,15 +166,20 @@ func TestNegotiationAndQueue(t *testing.T) {
 	mem.PutUint16(avail+2, 1)
 	w16(p, notify, 0)
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if idx, _ := mem.Uint16(used + 2); idx == 1 {
-			break
+	// usedUpTo waits until the used index reaches idx.
+	usedUpTo := func(idx uint16, what string) {
+		t.Helper()
+		for {
+			if got, _ := mem.Uint16(used + 2); got == idx {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the device never used the buffer %s", what)
+			}
+			time.Sleep(time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the device never used the buffer")
-		}
-		time.Sleep(time.Millisecond)
 	}
+	usedUpTo(1, "kicked through the MMIO path")
 	if n, _ := mem.Uint32(used + 8); n != 64 {
 		t.Errorf("used length %d", n)
 	}
@@ -186,15 +191,7 @@ func TestNegotiationAndQueue(t *testing.T) {
 	mem.PutUint16(avail+2, 2)
 	p.BARWrite(1, 0, []byte{7, 0})
 	p.BARWrite(1, 0, []byte{0, 0})
-	for {
-		if idx, _ := mem.Uint16(used + 2); idx == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the device never used the buffer kicked on the port")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	usedUpTo(2, "kicked on the port")
 	for plat.Route(1).Count() == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
