@@ -35,6 +35,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -642,6 +643,7 @@ func tableRow(r result) string {
 // per 1,000 packets, and guest a's clocksource.
 func printCounters(w io.Writer, rs []result) {
 	for _, r := range rs {
+		fmt.Fprintf(w, "\n%s, slowest pings (ms, by sequence number from 1): %s\n", r.name, slowest(r.rtts, 5))
 		for _, p := range []struct{ name, from, to string }{{"ping", "ping-start", "ping-end"}, {"TCP", "tcp-start", "tcp-end"}} {
 			ph, ok := r.phase(p.from, p.to)
 			if !ok {
@@ -661,6 +663,21 @@ func printCounters(w io.Writer, rs []result) {
 			fmt.Fprintf(w, "\n%s (clocksource %s), %s phase, %s wall, KVM and scheduler counters per 1,000 packets: wall_ns=%s %s\n", r.name, r.clocksource, p.name, ph.dur.Round(time.Millisecond), per1k(uint64(ph.dur), ph.packets), strings.Join(kv, " "))
 		}
 	}
+}
+
+// slowest formats the n largest of rtts (in ping order) with their
+// 1-based positions, largest first.
+func slowest(rtts []float64, n int) string {
+	idx := make([]int, len(rtts))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(rtts[b], rtts[a]) })
+	var out []string
+	for _, i := range idx[:min(n, len(idx))] {
+		out = append(out, fmt.Sprintf("#%d %.1f", i+1, rtts[i]))
+	}
+	return strings.Join(out, ", ")
 }
 
 // figure is one number of a run, and whether less is better.
