@@ -138,12 +138,12 @@ func (p *pciDev) take() error {
 // BAR: one out instruction of that width. A write sysfs refuses (beyond
 // the BAR) is dropped, as the guest's own would be.
 func (p *pciDev) portWrite(off int64, width int, v uint64) {
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], v)
 	if p.io != nil {
 		p.io.portWrite(off, width, v)
 		return
 	}
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], v)
 	_, _ = p.port.WriteAt(b[:width], off)
 }
 

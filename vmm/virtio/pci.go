@@ -249,8 +249,8 @@ func (p *PCI) addCap(typ, bar uint8, offset, length uint32, extra []byte) {
 func (p *PCI) Config() *pci.ConfigSpace { return p.cfg }
 
 // barMapped follows the guest's placement of the memory and I/O BARs,
-// moving the queues' ioeventfds with them. A kick that can no longer be registered breaks the
-// device (NEEDS_RESET).
+// moving the queues' ioeventfds with them. A kick that can no longer be
+// registered breaks the device (NEEDS_RESET).
 func (p *PCI) barMapped(bar int, addr uint64) {
 	p.mu.Lock()
 	switch bar {
