@@ -25,16 +25,33 @@ type datapath struct {
 	closers []func() error
 }
 
-// newDatapath creates a Stack whose pollers run on cores (one unpinned
-// poller when cores is empty). Nothing runs until the stack starts.
-func newDatapath(cores []int, log *slog.Logger) (*datapath, error) {
-	stack, err := netstack.New(netstack.Config{PollerCores: cores, Logger: log})
+// newDatapath creates a Stack whose pollers run on pollers.Cores (one
+// unpinned poller when there are none). Nothing runs until the stack
+// starts.
+func newDatapath(pollers spec.Pollers, log *slog.Logger) (*datapath, error) {
+	stack, err := netstack.New(stackConfig(pollers, log))
 	if err != nil {
 		return nil, fmt.Errorf("netstack: %w", err)
 	}
 	d := &datapath{log: log, stack: stack, switches: map[string]*netstack.Switch{}, xdps: map[string]*afxdp.Socket{}}
 	d.closers = append(d.closers, stack.Close)
 	return d, nil
+}
+
+// stackConfig is the netstack configuration of the file's pollers: a spin
+// of 0 never spins, a longer one bounds the adaptive spin (starting from
+// the datapath's default minimum, or from the spin itself if shorter).
+func stackConfig(pollers spec.Pollers, log *slog.Logger) netstack.Config {
+	cfg := netstack.Config{PollerCores: pollers.Cores, Logger: log}
+	switch s := pollers.Spin; {
+	case s == nil:
+	case *s == 0:
+		cfg.NoSpin = true
+	default:
+		cfg.IdleAfter = min(netstack.DefaultIdleAfter, *s)
+		cfg.MaxIdleAfter = *s
+	}
+	return cfg
 }
 
 // addSwitch creates a switch with its uplinks.

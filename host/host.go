@@ -133,7 +133,7 @@ func New(ctx context.Context, cfg Config) (_ *Host, err error) {
 			h.release()
 		}
 	}()
-	if h.net, err = newDatapath(file.Pollers.Cores, h.log); err != nil {
+	if h.net, err = newDatapath(file.Pollers, h.log); err != nil {
 		return nil, err
 	}
 	h.closers = append(h.closers, h.net.close)

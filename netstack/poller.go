@@ -118,6 +118,9 @@ func newPoller(st *Stack, index, core int) (*poller, error) {
 	default:
 		p.maxSpin = max(int64(DefaultMaxIdleAfter), p.spin)
 	}
+	if st.cfg.NoSpin {
+		p.spin, p.minSpin, p.maxSpin = 0, 0, 0
+	}
 	p.idle.Store(true)
 	p.cnt.spin.Store(p.spin)
 	p.initSwitching()

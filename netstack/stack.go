@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/colibrivm/colibri/internal/gomaxprocs"
 	"github.com/colibrivm/colibri/internal/osthread"
 )
 
@@ -72,6 +73,12 @@ type Config struct {
 	// poller and IdleAfter (no growth: measured slower, with the guests'
 	// vCPUs on the same core) for a shared one.
 	MaxIdleAfter time.Duration
+	// NoSpin makes every poller sleep after each pass that found nothing,
+	// whatever IdleAfter and MaxIdleAfter say: the guests' kicks wake it.
+	// It costs a wake-up per burst and saves the spinning core's time
+	// (on a host whose cores are themselves shared, as in a nested or
+	// emulated VM, that time is another CPU's).
+	NoSpin bool
 	// Sharing says whether the pollers share their cores with the guests'
 	// vCPUs. A shared poller calls sched_yield after every pass that
 	// found nothing, so a vCPU waiting for the core runs at once rather
@@ -214,6 +221,11 @@ func (st *Stack) Start(ctx context.Context) error {
 		st.wg.Add(1)
 		osthread.Go(func() {
 			defer st.wg.Done()
+			// A polling thread holds a Go P: without one more, the rest
+			// of the process (vCPU exits, the API, the consoles) would
+			// share one P fewer, and Go would preempt the poller to run
+			// them.
+			defer gomaxprocs.Reserve(1)()
 			p.run(ready)
 		})
 	}

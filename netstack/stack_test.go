@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/colibrivm/colibri/internal/gomaxprocs"
 	"github.com/colibrivm/colibri/netstack"
 	"github.com/colibrivm/colibri/netstack/netstacktest"
 )
@@ -155,12 +156,7 @@ func TestPollersMoveFrames(t *testing.T) {
 
 func TestIdlePollerSleepsAndWakes(t *testing.T) {
 	checkNoLeaks(t)
-	sw := netstack.NewSwitch("sw0")
-	pa, _ := sw.AddPort("a")
-	pb, _ := sw.AddPort("b")
-	qa, qb := newQueue(t, 0), newQueue(t, 0)
-	_ = pa.SetEndpoints([]netstack.Endpoint{qa})
-	_ = pb.SetEndpoints([]netstack.Endpoint{qb})
+	sw, qa, qb := twoPortSwitch(t)
 	var woke atomic.Int64
 	st := startStack(t, netstack.Config{
 		PollerCores: []int{1},
@@ -200,6 +196,50 @@ func TestIdlePollerSleepsAndWakes(t *testing.T) {
 	waitFor(t, "the frame", func() bool { return len(qb.Take()) == 1 })
 	if qa.Kicks() != kicks && st.Stats().Pollers[0].Sleeps == 3 {
 		t.Error("a polled (disarmed) endpoint was kicked")
+	}
+}
+
+// twoPortSwitch returns switch sw0 with ports a and b, each on a test
+// queue of its own.
+func twoPortSwitch(t *testing.T) (*netstack.Switch, *netstacktest.Queue, *netstacktest.Queue) {
+	t.Helper()
+	sw := netstack.NewSwitch("sw0")
+	pa, _ := sw.AddPort("a")
+	pb, _ := sw.AddPort("b")
+	qa, qb := newQueue(t, 0), newQueue(t, 0)
+	_ = pa.SetEndpoints([]netstack.Endpoint{qa})
+	_ = pb.SetEndpoints([]netstack.Endpoint{qb})
+	return sw, qa, qb
+}
+
+// TestNoSpinSleepsAfterOneEmptyPass: with NoSpin a poller on a core of
+// its own (which would otherwise spin IdleAfter and more) sleeps after
+// each pass that found nothing, and a kick still wakes it for the frame.
+func TestNoSpinSleepsAfterOneEmptyPass(t *testing.T) {
+	checkNoLeaks(t)
+	sw, qa, qb := twoPortSwitch(t)
+	st := startStack(t, netstack.Config{
+		PollerCores: []int{1},
+		Sharing:     netstack.SharingDedicated,
+		IdleAfter:   time.Second, // ignored
+		NoSpin:      true,
+	}, sw)
+	for round := uint64(1); round <= 3; round++ {
+		var ps netstack.PollerStats
+		waitFor(t, "the poller to sleep", func() bool {
+			ps = st.Stats().Pollers[0]
+			return ps.Sleeps == round
+		})
+		if ps.IdleSpinNanos != 0 {
+			t.Errorf("round %d: idle spin %d ns, want 0", round, ps.IdleSpinNanos)
+		}
+		// Each sleep follows one empty pass (plus one per arming race).
+		if ps.EmptyPolls > ps.Sleeps+ps.ArmRaces {
+			t.Errorf("round %d: %d empty passes for %d sleeps and %d arm races: it spun", round, ps.EmptyPolls, ps.Sleeps, ps.ArmRaces)
+		}
+		time.Sleep(2 * time.Millisecond) // let it reach epoll_wait
+		qa.Inject(frame(macB, macA))
+		waitFor(t, "the frame", func() bool { return len(qb.Take()) == 1 })
 	}
 }
 
@@ -332,6 +372,37 @@ func TestRunStopsOnCancel(t *testing.T) {
 	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPollersReserveGOMAXPROCS: each poller thread holds a Go P while it
+// polls, so a running stack raises GOMAXPROCS by its pollers and Close
+// gives them back.
+func TestPollersReserveGOMAXPROCS(t *testing.T) {
+	checkNoLeaks(t)
+	_, before := gomaxprocs.State()
+	procs := runtime.GOMAXPROCS(0)
+	st, err := netstack.New(netstack.Config{Pollers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, r := gomaxprocs.State(); r != before+2 {
+		t.Errorf("reservations with 2 pollers running: %d, want %d", r, before+2)
+	}
+	if got := runtime.GOMAXPROCS(0); got != procs+2 {
+		t.Errorf("GOMAXPROCS with 2 pollers running: %d, want %d", got, procs+2)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, r := gomaxprocs.State(); r != before {
+		t.Errorf("reservations after Close: %d, want %d", r, before)
+	}
+	if got := runtime.GOMAXPROCS(0); got != procs {
+		t.Errorf("GOMAXPROCS after Close: %d, want %d", got, procs)
 	}
 }
 

@@ -25,7 +25,8 @@ type rawFile struct {
 }
 
 type rawPollers struct {
-	Cores []int `yaml:"cores" json:"cores"`
+	Cores []int  `yaml:"cores" json:"cores"`
+	Spin  scalar `yaml:"spin" json:"spin"`
 }
 
 type rawSched struct {

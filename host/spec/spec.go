@@ -7,6 +7,7 @@
 // The file is YAML or JSON with the same schema:
 //
 //	pollers: {cores: [1]}                 # host cores for the datapath
+//	                                      # also: spin (20ms: the longest idle poll before sleeping; 0: none)
 //	sched: {policy: central, cores: [0]}  # linux | pinned | central | adaptive
 //	                                      # also: period (5us), mode (adaptive | busy-poll | sleep),
 //	                                      # cpu (the scheduler thread's core), fifo (priority);
@@ -137,6 +138,12 @@ type Pollers struct {
 	// Cores are the host cores that each get one poller thread. Empty: the
 	// VMM chooses. None of them may also be in Sched.Cores.
 	Cores []int
+	// Spin is the longest a poller polls an idle datapath before it
+	// sleeps until a guest's kick; it adapts up to this (as KVM's halt
+	// polling does). 0: it sleeps after every pass that found nothing.
+	// nil: the datapath's default (20ms for a poller with a core of its
+	// own, 0 for one that shares its core with vCPUs).
+	Spin *time.Duration
 }
 
 // Sched configures the vCPU scheduler.

@@ -35,8 +35,9 @@ func TestGoodYAMLAndJSONAgree(t *testing.T) {
 		}
 		return m
 	}
+	spin := 500 * time.Microsecond
 	want := &File{
-		Pollers: Pollers{Cores: []int{1}},
+		Pollers: Pollers{Cores: []int{1}, Spin: &spin},
 		Sched:   Sched{Policy: "central", Cores: []int{0, 2}, Threshold: 20 * time.Microsecond, Quantum: 2 * time.Millisecond, Mode: "adaptive"},
 		Switches: []Switch{
 			{Name: "sw0", Uplinks: []Uplink{{TAP: "tap0"}, {XDP: "veth0"}}},
@@ -255,6 +256,9 @@ var badFiles = []struct {
 	{"duplicate sched core", okVM + "sched: {cores: [0, 1, 0]}\n", YAML, "sched.cores[2]: duplicate core 0 (also sched.cores[0])"},
 	{"core shared", okVM + "pollers: {cores: [1]}\nsched: {policy: central, cores: [0, 1]}\n", YAML, "sched.cores[1]: core 1 is also pollers.cores[0]: a core runs pollers or scheduled vCPUs, not both"},
 	{"bad duration", okVM + "sched: {policy: central, quantum: 2x}\n", YAML, `sched.quantum: "2x": not a duration (use e.g. 20us or 2ms)`},
+	{"spin without unit", okVM + "pollers: {spin: 5}\n", YAML, `pollers.spin: "5": not a duration (use e.g. 0, 500us or 20ms)`},
+	{"negative spin", okVM + "pollers: {spin: -1ms}\n", YAML, `pollers.spin: "-1ms": must be from 0 to 1s`},
+	{"spin too long", `{"vms": [{"name": "a"}], "pollers": {"spin": "2s"}}`, JSON, `pollers.spin: "2s": must be from 0 to 1s`},
 	{"zero duration", okVM + "sched: {policy: central, grace: 0s}\n", YAML, `sched.grace: "0s": must be positive`},
 	{"param without central", okVM + "sched: {policy: pinned, threshold: 20us}\n", YAML, "sched.threshold: only the central policy takes it, not pinned"},
 	{"param with default policy", okVM + "sched: {quantum: 1ms}\n", YAML, "sched.quantum: only the central policy takes it, not linux"},
@@ -323,6 +327,9 @@ func toRaw(f *File) *rawFile {
 	r := &rawFile{
 		Pollers: &rawPollers{Cores: f.Pollers.Cores},
 		Sched:   &rawSched{Policy: f.Sched.Policy, Cores: f.Sched.Cores, Mode: f.Sched.Mode, CPU: f.Sched.CPU, FIFO: f.Sched.FIFO},
+	}
+	if f.Pollers.Spin != nil {
+		r.Pollers.Spin = scalar{Text: f.Pollers.Spin.String(), Set: true}
 	}
 	for _, d := range []struct {
 		v   time.Duration

@@ -11,6 +11,10 @@ import (
 	"unicode"
 )
 
+// maxSpin bounds pollers.spin: a poller that spins longer than a second
+// without a frame is a misconfiguration, not a latency choice.
+const maxSpin = time.Second
+
 // convert turns the decoded file into a File: it parses sizes, durations
 // and MACs, resolves relative paths against baseDir, and rejects explicit
 // values that Normalize would otherwise mistake for absent ones (cpus: 0,
@@ -19,6 +23,16 @@ func (r *rawFile) convert(baseDir string) (*File, *Error) {
 	f := &File{}
 	if r.Pollers != nil {
 		f.Pollers.Cores = slices.Clip(append([]int(nil), r.Pollers.Cores...))
+		if s := r.Pollers.Spin; s.Set {
+			v, err := time.ParseDuration(strings.TrimSpace(s.Text))
+			if err != nil {
+				return nil, &Error{Path: "pollers.spin", Msg: fmt.Sprintf("%q: not a duration (use e.g. 0, 500us or 20ms)", s.Text)}
+			}
+			if v < 0 || v > maxSpin {
+				return nil, &Error{Path: "pollers.spin", Msg: fmt.Sprintf("%q: must be from 0 to %v", s.Text, maxSpin)}
+			}
+			f.Pollers.Spin = &v
+		}
 	}
 	if s := r.Sched; s != nil {
 		f.Sched.Policy = s.Policy

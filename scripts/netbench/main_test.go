@@ -50,3 +50,13 @@ var errTest = errorString("guest a never finished")
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+func TestAppendRTTs(t *testing.T) {
+	got := appendRTTs([]float64{9}, "nbrtt 1.25 0.9 12")
+	if len(got) != 4 || got[0] != 9 || got[1] != 1.25 || got[2] != 0.9 || got[3] != 12 {
+		t.Fatalf("appendRTTs: %v", got)
+	}
+	if !rttRe.MatchString("nbrtt 1.25 0.9") || rttRe.MatchString("nbrtt") || rttRe.MatchString("nbrtt 1.2 x") {
+		t.Fatal("rttRe matches the wrong lines")
+	}
+}
