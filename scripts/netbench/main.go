@@ -320,6 +320,18 @@ func runColibri(ctx context.Context, c config, bin string) result {
 		return res
 	}
 	cmd := command(ctx, bin, "up", file, "--stats-json", statsFile)
+	cmd.Cancel = func() error {
+		// Timed out: first have colibri print every VM's counters twice,
+		// 5 s apart (SIGUSR1, to stderr), to tell a stalled guest (its
+		// exits still move: halts, UART polling) from a stalled VMM.
+		for i := range 2 {
+			fmt.Fprintf(os.Stderr, "netbench: colibri timed out: its counters (%d of 2):\n", i+1)
+			_ = cmd.Process.Signal(syscall.SIGUSR1)
+			time.Sleep(5 * time.Second)
+		}
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	cmd.WaitDelay = 20 * time.Second
 	lines := make(chan line, 256)
 	var wg sync.WaitGroup
 	if err := startWithConsole(cmd, "", lines, &wg); err != nil {
