@@ -126,12 +126,7 @@ func run() int {
 	flag.DurationVar(&cfg.timeout, "timeout", 10*time.Minute, "per side and run")
 	flag.IntVar(&cfg.pollerCore, "poller-core", -1, "a CPU for the datapath: colibri's poller is pinned there and every vCPU (colibri's and QEMU's) runs on the other CPUs; QEMU's vhost threads go where the kernel puts them (-1: nothing pinned)")
 	flag.StringVar(&cfg.pollerSpin, "poller-spin", "", "colibri's pollers.spin: the longest its poller polls an idle datapath before it sleeps (e.g. 0, 1ms; '' is colibri's default)")
-	flag.Parse()
-	if cfg.pollerSpin != "" {
-		if d, err := time.ParseDuration(cfg.pollerSpin); err != nil || d < 0 {
-			fail(fmt.Errorf("-poller-spin %q: want a duration of 0 or more", cfg.pollerSpin))
-		}
-	}
+	flag.Parse() // -poller-spin is checked where the file is: by colibri up
 	if flag.NArg() > 0 {
 		fail(fmt.Errorf("unexpected argument %q (see -help)", flag.Arg(0)))
 	}
