@@ -35,7 +35,7 @@ func SpecJSON(s spec.VM) api.VMSpec {
 
 func vmJSON(info host.VMInfo) api.VM {
 	out := api.VM{Name: info.Name, State: string(info.State), Spec: SpecJSON(info.Spec), Created: info.Created,
-		Restarts: info.Restarts, VCPUs: []api.VCPU{}, NICs: []api.NIC{}, Disks: []api.Disk{}, ConsoleBytes: info.ConsoleBytes}
+		Restarts: info.Restarts, VCPUs: []api.VCPU{}, NICs: []api.NIC{}, Disks: []api.Disk{}, ConsoleBytes: info.ConsoleBytes, ConsoleLostBytes: info.ConsoleLost}
 	if !info.Started.IsZero() {
 		t := info.Started
 		out.Started = &t

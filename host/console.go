@@ -2,8 +2,10 @@ package host
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"sync"
+	"time"
 )
 
 // DefaultConsoleBuffer is how much of a VM's console output the host
@@ -13,6 +15,13 @@ const DefaultConsoleBuffer = 256 << 10
 // Console is the serial console output of a VM: the last bytes of it,
 // kept in a ring, and a way to follow what comes next. Offsets count every
 // byte the guest has written since the VM was created.
+//
+// A console's sink (a console file, a prefixed terminal) is fed by a
+// goroutine of its own that follows the ring, so a sink that blocks (a
+// full pipe, a stopped terminal) never blocks the guest's vCPU and costs
+// no other guest anything. A sink that falls more than the ring behind
+// loses the bytes that left the ring; the sink is told how many, and
+// Lost counts them.
 type Console struct {
 	mu     sync.Mutex
 	buf    []byte // ring of cap bytes
@@ -20,25 +29,36 @@ type Console struct {
 	total  int64 // bytes written so far
 	closed bool
 	wait   chan struct{} // closed at the next write or close
-	// sink also gets every byte (a console file, a prefixed terminal).
-	sink io.Writer
+
+	sink     io.Writer
+	taken    int64         // bytes the sink's goroutine has read or lost
+	sunk     int64         // bytes handed to the sink or lost
+	lost     int64         // bytes that left the ring before the sink's goroutine read them
+	sunkWait chan struct{} // closed when sunk next moves
+	sinkDone chan struct{} // closed when the sink's goroutine has ended
 }
+
+// sinkChunk is the most the sink's goroutine hands the sink at once.
+const sinkChunk = 32 << 10
 
 func newConsole(size int, sink io.Writer) *Console {
 	if size <= 0 {
 		size = DefaultConsoleBuffer
 	}
-	return &Console{buf: make([]byte, size), sink: sink, wait: make(chan struct{})}
+	c := &Console{buf: make([]byte, size), wait: make(chan struct{}),
+		sink: sink, sunkWait: make(chan struct{}), sinkDone: make(chan struct{})}
+	if sink == nil {
+		close(c.sinkDone)
+	} else {
+		go c.feedSink()
+	}
+	return c
 }
 
 // Write appends guest output. It is the VM's console writer: called from
-// the vCPU thread that drives the UART, it never blocks on readers.
+// the vCPU thread that drives the UART, it never blocks on readers or on
+// the sink.
 func (c *Console) Write(p []byte) (int, error) {
-	if c.sink != nil {
-		// A sink's failure (a full disk, a closed terminal) must not stop
-		// the guest's UART.
-		_, _ = c.sink.Write(p)
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := len(c.buf)
@@ -59,14 +79,90 @@ func (c *Console) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// close ends the console: readers waiting for output get io.EOF once they
-// have read everything.
-func (c *Console) close() {
+// feedSink follows the ring into the sink until the console closes and
+// the sink has had everything.
+func (c *Console) feedSink() {
+	defer close(c.sinkDone)
+	buf := make([]byte, sinkChunk)
+	var off int64
+	for {
+		n, at, err := c.Follow(context.Background(), buf, off)
+		c.mu.Lock()
+		c.lost += at - off
+		c.taken = at + int64(n)
+		c.mu.Unlock()
+		if at > off {
+			// A sink's failure (a full disk, a closed terminal) must not
+			// stop the guest's UART, nor this goroutine.
+			_, _ = fmt.Fprintf(c.sink, "\n[colibri: %d bytes of console output lost: this output fell behind the guest]\n", at-off)
+		}
+		if n > 0 {
+			_, _ = c.sink.Write(buf[:n])
+		}
+		c.mu.Lock()
+		c.sunk = at + int64(n)
+		close(c.sunkWait)
+		c.sunkWait = make(chan struct{})
+		c.mu.Unlock()
+		off = at + int64(n)
+		if err != nil { // io.EOF: closed and all read
+			return
+		}
+	}
+}
+
+// Sync waits until the sink has had every byte written before the call
+// (or lost it), or for ctx to end. A console without a sink is always in
+// sync.
+func (c *Console) Sync(ctx context.Context) error {
+	c.mu.Lock()
+	target := c.total
+	c.mu.Unlock()
+	for {
+		c.mu.Lock()
+		sunk, wait := c.sunk, c.sunkWait
+		c.mu.Unlock()
+		if sunk >= target {
+			return nil
+		}
+		select {
+		case <-wait:
+		case <-c.sinkDone:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("console output to its destination: %w", ctx.Err())
+		}
+	}
+}
+
+// Lost returns how many bytes of output the sink never got, or will
+// never get, because it fell more than the ring behind.
+func (c *Console) Lost() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	gone := c.total - int64(c.size) // bytes no longer in the ring
+	if c.sink == nil || gone <= c.taken {
+		return c.lost
+	}
+	return c.lost + gone - c.taken
+}
+
+// close ends the console: readers waiting for output get io.EOF once they
+// have read everything, and the sink's goroutine ends once it has handed
+// the sink the rest. close waits up to linger for that, so that a console
+// file is complete before it is closed, but not for a sink that blocks.
+func (c *Console) close(linger time.Duration) {
+	c.mu.Lock()
 	if !c.closed {
 		c.closed = true
 		close(c.wait)
+	}
+	c.mu.Unlock()
+	t := time.NewTimer(linger)
+	defer t.Stop()
+	select {
+	case <-c.sinkDone:
+	case <-t.C:
 	}
 }
 

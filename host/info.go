@@ -30,6 +30,9 @@ type VMInfo struct {
 	Disks []spec.Disk
 	// ConsoleBytes is how much console output the guest has written.
 	ConsoleBytes int64
+	// ConsoleLost is how much of it the console's file or terminal never
+	// got because it fell behind the guest.
+	ConsoleLost int64
 }
 
 // VCPUInfo describes one vCPU.
@@ -76,7 +79,7 @@ func (v *VM) Info() VMInfo {
 		past[id] = t
 	}
 	v.mu.Unlock()
-	info.ConsoleBytes = v.console.Written()
+	info.ConsoleBytes, info.ConsoleLost = v.console.Written(), v.console.Lost()
 	var st vmm.Stats
 	if cur != nil {
 		st = cur.Stats()

@@ -722,6 +722,10 @@ func (h *Host) delete(v *VM, force bool) error {
 	return nil
 }
 
+// consoleLinger is how long releasing a VM waits for its console's sink
+// to take the rest of the output.
+const consoleLinger = 2 * time.Second
+
 // release frees what the VM holds besides its incarnation.
 func (v *VM) release() {
 	v.mu.Lock()
@@ -739,7 +743,7 @@ func (v *VM) release() {
 		}
 	}
 	if v.console != nil {
-		v.console.close()
+		v.console.close(consoleLinger)
 	}
 	if v.file != nil {
 		v.file.Close()

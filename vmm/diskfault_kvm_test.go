@@ -113,7 +113,7 @@ func TestKVMDiskFullStops(t *testing.T) {
 	disk := fullDisk(t)
 	writeMarker(t, disk)
 	images := testenv.Images(t)
-	var console syncBuffer
+	var console testenv.Buffer
 	vm, err := vmm.New(vmm.Config{Kernel: filepath.Join(images, "vmlinux"), Initrd: filepath.Join(images, "initrd.img"),
 		Cmdline: `console=ttyS0 quiet panic=-1 colibri.run="` + diskFaultScript + `"`, CPUs: 1, MemSize: 256 << 20,
 		Disks: []vmm.Disk{{Path: disk, StopOnError: true}}, Console: &console})

@@ -23,7 +23,7 @@ func TestKVMBzImageFillsCache(t *testing.T) {
 	images := testenv.Images(t)
 	cacheHome := t.TempDir()
 	t.Setenv("XDG_CACHE_HOME", cacheHome)
-	console := &syncBuffer{}
+	console := &testenv.Buffer{}
 	vm, err := vmm.New(vmm.Config{
 		Kernel:  filepath.Join(images, "vmlinuz"),
 		Initrd:  filepath.Join(images, "initrd.img"),

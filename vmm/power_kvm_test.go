@@ -30,10 +30,10 @@ type runResult struct {
 // the guest only ends if something ends it, and returns the VM, its
 // console and the channel Run's result arrives on. extra goes on the
 // kernel command line.
-func startGuest(t *testing.T, extra string) (*vmm.VM, *syncBuffer, <-chan runResult) {
+func startGuest(t *testing.T, extra string) (*vmm.VM, *testenv.Buffer, <-chan runResult) {
 	t.Helper()
 	images := testenv.Images(t)
-	console := &syncBuffer{}
+	console := &testenv.Buffer{}
 	vm, err := vmm.New(vmm.Config{
 		Kernel:  filepath.Join(images, "vmlinux"),
 		Initrd:  filepath.Join(images, "initrd.img"),
@@ -68,7 +68,7 @@ func startGuest(t *testing.T, extra string) (*vmm.VM, *syncBuffer, <-chan runRes
 
 // waitBanner waits for the guest's banner line, failing t if the VM ends
 // or bannerTimeout passes first.
-func waitBanner(t *testing.T, vm *vmm.VM, console *syncBuffer) {
+func waitBanner(t *testing.T, vm *vmm.VM, console *testenv.Buffer) {
 	t.Helper()
 	deadline := time.Now().Add(bannerTimeout)
 	for !strings.Contains(console.String(), "colibri-guest: up:") {
@@ -85,7 +85,7 @@ func waitBanner(t *testing.T, vm *vmm.VM, console *syncBuffer) {
 
 // pressAndExpectPowerOff presses the button and requires the guest to
 // print its line and power off within powerOffTimeout.
-func pressAndExpectPowerOff(t *testing.T, vm *vmm.VM, console *syncBuffer, done <-chan runResult) {
+func pressAndExpectPowerOff(t *testing.T, vm *vmm.VM, console *testenv.Buffer, done <-chan runResult) {
 	t.Helper()
 	pressed := time.Now()
 	if err := vm.PowerButton(); err != nil {

@@ -16,24 +16,6 @@ import (
 	"github.com/colibrivm/colibri/vmm"
 )
 
-// syncBuffer is a console sink safe for the vCPU thread and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func copyFile(t *testing.T, src string) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), filepath.Base(src))
@@ -76,7 +58,7 @@ func bootWith(t *testing.T, cfg vmm.Config, run string, during func(*vmm.VM)) (s
 	if cfg.MemSize == 0 {
 		cfg.MemSize = 256 << 20
 	}
-	var console syncBuffer
+	var console testenv.Buffer
 	cfg.Console = &console
 	vm, err := vmm.New(cfg)
 	if err != nil {

@@ -82,6 +82,9 @@ type VM struct {
 	NICs         []NIC  `json:"nics"`
 	Disks        []Disk `json:"disks"`
 	ConsoleBytes int64  `json:"console_bytes"`
+	// ConsoleLostBytes is how much console output the VM's console file
+	// or terminal never got because it fell behind the guest.
+	ConsoleLostBytes int64 `json:"console_lost_bytes"`
 }
 
 // Exit says how a VM's run ended.

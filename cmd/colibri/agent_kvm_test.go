@@ -32,7 +32,7 @@ type agentRun struct {
 	bin    string
 	socket string
 	cmd    *exec.Cmd
-	stderr *syncBuf
+	stderr *testenv.Buffer
 	c      *client.Client
 }
 
@@ -113,7 +113,7 @@ func TestKVMAgentTwoGuests(t *testing.T) {
 	bin := testenv.Binary(t)
 	dir := t.TempDir()
 	const tap = "coltap9"
-	a := &agentRun{t: t, bin: bin, socket: filepath.Join(testenv.SocketDir(t), "agent.sock"), stderr: &syncBuf{}}
+	a := &agentRun{t: t, bin: bin, socket: filepath.Join(testenv.SocketDir(t), "agent.sock"), stderr: &testenv.Buffer{}}
 	a.cmd = exec.Command(bin, "agent", "--socket", a.socket, "--switch", "sw0,tap="+tap, "--stop-timeout", "90s")
 	a.cmd.Stderr = a.stderr
 	if err := a.cmd.Start(); err != nil {

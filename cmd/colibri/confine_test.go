@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -47,12 +46,12 @@ var nobody = privdrop.IDs{UID: 65534, GID: 65534}
 
 // startColibri starts the colibri binary, echoing its stdout lines to
 // lines (closed at EOF) and keeping stdout and stderr.
-func startColibri(t *testing.T, ctx context.Context, bin string, args ...string) (*exec.Cmd, <-chan string, *syncBuf, *syncBuf) {
+func startColibri(t *testing.T, ctx context.Context, bin string, args ...string) (*exec.Cmd, <-chan string, *testenv.Buffer, *testenv.Buffer) {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
 	cmd.WaitDelay = 15 * time.Second
-	var stdout, stderr syncBuf
+	var stdout, stderr testenv.Buffer
 	cmd.Stderr = &stderr
 	pipe, err := cmd.StdoutPipe()
 	if err != nil {
@@ -232,22 +231,4 @@ func TestKVMUpUser(t *testing.T) {
 	if st.Sched == nil || st.Sched.Passes == 0 || st.Sched.Errors != 0 {
 		t.Errorf("--stats-json sched = %+v, want passes and no errors", st.Sched)
 	}
-}
-
-// syncBuf is a bytes.Buffer safe for one writer and readers.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -108,6 +108,10 @@ func imagesKernel() (string, string, error) { return resolveKernel("", "") }
 // before they are forced off.
 const upStopTimeout = 30 * time.Second
 
+// upConsoleSync is how long up waits, once the guests have ended, for
+// their last console lines to reach stdout.
+const upConsoleSync = 2 * time.Second
+
 func runUp(cmd *cobra.Command, path string, f upFlags) error {
 	file, err := spec.Load(path)
 	if err != nil {
@@ -191,6 +195,11 @@ func runUp(cmd *cobra.Command, path string, f upFlags) error {
 		if _, err := v.Wait(ctx); err != nil {
 			return fmt.Errorf("vm %s: %w", v.Name(), err)
 		}
+	}
+	for _, v := range vms { // the last lines reach stdout before the stats
+		sctx, cancel := context.WithTimeout(ctx, upConsoleSync)
+		_ = v.Console().Sync(sctx) // a stdout that blocks costs only its lines
+		cancel()
 	}
 	for _, p := range prefixed {
 		p.Flush()

@@ -243,7 +243,11 @@ func printVM(w io.Writer, v api.VM) {
 		}
 		fmt.Fprintf(w, "disk %d:    %s%s\n", i, d.Path, ro)
 	}
-	fmt.Fprintf(w, "console:   %d bytes\n", v.ConsoleBytes)
+	if v.ConsoleLostBytes > 0 {
+		fmt.Fprintf(w, "console:   %d bytes (%d lost on the way to its file or terminal)\n", v.ConsoleBytes, v.ConsoleLostBytes)
+	} else {
+		fmt.Fprintf(w, "console:   %d bytes\n", v.ConsoleBytes)
+	}
 }
 
 func newVMActionCmd(action, short string) *cobra.Command {
