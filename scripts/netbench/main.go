@@ -8,7 +8,8 @@
 //     bridge.
 //
 // Both sides boot the same kernel, initrd and command line. Guest a pings b
-// back to back (ping -A) and then fetches a file of random data from b's
+// back to back (ping -A; -warmup pings first, reported apart as their p90)
+// and then fetches a file of random data from b's
 // httpd over TCP; the table gives the ping RTT p50/p99 (as ping prints it),
 // the TCP throughput (host clock between console marks around the
 // transfer), and VM exits per 1,000 packets in each phase: every exit KVM
@@ -26,7 +27,7 @@
 // included), per 1,000 packets, next to the phase's wall time.
 //
 //	go run ./scripts/netbench [-colibri bin/colibri] [-qemu qemu-system-x86_64] \
-//	    [-kernel K] [-initrd I] [-pings N] [-mib M] [-runs R] \
+//	    [-kernel K] [-initrd I] [-pings N] [-warmup W] [-mib M] [-runs R] \
 //	    [-shmem-thp advise] [-poller-core C] [-poller-spin D] [-all-counters] \
 //	    [-qemu-nic-opts ,OPTS]
 //
@@ -67,11 +68,13 @@ const (
 type config struct {
 	kernel, initrd, cmdline string
 	memMiB, pings, mib      int
+	warmup                  int // unmeasured pings before the measured ones
 	timeout                 time.Duration
 	// pollerCore, if >= 0, is a CPU kept for the datapath: colibri's
 	// poller runs there and both sides' vCPUs run on the other CPUs.
 	pollerCore int
 	otherCPUs  string // taskset list of the CPUs but pollerCore
+	otherList  []int  // the same CPUs
 	// pollerSpin, if not empty, is colibri's pollers.spin.
 	pollerSpin string
 	// qemuNICOpts is appended to QEMU's -device virtio-net-pci,...
@@ -96,6 +99,7 @@ type mark struct {
 type result struct {
 	name        string
 	rtts        []float64 // ms
+	warmRTTs    []float64 // ms, the warm-up pings
 	marks       map[string]mark
 	bytes       int64
 	err         error
@@ -119,6 +123,7 @@ func run() int {
 	flag.StringVar(&cfg.cmdline, "cmdline", "console=ttyS0 quiet panic=-1", "kernel command line before the benchmark's colibri.run=")
 	flag.IntVar(&cfg.memMiB, "mem", 256, "guest memory in MiB")
 	flag.IntVar(&cfg.pings, "pings", 1000, "back-to-back pings from a to b (p99 is then the 10th slowest)")
+	flag.IntVar(&cfg.warmup, "warmup", 100, "back-to-back pings before the measured ones, reported apart (0: none)")
 	flag.IntVar(&cfg.mib, "mib", 16, "MiB b serves to a over TCP")
 	runs := flag.Int("runs", 3, "runs of each side, alternating (the summary gives medians and spreads)")
 	all := flag.Bool("all-counters", false, "also print every KVM counter that moved in the ping and TCP phases, and guest a's clocksource")
@@ -130,8 +135,8 @@ func run() int {
 	if flag.NArg() > 0 {
 		fail(fmt.Errorf("unexpected argument %q (see -help)", flag.Arg(0)))
 	}
-	if cfg.pings < 1 || cfg.mib < 1 || cfg.memMiB < 64 || *runs < 1 {
-		fail(errors.New("-pings, -mib and -runs must be positive and -mem at least 64"))
+	if cfg.pings < 1 || cfg.mib < 1 || cfg.memMiB < 64 || *runs < 1 || cfg.warmup < 0 {
+		fail(errors.New("-pings, -mib and -runs must be positive, -warmup not negative and -mem at least 64"))
 	}
 	if cfg.mib*2 > cfg.memMiB-64 {
 		fail(fmt.Errorf("-mib %d does not fit in a %d MiB guest's tmpfs: raise -mem", cfg.mib, cfg.memMiB))
@@ -154,6 +159,7 @@ func run() int {
 		for c := 0; c < runtime.NumCPU(); c++ {
 			if c != cfg.pollerCore {
 				others = append(others, strconv.Itoa(c))
+				cfg.otherList = append(cfg.otherList, c)
 			}
 		}
 		if cfg.pollerCore >= runtime.NumCPU() || len(others) == 0 {
@@ -245,17 +251,43 @@ func fail(err error) {
 // guestScripts returns the shell commands guests a and b run (colibri.run=,
 // so without double quotes). a prints "nb MARK tx=N rx=N" lines around each
 // phase; b serves until the file has left, then both power off.
+// warmup is guest a's shell for n unmeasured pings, their times kept in
+// /tmp/warm until the measured ones are done.
+func warmup(n int) string {
+	if n <= 0 {
+		return ": > /tmp/warm"
+	}
+	return fmt.Sprintf("ping -A -c %d %s > /tmp/warm", n, ipB)
+}
+
+// donePort is where b waits for a to say it has the whole file;
+// doneWait bounds that wait.
+const (
+	donePort = "81"
+	doneWait = 20 * time.Minute
+)
+
 func guestScripts(c config) (a, b string) {
 	setup := "ip link set eth0 up && ip addr add %s/24 dev eth0; "
 	markFn := "nbmark() { echo nb $1 tx=$(cat /sys/class/net/eth0/statistics/tx_packets) rx=$(cat /sys/class/net/eth0/statistics/rx_packets); }; "
-	bytes := c.mib << 20
 	a = fmt.Sprintf(setup, ipA) + markFn + strings.Join([]string{
 		// Wait (bounded) for b's httpd: it starts once the file is written.
 		"i=0; until wget -q -O /dev/null http://" + ipB + "/ready || [ $i -gt 300 ]; do sleep 1; i=$((i+1)); done",
+		// Let b finish starting httpd before anything is measured.
+		"sleep 1",
 		// The clocksource decides what each clock read costs the guest
 		// (kvm-clock and tsc: nothing; hpet, acpi_pm: an exit).
 		"echo nb clocksource=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)",
+		// Warm-up pings, reported apart: in the sandbox the first tens of
+		// pings after colibri's poller starts spinning are slow
+		// (docs/PERF.md, table 14). Nothing goes to the console between
+		// them and the measured ones.
+		warmup(c.warmup),
 		"nbmark ping-start",
+		// The host reads the counters at each mark, for a tenth of a
+		// second or more in the sandbox: let it finish before the
+		// measured work starts, and take the start time from nb go.
+		"sleep 1; echo nb go",
 		// Into a file: each console line would cost the guests tens of
 		// UART exits inside the measured window.
 		fmt.Sprintf("ping -A -c %d %s > /tmp/ping", c.pings, ipB),
@@ -264,16 +296,21 @@ func guestScripts(c config) (a, b string) {
 		// the guest ~10x more UART exits, minutes for thousands of pings
 		// in the sandbox.
 		"sed -n 's/.* time=\\([0-9.]*\\) ms$/\\1/p' /tmp/ping | xargs -n 50 echo nbrtt",
+		"sed -n 's/.* time=\\([0-9.]*\\) ms$/\\1/p' /tmp/warm | xargs -r -n 50 echo nbwarm",
 		"nbmark tcp-start",
+		"sleep 1; echo nb go",
 		"wget -q -O /tmp/data http://" + ipB + "/data",
 		"nbmark tcp-end",
 		"echo nb got=$(wc -c < /tmp/data)",
+		"echo done | nc -w 5 " + ipB + " " + donePort,
 	}, "; ")
 	b = fmt.Sprintf(setup, ipB) + strings.Join([]string{
 		"mkdir /www; dd if=/dev/urandom of=/www/data bs=1M count=" + strconv.Itoa(c.mib) + " 2>/dev/null; touch /www/ready",
 		"httpd -p 80 -h /www",
-		// Serve until the file has left (bounded), then let the last ACKs land.
-		"i=0; while [ $(cat /sys/class/net/eth0/statistics/tx_bytes) -lt " + strconv.Itoa(bytes) + " ] && [ $i -lt 2400 ]; do sleep 0.5; i=$((i+1)); done; sleep 3",
+		// Serve until a says it has the file (bounded). b must not poll
+		// meanwhile: both guests share the vCPUs' core, and each fork
+		// and exec of a polling loop stalls a's pings for milliseconds.
+		"timeout " + strconv.Itoa(int(doneWait.Seconds())) + " nc -l -p " + donePort + " > /dev/null",
 	}, "; ")
 	return a, b
 }
@@ -518,16 +555,21 @@ func startWithConsole(cmd *exec.Cmd, vm string, lines chan<- line, wg *sync.Wait
 
 var (
 	rttRe   = regexp.MustCompile(`^nbrtt( [0-9.]+)+$`)
+	warmRe  = regexp.MustCompile(`^nbwarm( [0-9.]+)+$`)
 	markRe  = regexp.MustCompile(`^nb ([a-z-]+) tx=(\d+) rx=(\d+)$`)
 	gotRe   = regexp.MustCompile(`^nb got=\s*(\d+)$`)
 	clockRe = regexp.MustCompile(`^nb clocksource=(\S*)$`)
+	goRe    = regexp.MustCompile(`^nb go$`)
 )
 
 // collect reads guest a's console until every console has closed, noting
 // RTTs and marks (with the KVM counters read when each mark arrived).
 // With -v set in the environment (NETBENCH_VERBOSE=1) it echoes every line.
 func collect(res *result, c config, lines <-chan line, exits func() kvmdebugfs.Counters) {
+	exits, stop := offDatapath(c.otherList, exits)
+	defer stop()
 	res.marks = map[string]mark{}
+	lastMark := ""
 	verbose := os.Getenv("NETBENCH_VERBOSE") == "1"
 	for l := range lines {
 		if verbose {
@@ -539,7 +581,21 @@ func collect(res *result, c config, lines <-chan line, exits func() kvmdebugfs.C
 		if m := markRe.FindStringSubmatch(l.text); m != nil {
 			tx, _ := strconv.ParseUint(m[2], 10, 64)
 			rx, _ := strconv.ParseUint(m[3], 10, 64)
+			t0 := time.Now()
 			res.marks[m[1]] = mark{at: l.at, exits: exits(), tx: tx, rx: rx}
+			lastMark = m[1]
+			if verbose {
+				fmt.Fprintf(os.Stderr, "netbench: %s: counters at %s read in %v\n", res.name, m[1], time.Since(t0).Round(time.Microsecond))
+			}
+			continue
+		}
+		if goRe.MatchString(l.text) {
+			// The phase opened by the last mark starts now; its counters
+			// stay those read at the mark (they add a guest idle second).
+			if m, ok := res.marks[lastMark]; ok {
+				m.at = l.at
+				res.marks[lastMark] = m
+			}
 			continue
 		}
 		if m := clockRe.FindStringSubmatch(l.text); m != nil {
@@ -552,6 +608,9 @@ func collect(res *result, c config, lines <-chan line, exits func() kvmdebugfs.C
 		}
 		if rttRe.MatchString(l.text) {
 			res.rtts = appendRTTs(res.rtts, l.text)
+		}
+		if warmRe.MatchString(l.text) {
+			res.warmRTTs = appendRTTs(res.warmRTTs, l.text)
 		}
 	}
 	switch {
@@ -608,7 +667,7 @@ func percentile(sorted []float64, p float64) float64 {
 }
 
 func printTable(w io.Writer, c config, rs []result) {
-	fmt.Fprintf(w, "\nnetbench: two 1-vCPU %d MiB guests, same kernel, initrd and command line; %d back-to-back pings a→b, then %d MiB b→a over TCP (busybox httpd → wget).\n", c.memMiB, c.pings, c.mib)
+	fmt.Fprintf(w, "\nnetbench: two 1-vCPU %d MiB guests, same kernel, initrd and command line; %d back-to-back pings a→b (after %d unmeasured warm-up pings), then %d MiB b→a over TCP (busybox httpd → wget).\n", c.memMiB, c.pings, c.warmup, c.mib)
 	fmt.Fprintf(w, "Times: wall clock where this ran. Exits: KVM debugfs, both VMs, between console marks, per 1,000 packets guest a sent+received\n")
 	fmt.Fprintf(w, "(all exits, including kicks that KVM hands to an ioeventfd without leaving the kernel).\n\n")
 	fmt.Fprintln(w, "| datapath | RTT p50 | RTT p99 | TCP | ping: pkts | exits/1k | halts/1k | irq inj/1k | TCP: pkts | exits/1k | halts/1k | irq inj/1k | exits/MiB | note |")
@@ -722,6 +781,14 @@ type figure struct {
 var figures = []figure{
 	{"RTT p50", "ms", true, func(r result) (float64, bool) { return r.rttPercentile(0.50) }},
 	{"RTT p99", "ms", true, func(r result) (float64, bool) { return r.rttPercentile(0.99) }},
+	{"warm-up RTT p90", "ms", true, func(r result) (float64, bool) {
+		if len(r.warmRTTs) == 0 {
+			return 0, false
+		}
+		rtts := slices.Clone(r.warmRTTs)
+		slices.Sort(rtts)
+		return percentile(rtts, 0.90), true
+	}},
 	{"TCP", "MiB/s", false, func(r result) (float64, bool) {
 		ph, ok := r.phase("tcp-start", "tcp-end")
 		if !ok || ph.dur <= 0 || r.bytes <= 0 {

@@ -60,3 +60,45 @@ func TestAppendRTTs(t *testing.T) {
 		t.Fatal("rttRe matches the wrong lines")
 	}
 }
+
+// Warm-up times are kept apart from the measured ones and give their own
+// summary figure.
+func TestWarmupKeptApart(t *testing.T) {
+	lines := make(chan line, 8)
+	for _, s := range []string{"nbwarm 20 1 1 1 1 1 1 1 1 20", "nbrtt 2 2", "nb got=16777216"} {
+		lines <- line{vm: "a", text: s}
+	}
+	close(lines)
+	var r result
+	collect(&r, config{pings: 2, mib: 16}, lines, func() kvmdebugfs.Counters { return nil })
+	if len(r.rtts) != 2 || len(r.warmRTTs) != 10 {
+		t.Fatalf("rtts %v, warm-up %v", r.rtts, r.warmRTTs)
+	}
+	for _, f := range figures {
+		if f.name == "warm-up RTT p90" {
+			if v, ok := f.get(r); !ok || v != 20 {
+				t.Fatalf("warm-up p90 = %v, %v; want 20", v, ok)
+			}
+			return
+		}
+	}
+	t.Fatal("no warm-up figure")
+}
+
+// "nb go" moves the start of the phase the last mark opened, not its
+// counters.
+func TestGoMovesThePhaseStart(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	lines := make(chan line, 8)
+	lines <- line{vm: "a", text: "nb tcp-start tx=10 rx=20", at: t0}
+	lines <- line{vm: "a", text: "nb go", at: t0.Add(time.Second)}
+	lines <- line{vm: "a", text: "nb tcp-end tx=110 rx=220", at: t0.Add(3 * time.Second)}
+	close(lines)
+	var r result
+	n := uint64(0)
+	collect(&r, config{pings: 1, mib: 16}, lines, func() kvmdebugfs.Counters { n += 7; return kvmdebugfs.Counters{"exits": n} })
+	ph, ok := r.phase("tcp-start", "tcp-end")
+	if !ok || ph.dur != 2*time.Second || ph.packets != 300 || ph.exits["exits"] != 7 {
+		t.Fatalf("phase %+v, %v; want 2 s, 300 packets, 7 exits", ph, ok)
+	}
+}
