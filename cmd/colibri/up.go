@@ -41,7 +41,9 @@ its managed cores (every vCPU registered under its VM's class; without a sched
 section the policy is linux: no intervention).
 
 Each guest's console goes to stdout, every line prefixed with "NAME| ", or to
-the file its console field names. up runs until every VM has powered off, or
+the file its console field names. A stdout that blocks (a full pipe, a stopped
+pager) never stalls a guest: what falls more than 256 KiB behind is dropped,
+with a line saying how much. up runs until every VM has powered off, or
 until Ctrl-C, and exits non-zero if any VM failed. SIGUSR1 prints the datapath
 and scheduler counters while it runs.
 
