@@ -25,8 +25,9 @@ type rawFile struct {
 }
 
 type rawPollers struct {
-	Cores []int  `yaml:"cores" json:"cores"`
-	Spin  scalar `yaml:"spin" json:"spin"`
+	Cores      []int  `yaml:"cores" json:"cores"`
+	Spin       scalar `yaml:"spin" json:"spin"`
+	TxCoalesce scalar `yaml:"tx_coalesce" json:"tx_coalesce"`
 }
 
 type rawSched struct {

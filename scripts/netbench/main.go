@@ -18,7 +18,8 @@
 // for TCP, by the MiB moved: a side whose NIC offers TSO/GRO moves the same
 // bytes in far fewer, larger packets).
 //
-// The sides alternate for -runs rounds (3 by default); after the table of
+// The sides alternate for -runs rounds (3 by default), each round in the
+// other order than the one before (-order); after the table of
 // every run comes a summary: per side, each figure's median and spread
 // (min–max over the runs that finished), and which side's median is
 // better. -all-counters adds, per run and phase, every KVM counter that
@@ -28,7 +29,7 @@
 //
 //	go run ./scripts/netbench [-colibri bin/colibri] [-qemu qemu-system-x86_64] \
 //	    [-kernel K] [-initrd I] [-pings N] [-warmup W] [-mib M] [-runs R] \
-//	    [-shmem-thp advise] [-poller-core C] [-poller-spin D] [-all-counters] \
+//	    [-shmem-thp advise] [-poller-core C] [-poller-spin D] [-tx-coalesce D] [-all-counters] \
 //	    [-qemu-nic-opts ,OPTS]
 //
 // It needs root and a working /dev/kvm (inside scripts/kvm-sandbox here:
@@ -77,6 +78,8 @@ type config struct {
 	otherList  []int  // the same CPUs
 	// pollerSpin, if not empty, is colibri's pollers.spin.
 	pollerSpin string
+	// txCoalesce, if not empty, is colibri's pollers.tx_coalesce.
+	txCoalesce string
 	// qemuNICOpts is appended to QEMU's -device virtio-net-pci,...
 	qemuNICOpts string
 }
@@ -126,14 +129,19 @@ func run() int {
 	flag.IntVar(&cfg.warmup, "warmup", 100, "back-to-back pings before the measured ones, reported apart (0: none)")
 	flag.IntVar(&cfg.mib, "mib", 16, "MiB b serves to a over TCP")
 	runs := flag.Int("runs", 3, "runs of each side, alternating (the summary gives medians and spreads)")
+	order := flag.String("order", "alternate", "the sides' order in each round: alternate (colibri first in odd rounds, QEMU first in even ones, so neither always takes a fresh sandbox's first run) or fixed (colibri first in every round)")
 	all := flag.Bool("all-counters", false, "also print every KVM counter that moved in the ping and TCP phases, and guest a's clocksource")
 	shmemTHP := flag.String("shmem-thp", "", "set /sys/kernel/mm/transparent_hugepage/shmem_enabled to this for the run (e.g. advise: colibri's memfd guest memory gets THP, as QEMU's anonymous memory does by default); '' leaves it")
 	flag.DurationVar(&cfg.timeout, "timeout", 10*time.Minute, "per side and run")
 	flag.IntVar(&cfg.pollerCore, "poller-core", -1, "a CPU for the datapath: colibri's poller is pinned there and every vCPU (colibri's and QEMU's) runs on the other CPUs; QEMU's vhost threads go where the kernel puts them (-1: nothing pinned)")
 	flag.StringVar(&cfg.pollerSpin, "poller-spin", "", "colibri's pollers.spin: the longest its poller polls an idle datapath before it sleeps (e.g. 0, 1ms; '' is colibri's default)")
-	flag.Parse() // -poller-spin is checked where the file is: by colibri up
+	flag.StringVar(&cfg.txCoalesce, "tx-coalesce", "", "colibri's pollers.tx_coalesce: the longest a guest's transmit interrupt waits to go with a receive one (e.g. 0, 500us; '' is colibri's default)")
+	flag.Parse() // -poller-spin and -tx-coalesce are checked where the file is: by colibri up
 	if flag.NArg() > 0 {
 		fail(fmt.Errorf("unexpected argument %q (see -help)", flag.Arg(0)))
+	}
+	if *order != "alternate" && *order != "fixed" {
+		fail(fmt.Errorf("-order %q: use alternate or fixed", *order))
 	}
 	if cfg.pings < 1 || cfg.mib < 1 || cfg.memMiB < 64 || *runs < 1 || cfg.warmup < 0 {
 		fail(errors.New("-pings, -mib and -runs must be positive, -warmup not negative and -mem at least 64"))
@@ -193,7 +201,12 @@ func run() int {
 	}
 	var results []result
 	for r := 1; r <= *runs; r++ {
-		for _, s := range sides {
+		round := sides
+		if *order == "alternate" && r%2 == 0 {
+			round = slices.Clone(sides)
+			slices.Reverse(round)
+		}
+		for _, s := range round {
 			fmt.Fprintf(os.Stderr, "netbench: %s, run %d/%d ...\n", s.name, r, *runs)
 			ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)
 			res := s.run(ctx, cfg)
@@ -338,6 +351,9 @@ func runColibri(ctx context.Context, c config, bin string) result {
 	}
 	if c.pollerSpin != "" {
 		pollers["spin"] = c.pollerSpin
+	}
+	if c.txCoalesce != "" {
+		pollers["tx_coalesce"] = c.txCoalesce
 	}
 	up := map[string]any{
 		"pollers":  pollers,
