@@ -51,9 +51,6 @@ func stackConfig(pollers spec.Pollers, log *slog.Logger) netstack.Config {
 		cfg.IdleAfter = min(netstack.DefaultIdleAfter, *s)
 		cfg.MaxIdleAfter = *s
 	}
-	if c := pollers.TxCoalesce; c != nil {
-		cfg.TxCoalesce = *c
-	}
 	return cfg
 }
 

@@ -4,12 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"runtime"
-	"slices"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -78,16 +75,6 @@ type poller struct {
 	// rxArmed lists the owned slots whose receivers were asked to
 	// notify (ArmRx) before the last sleep.
 	rxArmed []*epSlot
-	// coalesce is Config.TxCoalesce in nanoseconds (0: off). txDue
-	// lists the owned slots whose transmit completion waits (each
-	// slot's txDueAt says until when); txRide collects, during a flush,
-	// those a delivery releases.
-	coalesce int64
-	txDue    []*epSlot
-	txRide   []*epSlot
-	// noPwait2 is set once epoll_pwait2 turned out to be missing: sleeps
-	// with a deadline then round it up to whole milliseconds.
-	noPwait2 bool
 }
 
 // publishEvery is how many passes a poller counts locally before adding
@@ -106,15 +93,13 @@ type pollerCounters struct {
 	sleeps, wakeups, ctlWakeups atomic.Uint64
 	armRaces, sleepNanos        atomic.Uint64
 	waitErrors                  atomic.Uint64
-	txDeferred, txRidden        atomic.Uint64
 	spin                        atomic.Int64
 }
 
 func newPoller(st *Stack, index, core int) (*poller, error) {
 	p := &poller{st: st, index: index, core: core, epfd: -1, ctlfd: -1,
 		batch: st.cfg.Batch, events: make([]unix.EpollEvent, 64),
-		dirty: make([]dirtyDest, 0, 64), spin: int64(st.cfg.IdleAfter),
-		coalesce: max(int64(st.cfg.TxCoalesce), 0)}
+		dirty: make([]dirtyDest, 0, 64), spin: int64(st.cfg.IdleAfter)}
 	switch st.cfg.Sharing {
 	case SharingShared:
 		p.shared = true
@@ -307,12 +292,8 @@ func (p *poller) loop() {
 			for _, s := range *l {
 				s.ep.Disarm()
 			}
-			p.pruneDue(*l)
 		}
 		n, work := p.pass(*list)
-		if len(p.txDue) > 0 {
-			p.completeDue(monoNanos())
-		}
 		p.polls++
 		if n > 0 {
 			p.cnt.frames.Add(n)
@@ -392,95 +373,11 @@ func (p *poller) pass(list []*epSlot) (uint64, bool) {
 		if s.txc != nil {
 			// The sender's completion notice (an interrupt: a system
 			// call) comes with no destination's lock held.
-			p.completeTx(s, p.rxPkts > 0)
+			s.txc.CompleteTx()
 		}
 	}
 	p.cur = nil
 	return total, work || total > 0
-}
-
-// completeTx tells s's sender about the transmissions its last Transmit
-// returned (sent: it took frames): at once, or with Config.TxCoalesce
-// when the poller next delivers a frame to s or the coalescing time has
-// passed, whichever comes first. A completion already waiting takes this
-// batch along.
-func (p *poller) completeTx(s *epSlot, sent bool) {
-	switch {
-	case s.txDueAt != 0:
-	case p.coalesce == 0 || !sent:
-		s.txc.CompleteTx()
-	default:
-		s.txDueAt = monoNanos() + p.coalesce
-		p.txDue = append(p.txDue, s)
-		p.cnt.txDeferred.Add(1)
-	}
-}
-
-// completeDue sends the waiting transmit completions whose time is up.
-func (p *poller) completeDue(now int64) {
-	k := 0
-	for _, s := range p.txDue {
-		if now < s.txDueAt {
-			p.txDue[k] = s
-			k++
-			continue
-		}
-		s.txDueAt = 0
-		s.txc.CompleteTx()
-	}
-	clear(p.txDue[k:])
-	p.txDue = p.txDue[:k]
-}
-
-// rideAlong sends the waiting transmit completions of the slots in
-// p.txRide (a frame was just delivered to each, and its guest is being
-// interrupted for it anyway).
-func (p *poller) rideAlong() {
-	for _, s := range p.txRide {
-		if s.txDueAt == 0 {
-			continue
-		}
-		s.txDueAt = 0
-		s.txc.CompleteTx()
-		p.cnt.txRidden.Add(1)
-		for i, d := range p.txDue {
-			if d == s {
-				last := len(p.txDue) - 1
-				p.txDue[i] = p.txDue[last]
-				p.txDue[last] = nil
-				p.txDue = p.txDue[:last]
-				break
-			}
-		}
-	}
-	clear(p.txRide)
-	p.txRide = p.txRide[:0]
-}
-
-// pruneDue forgets the waiting completions of slots no longer in list
-// (dropped: their endpoints are not to be touched again).
-func (p *poller) pruneDue(list []*epSlot) {
-	k := 0
-	for _, s := range p.txDue {
-		if slices.Contains(list, s) {
-			p.txDue[k] = s
-			k++
-		}
-	}
-	clear(p.txDue[k:])
-	p.txDue = p.txDue[:k]
-}
-
-// nextDue is how long until the earliest waiting completion is due (0 if
-// one is), or -1 if none waits.
-func (p *poller) nextDue(now int64) int64 {
-	next := int64(-1)
-	for _, s := range p.txDue {
-		if d := max(s.txDueAt-now, 0); next < 0 || d < next {
-			next = d
-		}
-	}
-	return next
 }
 
 // flush flushes every endpoint delivered to since the last flush, adds
@@ -493,16 +390,10 @@ func (p *poller) flush() {
 		c := &d.s.port.cnt
 		c.txPackets.Add(d.pkts)
 		c.txBytes.Add(d.nbytes)
-		if d.s.txc != nil && d.s.owner.Load() == p && d.s.txDueAt != 0 {
-			p.txRide = append(p.txRide, d.s)
-		}
 		d.s = nil
 	}
 	p.dirty = p.dirty[:0]
 	p.unlockHeld()
-	if len(p.txRide) > 0 {
-		p.rideAlong()
-	}
 }
 
 // lock makes s the one destination whose lock p holds. p keeps it from
@@ -553,28 +444,20 @@ func (p *poller) sleep() {
 		return
 	}
 	list := *p.owned.Load()
-	p.pruneDue(list)
-	timeout := p.nextDue(monoNanos()) // ns; -1: none
-	if timeout == 0 {
-		return // a completion is due: the next pass sends it
-	}
-	// An endpoint that cannot wake the poller is polled every pollEvery.
-	const pollEvery = int64(time.Millisecond)
 	busy := false
+	timeout := -1
 	for _, s := range list {
 		if s.ep.Arm() {
 			busy = true
 		}
-		if s.fd < 0 && (timeout < 0 || timeout > pollEvery) {
-			timeout = pollEvery
+		if s.fd < 0 {
+			timeout = 1 // ms: an endpoint that cannot wake us is polled anyway
 		}
 		if s.holding.Load() {
 			// Frames wait for s's receive buffers: sleep until it posts
 			// some (or poll for them when it cannot say).
 			if s.rxw == nil || s.rxfd < 0 {
-				if timeout < 0 || timeout > pollEvery {
-					timeout = pollEvery
-				}
+				timeout = 1
 				continue
 			}
 			p.lock(s)
@@ -596,7 +479,7 @@ func (p *poller) sleep() {
 	var n int
 	var err error
 	for {
-		n, err = p.epollWait(timeout)
+		n, err = unix.EpollWait(p.epfd, p.events, timeout)
 		if err != unix.EINTR {
 			break
 		}
@@ -621,39 +504,12 @@ func (p *poller) sleep() {
 	}
 	p.countKicks(p.events[:max(n, 0)])
 	p.cnt.wakeups.Add(1)
-	switch {
-	case ctl:
+	if ctl {
 		p.cnt.ctlWakeups.Add(1)
-	case n > 0:
+	} else {
 		p.adapt(slept)
-		// else the poller's own timeout ended the sleep: no traffic to
-		// adapt the spin to.
 	}
 	p.wake(*p.owned.Load())
-}
-
-// epollWait waits on the poller's epoll for up to timeout nanoseconds
-// (forever if negative): with epoll_pwait2, whose timeout is a timespec,
-// or, on a kernel without it (before 5.11), with epoll_wait and the
-// timeout rounded up to a millisecond.
-func (p *poller) epollWait(timeout int64) (int, error) {
-	if timeout < 0 {
-		return unix.EpollWait(p.epfd, p.events, -1)
-	}
-	if !p.noPwait2 {
-		ts := unix.NsecToTimespec(timeout)
-		n, _, e := unix.Syscall6(unix.SYS_EPOLL_PWAIT2, uintptr(p.epfd), uintptr(unsafe.Pointer(&p.events[0])),
-			uintptr(len(p.events)), uintptr(unsafe.Pointer(&ts)), 0, 0)
-		if e != unix.ENOSYS {
-			if e != 0 {
-				return 0, e
-			}
-			return int(n), nil
-		}
-		p.noPwait2 = true
-	}
-	ms := (timeout + int64(time.Millisecond) - 1) / int64(time.Millisecond)
-	return unix.EpollWait(p.epfd, p.events, int(min(ms, math.MaxInt32)))
 }
 
 // countKicks has each owned KickCounter whose wait fd is among events

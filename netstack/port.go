@@ -71,10 +71,6 @@ type epSlot struct {
 	// true while it is not empty (read without mu by the owner's passes).
 	hold    frameQueue
 	holding atomic.Bool
-	// txDueAt is when the transmit completion the owner holds back
-	// (Config.TxCoalesce) must go at the latest, on the owner's clock
-	// (monoNanos); 0 when none waits. Only the owner touches it.
-	txDueAt int64
 }
 
 // portCounters are a port's counters. "rx" is what the switch received

@@ -87,14 +87,6 @@ type Config struct {
 	// Batch is the most frames taken from one endpoint per Transmit call;
 	// 0 means DefaultBatch.
 	Batch int
-	// TxCoalesce is how long an endpoint's transmit completion
-	// (TxCompleter.CompleteTx: a guest's transmit interrupt) may wait
-	// for a frame delivered to the same endpoint by its own poller, so
-	// that one wake-up of the guest serves both (in request-response
-	// traffic the reply usually comes first). 0 completes after every
-	// Transmit batch, as a device without coalescing does. The wait is
-	// bounded by TxCoalesce whether the poller spins or sleeps.
-	TxCoalesce time.Duration
 	// Logger receives the stack's rare events; nil means no logging.
 	Logger *slog.Logger
 	// OnWake, if set, is called on a poller's thread right after it

@@ -47,11 +47,6 @@ type PollerStats struct {
 	// MaxIdleAfter).
 	Shared        bool  `json:"shared"`
 	IdleSpinNanos int64 `json:"idle_spin_ns"`
-	// TxDeferred counts transmit completions held back (Config.TxCoalesce)
-	// and TxRidden those of them sent with a frame delivered to the same
-	// endpoint; the rest went when their time was up.
-	TxDeferred uint64 `json:"tx_deferred"`
-	TxRidden   uint64 `json:"tx_ridden"`
 }
 
 // SwitchStats are one switch's counters.
@@ -155,7 +150,6 @@ func (st *Stack) Stats() Stats {
 			Sleeps: c.sleeps.Load(), Wakeups: c.wakeups.Load(), ControlWakeups: c.ctlWakeups.Load(),
 			ArmRaces: c.armRaces.Load(), SleepNanos: c.sleepNanos.Load(), WaitErrors: c.waitErrors.Load(),
 			Shared: p.shared, IdleSpinNanos: c.spin.Load(),
-			TxDeferred: c.txDeferred.Load(), TxRidden: c.txRidden.Load(),
 		})
 	}
 	for _, sw := range switches {

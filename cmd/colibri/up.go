@@ -50,8 +50,7 @@ and scheduler counters while it runs.
 FILE (YAML; JSON with the same names works too):
 
   pollers: {cores: [1]}                 # host cores for the datapath
-                                        # also: spin (longest idle poll before sleeping; 0: none),
-                                        # tx_coalesce (longest a transmit interrupt waits to go with a receive one)
+                                        # also: spin (longest idle poll before sleeping; 0: none)
   sched: {policy: central, cores: [0]}  # linux | pinned | central | adaptive
                                         # also: period (5us); central: threshold, quantum, grace
   switches:

@@ -25,9 +25,8 @@ type rawFile struct {
 }
 
 type rawPollers struct {
-	Cores      []int  `yaml:"cores" json:"cores"`
-	Spin       scalar `yaml:"spin" json:"spin"`
-	TxCoalesce scalar `yaml:"tx_coalesce" json:"tx_coalesce"`
+	Cores []int  `yaml:"cores" json:"cores"`
+	Spin  scalar `yaml:"spin" json:"spin"`
 }
 
 type rawSched struct {

@@ -7,8 +7,7 @@
 // The file is YAML or JSON with the same schema:
 //
 //	pollers: {cores: [1]}                 # host cores for the datapath
-//	                                      # also: spin (20ms: the longest idle poll before sleeping; 0: none),
-//	                                      # tx_coalesce (0: the longest a transmit interrupt waits to go with a receive one)
+//	                                      # also: spin (20ms: the longest idle poll before sleeping; 0: none)
 //	sched: {policy: central, cores: [0]}  # linux | pinned | central | adaptive
 //	                                      # also: period (5us), mode (adaptive | busy-poll | sleep),
 //	                                      # cpu (the scheduler thread's core), fifo (priority);
@@ -145,10 +144,6 @@ type Pollers struct {
 	// nil: the datapath's default (20ms for a poller with a core of its
 	// own, 0 for one that shares its core with vCPUs).
 	Spin *time.Duration
-	// TxCoalesce is how long a guest's transmit-completion interrupt may
-	// wait for a frame the poller delivers to the same NIC queue, so that
-	// one interrupt serves both. nil or 0: no wait.
-	TxCoalesce *time.Duration
 }
 
 // Sched configures the vCPU scheduler.

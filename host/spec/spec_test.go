@@ -35,9 +35,9 @@ func TestGoodYAMLAndJSONAgree(t *testing.T) {
 		}
 		return m
 	}
-	spin, coalesce := 500*time.Microsecond, 100*time.Microsecond
+	spin := 500 * time.Microsecond
 	want := &File{
-		Pollers: Pollers{Cores: []int{1}, Spin: &spin, TxCoalesce: &coalesce},
+		Pollers: Pollers{Cores: []int{1}, Spin: &spin},
 		Sched:   Sched{Policy: "central", Cores: []int{0, 2}, Threshold: 20 * time.Microsecond, Quantum: 2 * time.Millisecond, Mode: "adaptive"},
 		Switches: []Switch{
 			{Name: "sw0", Uplinks: []Uplink{{TAP: "tap0"}, {XDP: "veth0"}}},
@@ -259,9 +259,6 @@ var badFiles = []struct {
 	{"spin without unit", okVM + "pollers: {spin: 5}\n", YAML, `pollers.spin: "5": not a duration (use e.g. 0, 500us or 20ms)`},
 	{"negative spin", okVM + "pollers: {spin: -1ms}\n", YAML, `pollers.spin: "-1ms": must be from 0 to 1s`},
 	{"spin too long", `{"vms": [{"name": "a"}], "pollers": {"spin": "2s"}}`, JSON, `pollers.spin: "2s": must be from 0 to 1s`},
-	{"tx_coalesce without unit", okVM + "pollers: {tx_coalesce: 50}\n", YAML, `pollers.tx_coalesce: "50": not a duration (use e.g. 0, 50us or 1ms)`},
-	{"tx_coalesce too long", okVM + "pollers: {tx_coalesce: 11ms}\n", YAML, `pollers.tx_coalesce: "11ms": must be from 0 to 10ms`},
-	{"negative tx_coalesce", `{"vms": [{"name": "a"}], "pollers": {"tx_coalesce": "-1us"}}`, JSON, `pollers.tx_coalesce: "-1us": must be from 0 to 10ms`},
 	{"zero duration", okVM + "sched: {policy: central, grace: 0s}\n", YAML, `sched.grace: "0s": must be positive`},
 	{"param without central", okVM + "sched: {policy: pinned, threshold: 20us}\n", YAML, "sched.threshold: only the central policy takes it, not pinned"},
 	{"param with default policy", okVM + "sched: {quantum: 1ms}\n", YAML, "sched.quantum: only the central policy takes it, not linux"},
@@ -333,9 +330,6 @@ func toRaw(f *File) *rawFile {
 	}
 	if f.Pollers.Spin != nil {
 		r.Pollers.Spin = scalar{Text: f.Pollers.Spin.String(), Set: true}
-	}
-	if f.Pollers.TxCoalesce != nil {
-		r.Pollers.TxCoalesce = scalar{Text: f.Pollers.TxCoalesce.String(), Set: true}
 	}
 	for _, d := range []struct {
 		v   time.Duration

@@ -15,11 +15,6 @@ import (
 // without a frame is a misconfiguration, not a latency choice.
 const maxSpin = time.Second
 
-// maxTxCoalesce bounds pollers.tx_coalesce: a guest's TCP stops sending
-// while its transmit completions wait (TCP small queues), so a longer
-// wait is a stall, not a saving.
-const maxTxCoalesce = 10 * time.Millisecond
-
 // convert turns the decoded file into a File: it parses sizes, durations
 // and MACs, resolves relative paths against baseDir, and rejects explicit
 // values that Normalize would otherwise mistake for absent ones (cpus: 0,
@@ -37,16 +32,6 @@ func (r *rawFile) convert(baseDir string) (*File, *Error) {
 				return nil, &Error{Path: "pollers.spin", Msg: fmt.Sprintf("%q: must be from 0 to %v", s.Text, maxSpin)}
 			}
 			f.Pollers.Spin = &v
-		}
-		if s := r.Pollers.TxCoalesce; s.Set {
-			v, err := time.ParseDuration(strings.TrimSpace(s.Text))
-			if err != nil {
-				return nil, &Error{Path: "pollers.tx_coalesce", Msg: fmt.Sprintf("%q: not a duration (use e.g. 0, 50us or 1ms)", s.Text)}
-			}
-			if v < 0 || v > maxTxCoalesce {
-				return nil, &Error{Path: "pollers.tx_coalesce", Msg: fmt.Sprintf("%q: must be from 0 to %v", s.Text, maxTxCoalesce)}
-			}
-			f.Pollers.TxCoalesce = &v
 		}
 	}
 	if s := r.Sched; s != nil {

@@ -204,11 +204,10 @@ func vcpuRules() []rule {
 
 // pollerRules: a poller reads and writes eventfds (guest kicks, its
 // control eventfd, KVM irqfds), a TAP's fd, and kicks an AF_XDP socket
-// (sendto, recvfrom with no buffer); it sleeps in epoll_wait, or in
-// epoll_pwait2 when it sleeps for less than a millisecond. Its endpoints'
-// guest memory and the AF_XDP rings are mapped before it runs.
+// (sendto, recvfrom with no buffer); it sleeps in epoll_wait. Its
+// endpoints' guest memory and the AF_XDP rings are mapped before it runs.
 func pollerRules() []rule {
-	return allow("read", "write", "readv", "writev", "sendto", "recvfrom", "epoll_ctl", "epoll_pwait2")
+	return allow("read", "write", "readv", "writev", "sendto", "recvfrom", "epoll_ctl")
 }
 
 // schedulerRules: after its setup (affinity, SCHED_FIFO, timer slack)
@@ -253,7 +252,7 @@ func processRules(api bool) []rule {
 		// which filesystem a path is on (procfs, cgroup2), read only
 		"statfs", "fstatfs",
 		"copy_file_range", "sendfile",
-		"memfd_create", "eventfd2", "epoll_create1", "epoll_ctl", "epoll_pwait2", "poll", "ppoll",
+		"memfd_create", "eventfd2", "epoll_create1", "epoll_ctl", "poll", "ppoll",
 		// sockets made at setup (TAP, AF_XDP, netlink): used, never made
 		"sendto", "recvfrom", "sendmsg", "recvmsg", "getsockopt", "setsockopt", "getsockname",
 		// threads and scheduling

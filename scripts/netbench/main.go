@@ -29,7 +29,7 @@
 //
 //	go run ./scripts/netbench [-colibri bin/colibri] [-qemu qemu-system-x86_64] \
 //	    [-kernel K] [-initrd I] [-pings N] [-warmup W] [-mib M] [-runs R] \
-//	    [-shmem-thp advise] [-poller-core C] [-poller-spin D] [-tx-coalesce D] [-all-counters] \
+//	    [-shmem-thp advise] [-poller-core C] [-poller-spin D] [-all-counters] \
 //	    [-qemu-nic-opts ,OPTS]
 //
 // It needs root and a working /dev/kvm (inside scripts/kvm-sandbox here:
@@ -78,8 +78,6 @@ type config struct {
 	otherList  []int  // the same CPUs
 	// pollerSpin, if not empty, is colibri's pollers.spin.
 	pollerSpin string
-	// txCoalesce, if not empty, is colibri's pollers.tx_coalesce.
-	txCoalesce string
 	// qemuNICOpts is appended to QEMU's -device virtio-net-pci,...
 	qemuNICOpts string
 }
@@ -135,8 +133,7 @@ func run() int {
 	flag.DurationVar(&cfg.timeout, "timeout", 10*time.Minute, "per side and run")
 	flag.IntVar(&cfg.pollerCore, "poller-core", -1, "a CPU for the datapath: colibri's poller is pinned there and every vCPU (colibri's and QEMU's) runs on the other CPUs; QEMU's vhost threads go where the kernel puts them (-1: nothing pinned)")
 	flag.StringVar(&cfg.pollerSpin, "poller-spin", "", "colibri's pollers.spin: the longest its poller polls an idle datapath before it sleeps (e.g. 0, 1ms; '' is colibri's default)")
-	flag.StringVar(&cfg.txCoalesce, "tx-coalesce", "", "colibri's pollers.tx_coalesce: the longest a guest's transmit interrupt waits to go with a receive one (e.g. 0, 500us; '' is colibri's default)")
-	flag.Parse() // -poller-spin and -tx-coalesce are checked where the file is: by colibri up
+	flag.Parse() // -poller-spin is checked where the file is: by colibri up
 	if flag.NArg() > 0 {
 		fail(fmt.Errorf("unexpected argument %q (see -help)", flag.Arg(0)))
 	}
@@ -351,9 +348,6 @@ func runColibri(ctx context.Context, c config, bin string) result {
 	}
 	if c.pollerSpin != "" {
 		pollers["spin"] = c.pollerSpin
-	}
-	if c.txCoalesce != "" {
-		pollers["tx_coalesce"] = c.txCoalesce
 	}
 	up := map[string]any{
 		"pollers":  pollers,
