@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/colibrivm/colibri/internal/logattr"
+	"github.com/colibrivm/colibri/internal/osthread"
 	"github.com/colibrivm/colibri/internal/seccomp"
 	"github.com/colibrivm/colibri/internal/vnet"
 )
@@ -255,6 +256,7 @@ var monoEpoch = time.Now()
 // run is the poller thread's body. It reports on ready once the thread
 // is set up.
 func (p *poller) run(ready chan<- error) {
+	osthread.SetName(fmt.Sprintf("poller%d", p.index))
 	// On a thread of its own (osthread.Go): its affinity is changed, so it
 	// exits with the goroutine instead of returning to Go's thread pool.
 	if p.core >= 0 {

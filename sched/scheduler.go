@@ -621,6 +621,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 }
 
 func (s *Scheduler) loop(ctx context.Context) error {
+	osthread.SetName("vsched")
 	if s.cfg.SchedCPU >= 0 {
 		var set unix.CPUSet
 		set.Set(s.cfg.SchedCPU)

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/colibrivm/colibri/internal/osthread"
 	"github.com/colibrivm/colibri/internal/seccomp"
 	"github.com/colibrivm/colibri/kvm"
 	"github.com/colibrivm/colibri/vmm/boot"
@@ -194,6 +195,7 @@ func (c *VCPU) stop() {
 func (c *VCPU) run(setup func(*kvm.VCPU) error) {
 	defer close(c.done)
 	c.tid.Store(int32(unix.Gettid()))
+	osthread.SetName(fmt.Sprintf("vcpu%d", c.id)) // audit records and top -H name threads by it
 	cpu, err := c.vm.kvm.CreateVCPU(c.id)
 	if err == nil {
 		err = setup(cpu)

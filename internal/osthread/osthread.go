@@ -15,6 +15,7 @@ package osthread
 
 import (
 	"runtime"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -42,4 +43,13 @@ func run(fn func()) {
 	}()
 	<-done
 	runtime.UnlockOSThread()
+}
+
+// SetName sets the calling thread's name (its comm, as top -H, ps -L and
+// /proc/PID/task/TID/comm show it; the kernel keeps 15 bytes). Call it
+// only from fn under Go: the name ends with the thread, where on a
+// thread the runtime reuses it would stay on whatever runs there next.
+func SetName(name string) {
+	b := append([]byte(name), 0)
+	_, _, _ = unix.Syscall6(unix.SYS_PRCTL, unix.PR_SET_NAME, uintptr(unsafe.Pointer(&b[0])), 0, 0, 0, 0)
 }

@@ -80,3 +80,47 @@ func TestMainThreadHandedOver(t *testing.T) {
 		t.Fatalf("fn ran on thread %d, the main thread is %d", fromMain.fnTID, os.Getpid())
 	}
 }
+
+// TestSetNameNamesOnlyThatThread: the name shows in the thread's comm,
+// the process's own comm keeps its name, and the thread ends with fn.
+func TestSetNameNamesOnlyThatThread(t *testing.T) {
+	proc, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type named struct {
+		tid  int
+		comm string
+		err  error
+	}
+	c := make(chan named)
+	release := make(chan struct{})
+	Go(func() {
+		SetName("colibri-test-thread") // longer than the kernel keeps
+		tid := unix.Gettid()
+		b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/comm", tid))
+		c <- named{tid, string(b), err}
+		<-release
+	})
+	n := <-c
+	close(release)
+	if n.err != nil {
+		t.Fatal(n.err)
+	}
+	if n.comm != "colibri-test-th\n" {
+		t.Errorf("thread comm %q, want the first 15 bytes of the name", n.comm)
+	}
+	if after, _ := os.ReadFile("/proc/self/comm"); string(after) != string(proc) {
+		t.Errorf("process comm changed from %q to %q", proc, after)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", n.tid)); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("named thread %d still exists after its function returned", n.tid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

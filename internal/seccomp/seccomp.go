@@ -104,10 +104,6 @@ const (
 
 var kindNames = [...]string{Process: "process", VCPU: "vcpu", Poller: "poller", Scheduler: "scheduler"}
 
-// threadNames are the comms Thread gives threads in Log mode (15 bytes
-// at most).
-var threadNames = [...]string{VCPU: "colibri-vcpu", Poller: "colibri-poller", Scheduler: "colibri-sched"}
-
 func (k Kind) String() string {
 	if k >= 0 && k < numKinds {
 		return kindNames[k]
@@ -234,11 +230,6 @@ func Thread(k Kind) error {
 	}
 	if k <= Process || k >= numKinds {
 		return fmt.Errorf("seccomp: %v is not a thread kind", k)
-	}
-	if st.opts.Action == Log {
-		// Audit records name the thread by its comm: tell the kinds
-		// apart.
-		setThreadName(threadNames[k])
 	}
 	if err := load(st.progs[k], 0); err != nil {
 		return fmt.Errorf("seccomp: install the %v filter on thread %d: %w", k, unix.Gettid(), err)

@@ -489,6 +489,7 @@ func runQEMU(ctx context.Context, c config, bin string) result {
 		cmd := command(ctx, argv[0], append(argv[1:], "-M", "pc", "-accel", "kvm", "-cpu", "host", "-smp", "1",
 			"-m", fmt.Sprintf("%dM", c.memMiB), "-nodefaults", "-no-user-config", "-display", "none",
 			"-monitor", "none", "-serial", "stdio", "-no-reboot",
+			"-name", "netbench-"+g.name+",debug-threads=on", // vCPU threads named "CPU 0/KVM" (threadRole)
 			"-kernel", c.kernel, "-initrd", c.initrd, "-append", c.cmdline+` colibri.run="`+g.script+`"`,
 			"-netdev", "tap,id=n0,ifname="+taps[i]+",script=no,downscript=no,vhost=on",
 			"-device", "virtio-net-pci,netdev=n0,mac="+g.mac+c.qemuNICOpts)...)

@@ -102,3 +102,14 @@ func TestGoMovesThePhaseStart(t *testing.T) {
 		t.Fatalf("phase %+v, %v; want 2 s, 300 packets, 7 exits", ph, ok)
 	}
 }
+
+func TestThreadRole(t *testing.T) {
+	for comm, want := range map[string]string{
+		"vcpu0": "vcpu", "CPU 1/KVM": "vcpu", "poller0": "dp", "vhost-4242": "dp",
+		"colibri": "other", "qemu-system-x86": "other", "CPU": "other", "vsched": "other",
+	} {
+		if got := threadRole(comm); got != want {
+			t.Errorf("threadRole(%q) = %q, want %q", comm, got, want)
+		}
+	}
+}

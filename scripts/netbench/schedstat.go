@@ -54,11 +54,56 @@ func hostCPU(c kvmdebugfs.Counters, pids []int) {
 		if len(f) >= 2 {
 			c["vmm_cpu_ns"] += atou(f[0])
 			c["vmm_wait_ns"] += atou(f[1])
+			comm, _ := os.ReadFile(filepath.Join(t, "comm"))
+			role := threadRole(strings.TrimSpace(string(comm)))
+			if os.Getenv("NETBENCH_THREADS") == "1" {
+				fmt.Fprintf(os.Stderr, "netbench: thread %s %q role=%s run_ns=%s wait_ns=%s %s\n",
+					filepath.Base(t), strings.TrimSpace(string(comm)), role, f[0], f[1], placement(t))
+			}
+			c["vmm_"+role+"_cpu_ns"] += atou(f[0])
+			c["vmm_"+role+"_wait_ns"] += atou(f[1])
 		}
 	}
+}
+
+// threadRole tells a VMM thread's part from its name: "vcpu" (colibri's
+// vcpuN, QEMU's "CPU N/KVM"), "dp" for the datapath (colibri's pollerN,
+// QEMU's vhost-PID workers) or "other" (the Go runtime's threads, QEMU's
+// main loop and I/O threads).
+func threadRole(comm string) string {
+	switch {
+	case strings.HasPrefix(comm, "vcpu"), strings.HasPrefix(comm, "CPU ") && strings.HasSuffix(comm, "/KVM"):
+		return "vcpu"
+	case strings.HasPrefix(comm, "poller"), strings.HasPrefix(comm, "vhost-"):
+		return "dp"
+	}
+	return "other"
 }
 
 func atou(s string) uint64 {
 	n, _ := strconv.ParseUint(s, 10, 64)
 	return n
+}
+
+// placement is a thread's allowed CPUs and the CPU it last ran on, from
+// /proc/.../status and stat, for NETBENCH_THREADS=1.
+func placement(task string) string {
+	allowed := "?"
+	if b, err := os.ReadFile(filepath.Join(task, "status")); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "Cpus_allowed_list:"); ok {
+				allowed = strings.TrimSpace(v)
+			}
+		}
+	}
+	last := "?"
+	if b, err := os.ReadFile(filepath.Join(task, "stat")); err == nil {
+		// Fields after the parenthesised comm; "processor" is field 39.
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 {
+			if f := strings.Fields(string(b[i+1:])); len(f) > 36 {
+				last = f[36]
+			}
+		}
+	}
+	return "cpus=" + allowed + " last=" + last
 }
