@@ -182,8 +182,12 @@ func (p *PCI) Device() Device { return p.dev }
 // queue the device serves itself (SelfServer) there is no goroutine; the
 // worker only owns the eventfd and its ioeventfd registration.
 type worker struct {
-	q          *Queue
-	fd         int
+	q  *Queue
+	fd int
+	// file wraps fd for the worker goroutine's reads (through Go's
+	// netpoller); nil for a self-served queue, whose fd the device waits
+	// on itself: in the netpoller too, every guest kick would also wake a
+	// thread of the Go runtime, for nothing.
 	file       *os.File
 	notify     uint64 // registered ioeventfd address, 0 if none
 	notifyPort uint16 // registered port ioeventfd, 0 if none

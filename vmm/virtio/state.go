@@ -281,8 +281,10 @@ func (p *PCI) buildQueuesLocked() ([]*Queue, error) {
 		vector := int(st.vector)
 		q := &Queue{Queue: vq, Index: i, interrupt: func() { p.raise(vector) }, broken: p.fail, kickFD: fd}
 		queues[i] = q
-		w := &worker{q: q, fd: fd, file: os.NewFile(uintptr(fd), fmt.Sprintf("virtio-kick-%d", i)),
-			done: make(chan struct{}), selfServed: self != nil && self.ServesQueue(i)}
+		w := &worker{q: q, fd: fd, done: make(chan struct{}), selfServed: self != nil && self.ServesQueue(i)}
+		if !w.selfServed {
+			w.file = os.NewFile(uintptr(fd), fmt.Sprintf("virtio-kick-%d", i))
+		}
 		workers = append(workers, w)
 		if err := p.registerKick(w); err != nil {
 			return fail(err)
@@ -297,8 +299,17 @@ func (p *PCI) buildQueuesLocked() ([]*Queue, error) {
 func (p *PCI) releaseLocked(workers []*worker) {
 	for _, w := range workers {
 		p.unregisterKick(w)
-		w.file.Close()
+		w.closeKick()
 	}
+}
+
+// closeKick closes the worker's kick eventfd.
+func (w *worker) closeKick() {
+	if w.file != nil {
+		w.file.Close() // also ends the worker's Read
+		return
+	}
+	unix.Close(w.fd)
 }
 
 // serve is a queue's worker: each kick runs the device's Process, unless
@@ -386,7 +397,7 @@ func (p *PCI) reset(fromGuest bool) {
 	for _, w := range active {
 		p.unregisterKick(w)
 		if !w.selfServed {
-			w.file.Close() // ends the worker's Read
+			w.closeKick() // ends the worker's Read
 		}
 	}
 	p.mu.Unlock()
@@ -397,7 +408,7 @@ func (p *PCI) reset(fromGuest bool) {
 	p.dev.Reset()
 	for _, w := range active {
 		if w.selfServed {
-			w.file.Close()
+			w.closeKick()
 		}
 	}
 	p.mu.Lock()

@@ -2,6 +2,9 @@ package virtio_test
 
 import (
 	"errors"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -417,5 +420,63 @@ func TestPauseResume(t *testing.T) {
 	}
 	if r.plat.Registered() != 0 {
 		t.Errorf("%d ioeventfds left after Close", r.plat.Registered())
+	}
+}
+
+// epollWatched returns the fds that some epoll instance of this process
+// watches (/proc/self/fdinfo lists each watched fd as "tfd:").
+func epollWatched(t *testing.T) map[int]bool {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fdinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]bool{}
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/self/fdinfo/" + e.Name())
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "tfd:" {
+				if fd, err := strconv.Atoi(f[1]); err == nil {
+					out[fd] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestSelfServedKickNotInNetpoller: the kick eventfd of a queue the
+// device serves itself stays out of Go's netpoller (its poller waits on
+// it; in the netpoller too, each guest kick would also wake a runtime
+// thread for nothing), while a worker-served queue's kick is in it (the
+// worker's Read blocks there).
+func TestSelfServedKickNotInNetpoller(t *testing.T) {
+	r := newRig(t)
+	var got []*virtio.Queue
+	r.dev.onActivate = func(queues []*virtio.Queue) error {
+		got = queues
+		return nil
+	}
+	r.negotiate()
+	r.queues()
+	r.setStatus(sAck | sDriver | sFeaturesOK | sDriverOK)
+	if len(got) != 2 || got[0] == nil || got[1] == nil {
+		t.Fatalf("activated with %v", got)
+	}
+	watched := epollWatched(t)
+	if fd := got[0].KickFD(); !watched[fd] {
+		t.Errorf("worker-served queue 0: kick fd %d is in no epoll: the check cannot see the netpoller", fd)
+	}
+	if fd := got[1].KickFD(); watched[fd] {
+		t.Errorf("self-served queue 1: kick fd %d is in an epoll (Go's netpoller)", fd)
+	}
+	r.setStatus(0)
+	for _, q := range got {
+		if _, err := unix.FcntlInt(uintptr(q.KickFD()), unix.F_GETFD, 0); err != unix.EBADF {
+			t.Errorf("queue %d: kick fd %d still open after reset (%v)", q.Index, q.KickFD(), err)
+		}
 	}
 }
