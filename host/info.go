@@ -127,6 +127,18 @@ func (v *VM) Stats() vmm.Stats {
 	return last
 }
 
+// SampleRIPs returns the instruction pointer of each vCPU of the VM's
+// current run (vmm.VM.SampleRIPs), or nil when it is not running.
+func (v *VM) SampleRIPs(timeout time.Duration) []uint64 {
+	v.mu.Lock()
+	cur := v.cur
+	v.mu.Unlock()
+	if cur == nil {
+		return nil
+	}
+	return cur.SampleRIPs(timeout)
+}
+
 // HostStats are the host's counters.
 type HostStats struct {
 	// VMs are each VM's counters, in creation order.

@@ -200,3 +200,32 @@ func TestKVMPauseResume(t *testing.T) {
 		t.Errorf("Stats.Pauses = %d, want 4", st.Pauses)
 	}
 }
+
+// TestKVMSampleRIPs: a vCPU asked where it is answers with an address in
+// the loop the guest spins in, and a paused one does not answer.
+func TestKVMSampleRIPs(t *testing.T) {
+	vm := newTinyVM(t, tinykernel.Count, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	done := runAsync(ctx, vm)
+	<-vm.Started()
+	// Count is an 8-byte increment and a 2-byte jump, entered at the
+	// first byte after the ELF and program headers at 1 MiB.
+	const entry = 0x10_0000 + 64 + 56
+	for i := 0; i < 3; i++ {
+		rips := vm.SampleRIPs(30 * time.Second)
+		if len(rips) != 1 || (rips[0] != entry && rips[0] != entry+8) {
+			t.Fatalf("sample %d: %#x, want [%#x] or [%#x]", i, rips, entry, entry+8)
+		}
+	}
+	if err := vm.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rips := vm.SampleRIPs(50 * time.Millisecond); len(rips) != 1 || rips[0] != 0 {
+		t.Errorf("a paused vCPU answered %#x", rips)
+	}
+	vm.Stop()
+	if err := <-done; err.Error() != vmm.ExitStopped.String() {
+		t.Fatalf("VM ended as %v", err)
+	}
+}

@@ -119,6 +119,31 @@ func (v *VM) Stats() Stats {
 	return s
 }
 
+// SampleRIPs asks every running vCPU for its instruction pointer, which
+// its thread reads at the exit the request causes, and waits up to
+// timeout for the answers: where a guest that has stopped making
+// progress is spinning. A vCPU that did not answer in time (parked,
+// paused, ended) has 0. Each request costs the guest one exit.
+func (v *VM) SampleRIPs(timeout time.Duration) []uint64 {
+	cpus := v.VCPUs()
+	t0 := uint64(time.Now().UnixNano())
+	for _, c := range cpus {
+		c.sampleReq.Store(true)
+		_ = c.Kick()
+	}
+	deadline := time.Now().Add(timeout)
+	out := make([]uint64, len(cpus))
+	for i, c := range cpus {
+		for c.ripAt.Load() < t0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if c.ripAt.Load() >= t0 {
+			out[i] = c.rip.Load()
+		}
+	}
+	return out
+}
+
 // kvmExitCounters are the KVM binary-stats counters worth reporting.
 var kvmExitCounters = []string{
 	"exits", "io_exits", "mmio_exits", "halt_exits", "irq_exits", "signal_exits",

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/colibrivm/colibri/internal/osthread"
@@ -71,6 +72,11 @@ type VCPU struct {
 	signals    atomic.Uint64
 	parks      atomic.Uint64
 	clockCtrls atomic.Uint64
+	// sampleReq asks the thread for its instruction pointer at its next
+	// exit (VM.SampleRIPs); rip is the last answer and ripAt when it came
+	// (Unix nanoseconds).
+	sampleReq  atomic.Bool
+	rip, ripAt atomic.Uint64
 	// lastExit is touched only by the vCPU thread.
 	lastExit exitRecord
 
@@ -318,6 +324,9 @@ func (c *VCPU) loop() error {
 			c.vm.stop(ExitError, err)
 			return err
 		}
+		if c.sampleReq.Load() {
+			c.sampleRIP()
+		}
 		if c.control.Load()&ctlStop != 0 {
 			return nil
 		}
@@ -327,6 +336,15 @@ func (c *VCPU) loop() error {
 				return nil
 			}
 		}
+	}
+}
+
+// sampleRIP answers a SampleRIPs request on the vCPU's thread.
+func (c *VCPU) sampleRIP() {
+	c.sampleReq.Store(false)
+	if r, err := c.cpu.Regs(); err == nil {
+		c.rip.Store(r.RIP)
+		c.ripAt.Store(uint64(time.Now().UnixNano()))
 	}
 }
 

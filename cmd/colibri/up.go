@@ -45,7 +45,8 @@ the file its console field names. A stdout that blocks (a full pipe, a stopped
 pager) never stalls a guest: what falls more than 256 KiB behind is dropped,
 with a line saying how much. up runs until every VM has powered off, or
 until Ctrl-C, and exits non-zero if any VM failed. SIGUSR1 prints the datapath
-and scheduler counters while it runs.
+and scheduler counters, and where each vCPU is (its instruction pointer),
+while it runs.
 
 FILE (YAML; JSON with the same names works too):
 
@@ -173,6 +174,7 @@ func runUp(cmd *cobra.Command, path string, f upFlags) error {
 		for s := range sigs {
 			if s == syscall.SIGUSR1 {
 				printUpStats(os.Stderr, h.Stats())
+				printRIPs(os.Stderr, vms)
 				continue
 			}
 			// The first signal asks the guests to shut down, a second one
@@ -255,6 +257,25 @@ func upSnapshot(hs host.HostStats) upStats {
 			Migrations: s.Stats.Migrations, Errors: s.Stats.Errors, CPUTimeS: s.Stats.CPUTime.Seconds()}
 	}
 	return st
+}
+
+// printRIPs writes where each running VM's vCPUs are (their instruction
+// pointers, sampled now): what a guest that stopped making progress runs.
+func printRIPs(w io.Writer, vms []*host.VM) {
+	for _, v := range vms {
+		rips := v.SampleRIPs(200 * time.Millisecond)
+		if len(rips) == 0 {
+			continue
+		}
+		parts := make([]string, len(rips))
+		for i, r := range rips {
+			parts[i] = fmt.Sprintf("%d: %#x", i, r)
+			if r == 0 {
+				parts[i] = fmt.Sprintf("%d: no answer", i)
+			}
+		}
+		fmt.Fprintf(w, "== VM %s: vCPU instruction pointers: %s\n", v.Name(), strings.Join(parts, ", "))
+	}
 }
 
 func printUpStats(w io.Writer, hs host.HostStats) {
