@@ -121,7 +121,7 @@ func run() int {
 	flag.StringVar(&cfg.qemuNICOpts, "qemu-nic-opts", "", "more virtio-net-pci properties for QEMU's NICs, with a leading comma (e.g. ,modern-pio-notify=on)")
 	flag.StringVar(&cfg.kernel, "kernel", "guestimages/out/vmlinuz", "guest bzImage (both sides)")
 	flag.StringVar(&cfg.initrd, "initrd", "guestimages/out/initrd.img", "guest initrd with colibri's init (both sides)")
-	flag.StringVar(&cfg.cmdline, "cmdline", "console=ttyS0 quiet panic=-1", "kernel command line before the benchmark's colibri.run=")
+	flag.StringVar(&cfg.cmdline, "cmdline", "console=ttyS0 quiet panic=-1 nokaslr", "kernel command line, before the benchmark's colibri.run= (nokaslr: the vCPU instruction pointers colibri reports for a stalled guest resolve against the kernel's System.map)")
 	flag.IntVar(&cfg.memMiB, "mem", 256, "guest memory in MiB")
 	flag.IntVar(&cfg.pings, "pings", 1000, "back-to-back pings from a to b (p99 is then the 10th slowest)")
 	flag.IntVar(&cfg.warmup, "warmup", 100, "back-to-back pings before the measured ones, reported apart (0: none)")

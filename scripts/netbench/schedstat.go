@@ -17,6 +17,12 @@ import (
 // (vmm_cpu_ns, vmm_wait_ns: every thread of pids and, for QEMU, their
 // vhost-PID kernel workers). Missing files leave the counters out.
 func hostCPU(c kvmdebugfs.Counters, pids []int) {
+	if os.Getenv("NETBENCH_THREADS") == "1" {
+		// The guests' memory as KVM maps it now (gauges, not counters),
+		// and the host's free 2 MiB-or-larger blocks.
+		fmt.Fprintf(os.Stderr, "netbench: kvm mappings: 4k=%d 2m=%d 1g=%d; %s\n",
+			c["pages_4k"], c["pages_2m"], c["pages_1g"], hugeFree())
+	}
 	if b, err := os.ReadFile("/proc/schedstat"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			f := strings.Fields(l)
@@ -106,4 +112,25 @@ func placement(task string) string {
 		}
 	}
 	return "cpus=" + allowed + " last=" + last
+}
+
+// hugeFree sums /proc/buddyinfo's free blocks of order 9 (2 MiB) and
+// above, for NETBENCH_THREADS=1.
+func hugeFree() string {
+	b, err := os.ReadFile("/proc/buddyinfo")
+	if err != nil {
+		return "buddyinfo: " + err.Error()
+	}
+	var blocks uint64
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 4+11 {
+			continue
+		}
+		orders := f[4:] // "Node 0, zone Normal" then counts for orders 0..10
+		for o := 9; o < len(orders); o++ {
+			blocks += atou(orders[o]) << (o - 9)
+		}
+	}
+	return fmt.Sprintf("free 2 MiB blocks %d", blocks)
 }
