@@ -123,21 +123,22 @@ func (v *VM) Stats() Stats {
 // its thread reads at the exit the request causes, and waits up to
 // timeout for the answers: where a guest that has stopped making
 // progress is spinning. A vCPU that did not answer in time (parked,
-// paused, ended) has 0. Each request costs the guest one exit.
+// paused, ended) has 0. Each request costs the guest one exit, through a
+// Kick (counted in Stats.Kicks).
 func (v *VM) SampleRIPs(timeout time.Duration) []uint64 {
 	cpus := v.VCPUs()
-	t0 := uint64(time.Now().UnixNano())
-	for _, c := range cpus {
-		c.sampleReq.Store(true)
+	want := make([]uint64, len(cpus))
+	for i, c := range cpus {
+		want[i] = c.sampleWant.Add(1)
 		_ = c.Kick()
 	}
 	deadline := time.Now().Add(timeout)
 	out := make([]uint64, len(cpus))
 	for i, c := range cpus {
-		for c.ripAt.Load() < t0 && time.Now().Before(deadline) {
+		for c.ripFor.Load() < want[i] && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}
-		if c.ripAt.Load() >= t0 {
+		if c.ripFor.Load() >= want[i] {
 			out[i] = c.rip.Load()
 		}
 	}

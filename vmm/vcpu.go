@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	"github.com/colibrivm/colibri/internal/osthread"
@@ -72,11 +71,12 @@ type VCPU struct {
 	signals    atomic.Uint64
 	parks      atomic.Uint64
 	clockCtrls atomic.Uint64
-	// sampleReq asks the thread for its instruction pointer at its next
-	// exit (VM.SampleRIPs); rip is the last answer and ripAt when it came
-	// (Unix nanoseconds).
-	sampleReq  atomic.Bool
-	rip, ripAt atomic.Uint64
+	// sampleWant numbers the requests for the thread's instruction
+	// pointer (VM.SampleRIPs); the thread answers at its next exit with
+	// rip, then sets ripFor to the request it answered. sampleDone is the
+	// thread's own copy of ripFor.
+	sampleWant, ripFor, rip atomic.Uint64
+	sampleDone              uint64
 	// lastExit is touched only by the vCPU thread.
 	lastExit exitRecord
 
@@ -324,8 +324,8 @@ func (c *VCPU) loop() error {
 			c.vm.stop(ExitError, err)
 			return err
 		}
-		if c.sampleReq.Load() {
-			c.sampleRIP()
+		if want := c.sampleWant.Load(); want != c.sampleDone {
+			c.sampleRIP(want)
 		}
 		if c.control.Load()&ctlStop != 0 {
 			return nil
@@ -339,13 +339,16 @@ func (c *VCPU) loop() error {
 	}
 }
 
-// sampleRIP answers a SampleRIPs request on the vCPU's thread.
-func (c *VCPU) sampleRIP() {
-	c.sampleReq.Store(false)
+// sampleRIP answers the SampleRIPs requests up to want on the vCPU's
+// thread (0 if the registers cannot be read).
+func (c *VCPU) sampleRIP(want uint64) {
+	var rip uint64
 	if r, err := c.cpu.Regs(); err == nil {
-		c.rip.Store(r.RIP)
-		c.ripAt.Store(uint64(time.Now().UnixNano()))
+		rip = r.RIP
 	}
+	c.rip.Store(rip)
+	c.ripFor.Store(want)
+	c.sampleDone = want
 }
 
 // park blocks the thread while it is held (or until stop). After a pause

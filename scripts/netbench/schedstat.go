@@ -17,7 +17,8 @@ import (
 // (vmm_cpu_ns, vmm_wait_ns: every thread of pids and, for QEMU, their
 // vhost-PID kernel workers). Missing files leave the counters out.
 func hostCPU(c kvmdebugfs.Counters, pids []int) {
-	if os.Getenv("NETBENCH_THREADS") == "1" {
+	listThreads := os.Getenv("NETBENCH_THREADS") == "1"
+	if listThreads {
 		// The guests' memory as KVM maps it now (gauges, not counters),
 		// and the host's free 2 MiB-or-larger blocks.
 		fmt.Fprintf(os.Stderr, "netbench: kvm mappings: 4k=%d 2m=%d 1g=%d; %s\n",
@@ -62,7 +63,7 @@ func hostCPU(c kvmdebugfs.Counters, pids []int) {
 			c["vmm_wait_ns"] += atou(f[1])
 			comm, _ := os.ReadFile(filepath.Join(t, "comm"))
 			role := threadRole(strings.TrimSpace(string(comm)))
-			if os.Getenv("NETBENCH_THREADS") == "1" {
+			if listThreads {
 				fmt.Fprintf(os.Stderr, "netbench: thread %s %q role=%s run_ns=%s wait_ns=%s %s\n",
 					filepath.Base(t), strings.TrimSpace(string(comm)), role, f[0], f[1], placement(t))
 			}
