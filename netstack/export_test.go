@@ -1,6 +1,9 @@
 package netstack
 
-import "log/slog"
+import (
+	"log/slog"
+	"time"
+)
 
 // SetClock replaces sw's clock (monotonic nanoseconds) for tests.
 func SetClock(sw *Switch, now func() int64) { sw.now = now }
@@ -18,6 +21,21 @@ func NewSyncPoller(batch int) *SyncPoller {
 	p := &poller{st: st, batch: batch, dirty: make([]dirtyDest, 0, 64)}
 	p.initSwitching()
 	return &SyncPoller{p: p}
+}
+
+// NewSyncPollerTxDelay is NewSyncPoller holding transmit completion
+// notices for delay (Config.TxNoticeDelay).
+func NewSyncPollerTxDelay(batch int, delay time.Duration) *SyncPoller {
+	sp := NewSyncPoller(batch)
+	sp.p.txDelay = int64(delay)
+	return sp
+}
+
+// SendHeldTx sends the notices held for the endpoints of the last Poll,
+// as a poller does before it sleeps.
+func (sp *SyncPoller) SendHeldTx() {
+	sp.p.list = sp.list
+	sp.p.sendHeldTx()
 }
 
 // Poll makes one pass over the endpoints of ports and returns the frames

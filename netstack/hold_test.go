@@ -383,6 +383,65 @@ func TestCompleteTxAfterFlush(t *testing.T) {
 	}
 }
 
+// TestTxNoticeHeld: with a notice delay, a pass that took a few frames
+// holds the sender's completion notice until the delay has passed (or
+// until the poller sends what it holds, before sleeping), and a pass that
+// took a full batch sends it at once.
+func TestTxNoticeHeld(t *testing.T) {
+	sw := netstack.NewSwitch("sw0")
+	dst := newQueue(t, 0)
+	src := &completer{Queue: newQueue(t, 0), dst: dst}
+	ps, _ := sw.AddPort("src")
+	pd, _ := sw.AddPort("dst")
+	_ = ps.SetEndpoints([]netstack.Endpoint{src})
+	_ = pd.SetEndpoints([]netstack.Endpoint{dst})
+	_ = sw.Learn(macB[:], pd)
+	const delay = 50 * time.Millisecond
+	sp := netstack.NewSyncPollerTxDelay(4, delay)
+
+	sp.Poll(ps) // nothing sent, nothing held: noticed at once, as before
+	if len(src.completions) != 1 {
+		t.Fatalf("an empty pass gave %d notices, want 1", len(src.completions))
+	}
+	src.Inject(frame(macB, macA))
+	start := time.Now()
+	sp.Poll(ps)
+	sp.Poll(ps)
+	if len(src.completions) != 1 && time.Since(start) < delay {
+		t.Fatalf("the notice for one frame came at once (%d notices), want it held", len(src.completions))
+	}
+	for len(src.completions) == 1 {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the held notice never came")
+		}
+		time.Sleep(delay / 5)
+		sp.Poll(ps)
+	}
+	if d := time.Since(start); d < delay {
+		t.Fatalf("the held notice came after %v, before the %v delay", d, delay)
+	}
+	if len(src.completions) != 2 {
+		t.Fatalf("%d notices, want 2", len(src.completions))
+	}
+
+	src.Inject(frame(macB, macA), frame(macB, macA), frame(macB, macA), frame(macB, macA))
+	sp.Poll(ps) // a full batch
+	if len(src.completions) != 3 {
+		t.Fatalf("after a full batch: %d notices, want 3 (sent at once)", len(src.completions))
+	}
+
+	src.Inject(frame(macB, macA))
+	sp.Poll(ps)
+	sp.SendHeldTx()
+	if len(src.completions) != 4 {
+		t.Fatalf("after SendHeldTx: %d notices, want 4", len(src.completions))
+	}
+	sp.SendHeldTx() // nothing held now
+	if len(src.completions) != 4 {
+		t.Fatalf("a second SendHeldTx sent %d notices, want none", len(src.completions)-4)
+	}
+}
+
 func u32s(v []uint32) []byte {
 	b := make([]byte, 4*len(v))
 	for i, x := range v {

@@ -48,7 +48,12 @@ type poller struct {
 
 	// thread-only
 	batch int
-	fn    func([]byte, vnet.Offload)
+	// txDelay is Config.TxNoticeDelay in nanoseconds (<= 0: no delay);
+	// txHeld counts the slots of list whose txDue is set.
+	txDelay int64
+	txHeld  int
+	list    []*epSlot
+	fn      func([]byte, vnet.Offload)
 	// fin finishes pending offloads for endpoints that cannot take them;
 	// finSlot is where finSeg delivers the resulting frames.
 	fin     *vnet.Finisher
@@ -99,7 +104,7 @@ type pollerCounters struct {
 
 func newPoller(st *Stack, index, core int) (*poller, error) {
 	p := &poller{st: st, index: index, core: core, epfd: -1, ctlfd: -1,
-		batch: st.cfg.Batch, events: make([]unix.EpollEvent, 64),
+		batch: st.cfg.Batch, txDelay: int64(st.cfg.TxNoticeDelay), events: make([]unix.EpollEvent, 64),
 		dirty: make([]dirtyDest, 0, 64), spin: int64(st.cfg.IdleAfter)}
 	switch st.cfg.Sharing {
 	case SharingShared:
@@ -235,6 +240,9 @@ func (p *poller) quiesce(gen uint64) {
 // generation moved.
 func (p *poller) ack() {
 	if g := p.st.gen.Load(); g != p.gen {
+		// Once acknowledged, endpoints may leave the list: what is held
+		// for them goes now.
+		p.sendHeldTx()
 		p.gen = g
 		p.seen.Store(g)
 	}
@@ -287,10 +295,13 @@ func (p *poller) loop() {
 		p.ack()
 		if p.st.stopping.Load() {
 			p.publish()
+			p.sendHeldTx()
 			return
 		}
 		if l := p.owned.Load(); l != list {
+			p.sendHeldTx()
 			list = l
+			p.list = *l
 			for _, s := range *l {
 				s.ep.Disarm()
 			}
@@ -316,6 +327,7 @@ func (p *poller) loop() {
 			// meanwhile, so a second empty pass (and a sched_yield
 			// before it) would only add system calls to every wake-up.
 			p.publish()
+			p.sendHeldTx()
 			p.sleep()
 			continue
 		}
@@ -334,6 +346,7 @@ func (p *poller) loop() {
 		}
 		if now-idleSince >= p.spin {
 			p.publish()
+			p.sendHeldTx()
 			p.sleep()
 			idleSince = 0
 		}
@@ -375,11 +388,56 @@ func (p *poller) pass(list []*epSlot) (uint64, bool) {
 		if s.txc != nil {
 			// The sender's completion notice (an interrupt: a system
 			// call) comes with no destination's lock held.
-			s.txc.CompleteTx()
+			p.completeTx(s, p.rxPkts)
 		}
 	}
 	p.cur = nil
 	return total, work || total > 0
+}
+
+// completeTx sends s's transmit completion notice, or holds it back for
+// Config.TxNoticeDelay after a pass that took frames but not a full
+// batch (a sender that fills its batches gets its notices at once).
+func (p *poller) completeTx(s *epSlot, took uint64) {
+	if p.txDelay <= 0 || took >= uint64(p.batch) {
+		if s.txDue != 0 {
+			s.txDue = 0
+			p.txHeld--
+		}
+		s.txc.CompleteTx()
+		return
+	}
+	if s.txDue == 0 {
+		if took == 0 {
+			// Nothing new, nothing held: chains Transmit returned
+			// without a frame (malformed ones) are noticed here.
+			s.txc.CompleteTx()
+			return
+		}
+		s.txDue = monoNanos() + p.txDelay
+		p.txHeld++
+		return
+	}
+	if monoNanos() >= s.txDue {
+		s.txDue = 0
+		p.txHeld--
+		s.txc.CompleteTx()
+	}
+}
+
+// sendHeldTx sends every completion notice held for the poller's
+// endpoints.
+func (p *poller) sendHeldTx() {
+	if p.txHeld == 0 {
+		return
+	}
+	for _, s := range p.list {
+		if s.txDue != 0 {
+			s.txDue = 0
+			s.txc.CompleteTx()
+		}
+	}
+	p.txHeld = 0
 }
 
 // flush flushes every endpoint delivered to since the last flush, adds

@@ -71,6 +71,10 @@ type epSlot struct {
 	// true while it is not empty (read without mu by the owner's passes).
 	hold    frameQueue
 	holding atomic.Bool
+	// txDue is when the owner sends the transmit completion notice it
+	// holds (Config.TxNoticeDelay), in monoNanos; 0 when it holds none.
+	// The owner's thread only.
+	txDue int64
 }
 
 // portCounters are a port's counters. "rx" is what the switch received

@@ -20,6 +20,9 @@ const (
 	DefaultIdleAfter    = 200 * time.Microsecond
 	DefaultMaxIdleAfter = 20 * time.Millisecond
 	DefaultBatch        = 32
+	// DefaultTxNoticeDelay is how long a poller holds a transmit
+	// completion notice back (Config.TxNoticeDelay).
+	DefaultTxNoticeDelay = time.Millisecond
 	// DefaultSharedIdleAfter is a shared poller's spin when IdleAfter is
 	// 0: none, it sleeps after its first empty pass. While a poller
 	// spins the guests do not kick, so on a core it shares a frame sent
@@ -87,6 +90,20 @@ type Config struct {
 	// Batch is the most frames taken from one endpoint per Transmit call;
 	// 0 means DefaultBatch.
 	Batch int
+	// TxNoticeDelay is how long a poller may hold back the notice that
+	// tells a sender its transmitted frames are done (TxCompleter: for a
+	// virtio NIC, an interrupt), after a pass that took fewer than a
+	// batch of frames from it. The notice is then sent only if the
+	// sender still asks for it: a driver that freed those buffers
+	// meanwhile (Linux's virtio-net does when a received frame
+	// interrupts it, or on its next transmit) has moved its used_event
+	// on and is not interrupted at all. Sent at once, the notice lands
+	// as the guest's vCPU goes idle after its kick, where it costs a
+	// host IPI, a halt and an interrupt-window exit. A pass that takes a
+	// full batch, a poller about to sleep, and an endpoint leaving the
+	// poller send what is held. 0 means DefaultTxNoticeDelay; a negative
+	// value sends every notice at once.
+	TxNoticeDelay time.Duration
 	// Logger receives the stack's rare events; nil means no logging.
 	Logger *slog.Logger
 	// OnWake, if set, is called on a poller's thread right after it
@@ -138,6 +155,9 @@ func New(cfg Config) (*Stack, error) {
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = DefaultBatch
+	}
+	if cfg.TxNoticeDelay == 0 {
+		cfg.TxNoticeDelay = DefaultTxNoticeDelay
 	}
 	cores := cfg.PollerCores
 	if len(cores) == 0 {
