@@ -40,7 +40,8 @@ func newDatapath(pollers spec.Pollers, log *slog.Logger) (*datapath, error) {
 
 // stackConfig is the netstack configuration of the file's pollers: a spin
 // of 0 never spins, a longer one bounds the adaptive spin (starting from
-// the datapath's default minimum, or from the spin itself if shorter).
+// the datapath's default minimum, or from the spin itself if shorter); a
+// transmit notice delay of 0 sends every notice at once.
 func stackConfig(pollers spec.Pollers, log *slog.Logger) netstack.Config {
 	cfg := netstack.Config{PollerCores: pollers.Cores, Logger: log}
 	switch s := pollers.Spin; {
@@ -50,6 +51,12 @@ func stackConfig(pollers spec.Pollers, log *slog.Logger) netstack.Config {
 	default:
 		cfg.IdleAfter = min(netstack.DefaultIdleAfter, *s)
 		cfg.MaxIdleAfter = *s
+	}
+	if d := pollers.TxNoticeDelay; d != nil {
+		cfg.TxNoticeDelay = *d
+		if *d == 0 {
+			cfg.TxNoticeDelay = -1 // netstack: no delay
+		}
 	}
 	return cfg
 }

@@ -8,6 +8,20 @@ import (
 	"github.com/colibrivm/colibri/netstack"
 )
 
+// TestStackConfigTxNoticeDelay: the file's delay reaches netstack, 0 as
+// "none" (netstack's negative), absent as netstack's default (0).
+func TestStackConfigTxNoticeDelay(t *testing.T) {
+	d := func(v time.Duration) *time.Duration { return &v }
+	for _, c := range []struct {
+		in   *time.Duration
+		want time.Duration
+	}{{nil, 0}, {d(0), -1}, {d(3 * time.Millisecond), 3 * time.Millisecond}} {
+		if got := stackConfig(spec.Pollers{TxNoticeDelay: c.in}, nil).TxNoticeDelay; got != c.want {
+			t.Errorf("tx_notice_delay %v: netstack TxNoticeDelay %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
 func TestStackConfigSpin(t *testing.T) {
 	d := func(v time.Duration) *time.Duration { return &v }
 	for _, c := range []struct {

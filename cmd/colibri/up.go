@@ -51,7 +51,9 @@ while it runs.
 FILE (YAML; JSON with the same names works too):
 
   pollers: {cores: [1]}                 # host cores for the datapath
-                                        # also: spin (longest idle poll before sleeping; 0: none)
+                                        # also: spin (longest idle poll before sleeping; 0: none),
+                                        # tx_notice_delay (longest a guest's transmit-done
+                                        # interrupt is held back, 1ms; 0: none)
   sched: {policy: central, cores: [0]}  # linux | pinned | central | adaptive
                                         # also: period (5us); central: threshold, quantum, grace
   switches:

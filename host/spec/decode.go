@@ -27,6 +27,8 @@ type rawFile struct {
 type rawPollers struct {
 	Cores []int  `yaml:"cores" json:"cores"`
 	Spin  scalar `yaml:"spin" json:"spin"`
+	// TxNoticeDelay is Pollers.TxNoticeDelay.
+	TxNoticeDelay scalar `yaml:"tx_notice_delay" json:"tx_notice_delay"`
 }
 
 type rawSched struct {

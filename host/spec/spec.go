@@ -144,6 +144,12 @@ type Pollers struct {
 	// nil: the datapath's default (20ms for a poller with a core of its
 	// own, 0 for one that shares its core with vCPUs).
 	Spin *time.Duration
+	// TxNoticeDelay is the longest a poller holds back the interrupt
+	// that tells a guest its transmitted frames are done, after a pass
+	// that took only a few of them; the guest's driver often frees them
+	// meanwhile and needs no interrupt. 0: every notice at once. nil: the
+	// datapath's default (1ms).
+	TxNoticeDelay *time.Duration
 }
 
 // Sched configures the vCPU scheduler.

@@ -35,9 +35,9 @@ func TestGoodYAMLAndJSONAgree(t *testing.T) {
 		}
 		return m
 	}
-	spin := 500 * time.Microsecond
+	spin, txDelay := 500*time.Microsecond, 2*time.Millisecond
 	want := &File{
-		Pollers: Pollers{Cores: []int{1}, Spin: &spin},
+		Pollers: Pollers{Cores: []int{1}, Spin: &spin, TxNoticeDelay: &txDelay},
 		Sched:   Sched{Policy: "central", Cores: []int{0, 2}, Threshold: 20 * time.Microsecond, Quantum: 2 * time.Millisecond, Mode: "adaptive"},
 		Switches: []Switch{
 			{Name: "sw0", Uplinks: []Uplink{{TAP: "tap0"}, {XDP: "veth0"}}},
@@ -258,6 +258,9 @@ var badFiles = []struct {
 	{"bad duration", okVM + "sched: {policy: central, quantum: 2x}\n", YAML, `sched.quantum: "2x": not a duration (use e.g. 20us or 2ms)`},
 	{"spin without unit", okVM + "pollers: {spin: 5}\n", YAML, `pollers.spin: "5": not a duration (use e.g. 0, 500us or 20ms)`},
 	{"negative spin", okVM + "pollers: {spin: -1ms}\n", YAML, `pollers.spin: "-1ms": must be from 0 to 1s`},
+	{"tx notice delay without unit", okVM + "pollers: {tx_notice_delay: 3}\n", YAML, `pollers.tx_notice_delay: "3": not a duration (use e.g. 0, 500us or 2ms)`},
+	{"tx notice delay too long", okVM + "pollers: {tx_notice_delay: 1s}\n", YAML, `pollers.tx_notice_delay: "1s": must be from 0 to 100ms`},
+	{"negative tx notice delay", okVM + "pollers: {tx_notice_delay: -1us}\n", YAML, `pollers.tx_notice_delay: "-1us": must be from 0 to 100ms`},
 	{"spin too long", `{"vms": [{"name": "a"}], "pollers": {"spin": "2s"}}`, JSON, `pollers.spin: "2s": must be from 0 to 1s`},
 	{"zero duration", okVM + "sched: {policy: central, grace: 0s}\n", YAML, `sched.grace: "0s": must be positive`},
 	{"param without central", okVM + "sched: {policy: pinned, threshold: 20us}\n", YAML, "sched.threshold: only the central policy takes it, not pinned"},
@@ -330,6 +333,9 @@ func toRaw(f *File) *rawFile {
 	}
 	if f.Pollers.Spin != nil {
 		r.Pollers.Spin = scalar{Text: f.Pollers.Spin.String(), Set: true}
+	}
+	if f.Pollers.TxNoticeDelay != nil {
+		r.Pollers.TxNoticeDelay = scalar{Text: f.Pollers.TxNoticeDelay.String(), Set: true}
 	}
 	for _, d := range []struct {
 		v   time.Duration

@@ -15,6 +15,10 @@ import (
 // without a frame is a misconfiguration, not a latency choice.
 const maxSpin = time.Second
 
+// maxTxNoticeDelay bounds pollers.tx_notice_delay: a guest that waits
+// longer for its transmit buffers stalls.
+const maxTxNoticeDelay = 100 * time.Millisecond
+
 // convert turns the decoded file into a File: it parses sizes, durations
 // and MACs, resolves relative paths against baseDir, and rejects explicit
 // values that Normalize would otherwise mistake for absent ones (cpus: 0,
@@ -32,6 +36,16 @@ func (r *rawFile) convert(baseDir string) (*File, *Error) {
 				return nil, &Error{Path: "pollers.spin", Msg: fmt.Sprintf("%q: must be from 0 to %v", s.Text, maxSpin)}
 			}
 			f.Pollers.Spin = &v
+		}
+		if s := r.Pollers.TxNoticeDelay; s.Set {
+			v, err := time.ParseDuration(strings.TrimSpace(s.Text))
+			if err != nil {
+				return nil, &Error{Path: "pollers.tx_notice_delay", Msg: fmt.Sprintf("%q: not a duration (use e.g. 0, 500us or 2ms)", s.Text)}
+			}
+			if v < 0 || v > maxTxNoticeDelay {
+				return nil, &Error{Path: "pollers.tx_notice_delay", Msg: fmt.Sprintf("%q: must be from 0 to %v", s.Text, maxTxNoticeDelay)}
+			}
+			f.Pollers.TxNoticeDelay = &v
 		}
 	}
 	if s := r.Sched; s != nil {

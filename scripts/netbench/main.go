@@ -78,6 +78,8 @@ type config struct {
 	otherList  []int  // the same CPUs
 	// pollerSpin, if not empty, is colibri's pollers.spin.
 	pollerSpin string
+	// txNoticeDelay, if not empty, is colibri's pollers.tx_notice_delay.
+	txNoticeDelay string
 	// qemuNICOpts is appended to QEMU's -device virtio-net-pci,...
 	qemuNICOpts string
 }
@@ -132,6 +134,7 @@ func run() int {
 	shmemTHP := flag.String("shmem-thp", "", "set /sys/kernel/mm/transparent_hugepage/shmem_enabled to this for the run (e.g. advise: colibri's memfd guest memory gets THP, as QEMU's anonymous memory does by default); '' leaves it")
 	flag.DurationVar(&cfg.timeout, "timeout", 10*time.Minute, "per side and run")
 	flag.IntVar(&cfg.pollerCore, "poller-core", -1, "a CPU for the datapath: colibri's poller is pinned there and every vCPU (colibri's and QEMU's) runs on the other CPUs; QEMU's vhost threads go where the kernel puts them (-1: nothing pinned)")
+	flag.StringVar(&cfg.txNoticeDelay, "tx-notice-delay", "", "colibri's pollers.tx_notice_delay: the longest its poller holds a guest's transmit-done interrupt back (e.g. 0, 3ms; '' is colibri's default)")
 	flag.StringVar(&cfg.pollerSpin, "poller-spin", "", "colibri's pollers.spin: the longest its poller polls an idle datapath before it sleeps (e.g. 0, 1ms; '' is colibri's default)")
 	flag.Parse() // -poller-spin is checked where the file is: by colibri up
 	if flag.NArg() > 0 {
@@ -348,6 +351,9 @@ func runColibri(ctx context.Context, c config, bin string) result {
 	}
 	if c.pollerSpin != "" {
 		pollers["spin"] = c.pollerSpin
+	}
+	if c.txNoticeDelay != "" {
+		pollers["tx_notice_delay"] = c.txNoticeDelay
 	}
 	up := map[string]any{
 		"pollers":  pollers,
