@@ -19,6 +19,23 @@ const maxSpin = time.Second
 // longer for its transmit buffers stalls.
 const maxTxNoticeDelay = 100 * time.Millisecond
 
+// optionalDuration parses s, a duration from 0 to max, for the field at
+// path; nil when the file leaves it out. example is a typical value for
+// the error's hint.
+func optionalDuration(path string, s scalar, example string, max time.Duration) (*time.Duration, *Error) {
+	if !s.Set {
+		return nil, nil
+	}
+	v, err := time.ParseDuration(strings.TrimSpace(s.Text))
+	if err != nil {
+		return nil, &Error{Path: path, Msg: fmt.Sprintf("%q: not a duration (use e.g. 0, 500us or %s)", s.Text, example)}
+	}
+	if v < 0 || v > max {
+		return nil, &Error{Path: path, Msg: fmt.Sprintf("%q: must be from 0 to %v", s.Text, max)}
+	}
+	return &v, nil
+}
+
 // convert turns the decoded file into a File: it parses sizes, durations
 // and MACs, resolves relative paths against baseDir, and rejects explicit
 // values that Normalize would otherwise mistake for absent ones (cpus: 0,
@@ -27,25 +44,12 @@ func (r *rawFile) convert(baseDir string) (*File, *Error) {
 	f := &File{}
 	if r.Pollers != nil {
 		f.Pollers.Cores = slices.Clip(append([]int(nil), r.Pollers.Cores...))
-		if s := r.Pollers.Spin; s.Set {
-			v, err := time.ParseDuration(strings.TrimSpace(s.Text))
-			if err != nil {
-				return nil, &Error{Path: "pollers.spin", Msg: fmt.Sprintf("%q: not a duration (use e.g. 0, 500us or 20ms)", s.Text)}
-			}
-			if v < 0 || v > maxSpin {
-				return nil, &Error{Path: "pollers.spin", Msg: fmt.Sprintf("%q: must be from 0 to %v", s.Text, maxSpin)}
-			}
-			f.Pollers.Spin = &v
+		var err *Error
+		if f.Pollers.Spin, err = optionalDuration("pollers.spin", r.Pollers.Spin, "20ms", maxSpin); err != nil {
+			return nil, err
 		}
-		if s := r.Pollers.TxNoticeDelay; s.Set {
-			v, err := time.ParseDuration(strings.TrimSpace(s.Text))
-			if err != nil {
-				return nil, &Error{Path: "pollers.tx_notice_delay", Msg: fmt.Sprintf("%q: not a duration (use e.g. 0, 500us or 2ms)", s.Text)}
-			}
-			if v < 0 || v > maxTxNoticeDelay {
-				return nil, &Error{Path: "pollers.tx_notice_delay", Msg: fmt.Sprintf("%q: must be from 0 to %v", s.Text, maxTxNoticeDelay)}
-			}
-			f.Pollers.TxNoticeDelay = &v
+		if f.Pollers.TxNoticeDelay, err = optionalDuration("pollers.tx_notice_delay", r.Pollers.TxNoticeDelay, "2ms", maxTxNoticeDelay); err != nil {
+			return nil, err
 		}
 	}
 	if s := r.Sched; s != nil {
